@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One benchmark run for the feedback service (issue: foundation). Not part of CI.
+# Builds release binaries, then measures, each server in its own process:
+#   (a) a bare tonic server (health Check only, no auth, no storage), 64 concurrent streams
+#   (b) RecordResponse with auth, 64 concurrent streams, durable (SQLite WAL, synchronous=FULL)
+#   (c) bulk import rows/s vs raw multi-row inserts into the same kind of database
+#   (d) QueryMetrics p99 over 365 daily buckets at 100k and at 10M stored responses
+#   (e) server RSS idle and under load
+# Usage: bench/run.sh [seconds-per-load-test] [large-size]; results go to stdout as JSON lines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+LARGE=${2:-10000000}
+cargo build --release --bin cxloop --bin cxloop-load >&2
+BIN=target/release
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+start_cxloop() { # $1 = db file; prints pid and addr
+  local log="$WORK/serve-$RANDOM.log"
+  CXLOOP_AUTH__DEV_SECRET_FILE="$WORK/dev.secret" RUST_LOG=warn,cxloop=info \
+    $BIN/cxloop serve --listen 127.0.0.1:0 --log-format json --database-url "sqlite://$1?mode=rwc" 2>"$log" &
+  local pid=$!
+  for _ in $(seq 1 200); do
+    addr=$(grep -o '"addr":"[^"]*"' "$log" | head -n1 | cut -d'"' -f4 || true)
+    [ -n "$addr" ] && break
+    sleep 0.05
+  done
+  echo "$pid http://$addr"
+}
+token() { CXLOOP_AUTH__DEV_SECRET_FILE="$WORK/dev.secret" $BIN/cxloop token --tenant bench --role admin 2>/dev/null | tail -n1; }
+
+echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(date -u +%F)"
+
+# (a) baseline
+$BIN/cxloop-load bare-server > "$WORK/bare.addr" &
+BARE=$!
+for _ in $(seq 1 100); do [ -s "$WORK/bare.addr" ] && break; sleep 0.05; done
+$BIN/cxloop-load baseline --addr "http://$(cat "$WORK/bare.addr")" --concurrency 64 --seconds "$SECS"
+kill $BARE
+
+# (b) + (e) RecordResponse under load
+read -r PID ADDR < <(start_cxloop "$WORK/record.db")
+TOKEN=$(token)
+read -r SURVEY TPS < <($BIN/cxloop-load setup --addr "$ADDR" --token "$TOKEN")
+TP=${TPS%%,*}
+$BIN/cxloop-load rss --pid "$PID" | sed 's/"rss"/"rss_idle"/'
+$BIN/cxloop-load record --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" --concurrency 64 --seconds "$SECS" --server-pid "$PID"
+kill "$PID"; wait "$PID" 2>/dev/null || true
+
+# (c) bulk import vs raw inserts, and (d) metrics at 100k then LARGE
+read -r PID ADDR < <(start_cxloop "$WORK/metrics.db")
+TOKEN=$(token)
+read -r SURVEY TPS < <($BIN/cxloop-load setup --addr "$ADDR" --token "$TOKEN")
+TP=${TPS%%,*}
+$BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows 100000 --prefix small
+$BIN/cxloop-load raw-insert --database-url "sqlite://$WORK/raw.db?mode=rwc" --rows 100000
+$BIN/cxloop-load metrics --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" | sed 's/"metrics"/"metrics_100k"/'
+$BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows $((LARGE - 100000)) --prefix large
+$BIN/cxloop-load rss --pid "$PID" | sed 's/"rss"/"rss_after_import"/'
+$BIN/cxloop-load metrics --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" | sed 's/"metrics"/"metrics_large"/'
+ls -l "$WORK"/metrics.db* | awk '{print "# " $5 " bytes " $9}'
+kill "$PID"; wait "$PID" 2>/dev/null || true

@@ -1,0 +1,449 @@
+//! Authentication and authorization: every call but health and reflection carries a JWT
+//! bearer token, checked by [`AuthLayer`] before any service code runs.
+//!
+//! The token's claims give the tenant, the subject and the roles. Tenancy comes from the
+//! verified token only: no request field can choose a tenant. Roles map to permissions in
+//! [`Role::permissions`], the one table of who may do what (documented in docs/auth.md).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+/// A tenant: one company running a CX programme. Every row and every call belongs to one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Parses a tenant id: 1-63 characters of `a-z`, `0-9`, `-`, `_`, starting with a letter
+    /// or digit.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+            });
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "tenant {s:?} must be 1-63 characters of a-z, 0-9, '-' or '_'"
+            ))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A role a token can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Runs the programme for a tenant: everything.
+    Admin,
+    /// Reads configuration, responses and metrics; changes nothing.
+    Analyst,
+    /// Follows up unhappy customers: reads configuration and responses.
+    CaseAgent,
+    /// A collection front end (web form, IVR, CRM hook): records responses and nothing else.
+    Ingest,
+    /// HR: reads aggregated metrics.
+    Hr,
+    /// Finance: reads aggregated metrics.
+    Finance,
+    /// A line manager: reads configuration and aggregated metrics.
+    Manager,
+}
+
+/// Something a call needs to be allowed to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Read touchpoints and surveys.
+    ConfigRead,
+    /// Create, change and delete touchpoints and surveys.
+    ConfigWrite,
+    /// Record and import responses.
+    ResponsesWrite,
+    /// Read individual responses (with comments and customer keys).
+    ResponsesRead,
+    /// Read aggregated metrics.
+    MetricsRead,
+}
+
+impl Role {
+    /// Every role by its name in tokens.
+    pub const ALL: [(&'static str, Role); 7] = [
+        ("admin", Role::Admin),
+        ("analyst", Role::Analyst),
+        ("case_agent", Role::CaseAgent),
+        ("ingest", Role::Ingest),
+        ("hr", Role::Hr),
+        ("finance", Role::Finance),
+        ("manager", Role::Manager),
+    ];
+
+    /// Parses a role name as it appears in a token.
+    pub fn parse(s: &str) -> Option<Role> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, r)| *r)
+    }
+
+    /// The role's name in tokens.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, r)| *r == self)
+            .map_or("unknown", |(n, _)| n)
+    }
+
+    /// The one table of who may do what. Ingest is write-only on purpose: a collection front
+    /// end holds a long-lived token in places an analyst's never goes.
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Role::Admin => &[
+                ConfigRead,
+                ConfigWrite,
+                ResponsesWrite,
+                ResponsesRead,
+                MetricsRead,
+            ],
+            Role::Analyst => &[ConfigRead, ResponsesRead, MetricsRead],
+            Role::CaseAgent => &[ConfigRead, ResponsesRead],
+            Role::Ingest => &[ResponsesWrite],
+            Role::Hr | Role::Finance => &[MetricsRead],
+            Role::Manager => &[ConfigRead, MetricsRead],
+        }
+    }
+}
+
+/// The verified identity behind a call, put into the request's extensions by [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The tenant from the token.
+    pub tenant: TenantId,
+    /// Who called (user or service id).
+    pub subject: String,
+    /// The roles from the token that this server knows.
+    pub roles: Vec<Role>,
+}
+
+impl Caller {
+    /// Ok when one of the caller's roles grants the permission, else PERMISSION_DENIED.
+    pub fn require(&self, p: Permission) -> ApiResult<()> {
+        if self.roles.iter().any(|r| r.permissions().contains(&p)) {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied(format!(
+                "roles [{}] do not grant {p:?}",
+                self.roles
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+
+    /// The caller of a tonic request, or UNAUTHENTICATED when the auth layer did not run.
+    pub fn of<T>(req: &tonic::Request<T>) -> ApiResult<Caller> {
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthenticated("no verified caller".into()))
+    }
+}
+
+/// The claims cxloop reads from a token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// Subject: user or service id.
+    pub sub: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Role names.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    #[serde(default)]
+    pub iat: u64,
+}
+
+/// How tokens are verified.
+pub struct Verifier {
+    keys: Vec<(Option<String>, DecodingKey, Validation)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
+    // One algorithm per key: a token cannot pick its own algorithm (no "none", no HS256
+    // signed with a public key).
+    let mut v = Validation::new(alg);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    v.leeway = 30;
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v
+}
+
+impl Verifier {
+    /// Verifies HS256 tokens made with a shared secret (the embedded dev mode).
+    pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
+        Self {
+            keys: vec![(
+                None,
+                DecodingKey::from_secret(secret),
+                validation(Algorithm::HS256, issuer, audience),
+            )],
+        }
+    }
+
+    /// Verifies RS256 or EdDSA tokens with public keys from a file: a PEM public key
+    /// (RSA or Ed25519), or a JWKS document (JSON with a `keys` array; keys matched by `kid`).
+    pub fn from_public_keys_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut keys = Vec::new();
+        if text.trim_start().starts_with('{') {
+            let set: jsonwebtoken::jwk::JwkSet =
+                serde_json::from_slice(&bytes).map_err(|e| format!("JWKS: {e}"))?;
+            for jwk in &set.keys {
+                let alg = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                    _ => return Err("JWKS: only RSA (RS256) and OKP (EdDSA) keys are accepted".into()),
+                };
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key: {e}"))?;
+                keys.push((jwk.common.key_id.clone(), key, validation(alg, issuer, audience)));
+            }
+        } else if text.contains("BEGIN PUBLIC KEY") || text.contains("BEGIN RSA PUBLIC KEY") {
+            if let Ok(key) = DecodingKey::from_rsa_pem(&bytes) {
+                keys.push((None, key, validation(Algorithm::RS256, issuer, audience)));
+            } else {
+                let key = DecodingKey::from_ed_pem(&bytes)
+                    .map_err(|e| format!("{}: not an RSA or Ed25519 public key: {e}", path.display()))?;
+                keys.push((None, key, validation(Algorithm::EdDSA, issuer, audience)));
+            }
+        } else {
+            return Err(format!("{}: expected a PEM public key or a JWKS document", path.display()));
+        }
+        if keys.is_empty() {
+            return Err(format!("{}: no keys", path.display()));
+        }
+        Ok(Self { keys })
+    }
+
+    /// Verifies a token and returns the caller it names.
+    pub fn verify(&self, token: &str) -> ApiResult<Caller> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
+        let mut last = None;
+        for (kid, key, validation) in &self.keys {
+            if kid.is_some() && header.kid.is_some() && *kid != header.kid {
+                continue;
+            }
+            if header.alg != validation.algorithms[0] {
+                last = Some("token algorithm is not accepted".to_string());
+                continue;
+            }
+            match jsonwebtoken::decode::<Claims>(token, key, validation) {
+                Ok(data) => return caller_from_claims(data.claims),
+                Err(e) => last = Some(describe_jwt_error(&e)),
+            }
+        }
+        Err(ApiError::Unauthenticated(
+            last.unwrap_or_else(|| "no key matches the token".into()),
+        ))
+    }
+}
+
+fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match e.kind() {
+        ExpiredSignature => "token expired".into(),
+        InvalidIssuer => "wrong issuer".into(),
+        InvalidAudience => "wrong audience".into(),
+        InvalidSignature => "bad signature".into(),
+        MissingRequiredClaim(c) => format!("missing claim {c}"),
+        InvalidAlgorithm => "token algorithm is not accepted".into(),
+        _ => "invalid token".into(),
+    }
+}
+
+fn caller_from_claims(c: Claims) -> ApiResult<Caller> {
+    let tenant = TenantId::parse(&c.tenant).map_err(ApiError::Unauthenticated)?;
+    // Unknown role names are ignored rather than refused, so a token issued for a newer
+    // version still works for the roles this one knows.
+    let roles = c.roles.iter().filter_map(|r| Role::parse(r)).collect();
+    Ok(Caller {
+        tenant,
+        subject: c.sub,
+        roles,
+    })
+}
+
+/// Makes an HS256 token for the embedded dev mode (`cxloop token`) and for tests.
+pub fn mint_hs256(
+    secret: &[u8],
+    issuer: &str,
+    audience: &str,
+    tenant: &str,
+    subject: &str,
+    roles: &[&str],
+    ttl: std::time::Duration,
+) -> Result<String, String> {
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let claims = Claims {
+        sub: subject.into(),
+        tenant: tenant.into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        iss: issuer.into(),
+        aud: audience.into(),
+        exp: now + ttl.as_secs(),
+        iat: now,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Reads the embedded dev mode's HS256 secret, creating it (random, owner-only) on first use.
+pub fn load_or_create_dev_secret(path: &Path) -> Result<Vec<u8>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => hex::decode(s.trim()).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = Vec::with_capacity(32);
+            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            write_private(path, hex::encode(&bytes).as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(bytes)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+/// Paths that never need a token: health checks and reflection, for load balancers and tools.
+fn is_public(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+}
+
+/// Tower layer that verifies the bearer token of every call except health and reflection and
+/// puts the [`Caller`] into the request's extensions.
+#[derive(Clone)]
+pub struct AuthLayer {
+    verifier: Arc<Verifier>,
+}
+
+impl AuthLayer {
+    /// A layer using this verifier.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if !is_public(req.uri().path()) {
+            let verified = bearer(&req)
+                .ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))
+                .and_then(|t| self.verifier.verify(t));
+            match verified {
+                Ok(caller) => {
+                    tracing::Span::current().record("tenant", caller.tenant.as_str());
+                    req.extensions_mut().insert(caller);
+                }
+                Err(e) => {
+                    let status: tonic::Status = e.into();
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            }
+        }
+        // The clone that was polled ready is the one to call (tower's contract).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
+    }
+}
+
+fn bearer<B>(req: &http::Request<B>) -> Option<&str> {
+    let v = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}

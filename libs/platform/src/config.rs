@@ -1,0 +1,159 @@
+//! Settings in layers: built-in defaults, then an optional TOML file, then `CXLOOP_*`
+//! environment variables (nested keys with `__`, e.g. `CXLOOP_AUTH__ISSUER`), then command-line
+//! flags applied by the binary. Validated once at start.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything a cxloop process needs to start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    /// Address to listen on, e.g. "127.0.0.1:50051"; port 0 picks a free port.
+    pub listen: String,
+    /// Database URL: `sqlite://PATH?mode=rwc` (embedded) or `postgres://…`.
+    pub database_url: String,
+    /// Services to run; empty means all.
+    pub only: Vec<String>,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// OTLP/gRPC endpoint for traces, e.g. "http://127.0.0.1:4317"; empty disables export.
+    pub otlp_endpoint: String,
+    /// "pretty" or "json".
+    pub log_format: String,
+    /// Secret for signing page tokens (hex). Empty: derived from the dev secret or generated
+    /// per process (then page tokens do not survive a restart).
+    pub paging_secret: String,
+}
+
+/// How tokens are verified.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+    /// PEM public key (RSA or Ed25519) or JWKS file. When set, only RS256/EdDSA tokens
+    /// signed by these keys are accepted (production). When empty, the embedded dev mode:
+    /// HS256 with a secret kept in `dev_secret_file`.
+    pub public_keys_file: String,
+    /// Where the dev-mode HS256 secret lives; empty means beside the SQLite file
+    /// (`<db>.secret`), or `./cxloop.secret` for other databases.
+    pub dev_secret_file: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            database_url: "sqlite://cxloop.db?mode=rwc".into(),
+            only: Vec::new(),
+            auth: AuthSettings {
+                issuer: "cxloop".into(),
+                audience: "cxloop".into(),
+                public_keys_file: String::new(),
+                dev_secret_file: String::new(),
+            },
+            otlp_endpoint: String::new(),
+            log_format: "pretty".into(),
+            paging_secret: String::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file (if given), then `CXLOOP_*` environment variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(format!("config file {} does not exist", f.display()));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("CXLOOP_").split("__"));
+        let s: Settings = fig.extract().map_err(|e| e.to_string())?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks values that would otherwise fail later, with a clear message now.
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen {:?}: {e}", self.listen))?;
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "database_url must start with sqlite: or postgres://, got {:?}",
+                redact_url(&self.database_url)
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "pretty" | "json") {
+            return Err(format!("log_format must be pretty or json, got {:?}", self.log_format));
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return Err("auth.issuer and auth.audience must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// Where the dev-mode secret lives.
+    pub fn dev_secret_path(&self) -> PathBuf {
+        if !self.auth.dev_secret_file.is_empty() {
+            return PathBuf::from(&self.auth.dev_secret_file);
+        }
+        match crate::db::sqlite_path(&self.database_url) {
+            Some(p) => {
+                let mut s = p.into_os_string();
+                s.push(".secret");
+                PathBuf::from(s)
+            }
+            None => PathBuf::from("cxloop.secret"),
+        }
+    }
+
+    /// The settings as TOML with secrets redacted, for `--print-config`.
+    pub fn redacted_toml(&self) -> String {
+        let mut s = self.clone();
+        s.database_url = redact_url(&s.database_url);
+        if !s.paging_secret.is_empty() {
+            s.paging_secret = "<redacted>".into();
+        }
+        toml_like(&s)
+    }
+}
+
+fn toml_like(s: &Settings) -> String {
+    // A small hand-written rendering: the settings are flat enough, and it saves a TOML writer.
+    format!(
+        "listen = {:?}\ndatabase_url = {:?}\nonly = {:?}\notlp_endpoint = {:?}\nlog_format = {:?}\npaging_secret = {:?}\n\n[auth]\nissuer = {:?}\naudience = {:?}\npublic_keys_file = {:?}\ndev_secret_file = {:?}\n",
+        s.listen,
+        s.database_url,
+        s.only,
+        s.otlp_endpoint,
+        s.log_format,
+        s.paging_secret,
+        s.auth.issuer,
+        s.auth.audience,
+        s.auth.public_keys_file,
+        s.auth.dev_secret_file,
+    )
+}
+
+/// Hides the password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                return format!("{scheme}://{user}:<redacted>@{host}");
+            }
+        }
+    }
+    url.to_owned()
+}

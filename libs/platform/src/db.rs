@@ -1,0 +1,139 @@
+//! Storage: one sea-orm connection pool over SQLite (embedded, WAL, created on start) or
+//! PostgreSQL (distributed). Services write their SQL once with `?` placeholders and
+//! [`stmt`] adapts it to the backend, so the same queries and migrations run on both.
+//!
+//! Column conventions that keep SQL portable: ids are UUIDv7 text, times are BIGINT
+//! microseconds since the Unix epoch (UTC), flags are BIGINT 0/1, documents are JSON text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+
+/// Opens the pool. SQLite files are created if missing and put in WAL mode with full fsync on
+/// commit: an acknowledged write survives a crash of the process and of the machine.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(10));
+    if url.starts_with("sqlite:") {
+        // Readers run in parallel with WAL; writers queue on the busy timeout. Ingest goes
+        // through one writer task anyway (group commit), so contention stays low.
+        opts.max_connections(8).min_connections(1);
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.create_if_missing(true)
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+                .pragma("temp_store", "memory")
+                .pragma("cache_size", "-65536")
+        });
+    } else {
+        opts.max_connections(16).min_connections(1);
+    }
+    Database::connect(opts).await
+}
+
+/// The file behind a SQLite URL, if it is one.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        None
+    } else {
+        Some(PathBuf::from(path))
+    }
+}
+
+/// A statement for the backend: `?` placeholders become `$1, $2, …` on PostgreSQL.
+/// SQL text given here must not contain `?` inside string literals.
+pub fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = match backend {
+        DbBackend::Postgres => {
+            let mut out = String::with_capacity(sql.len() + 16);
+            let mut n = 0;
+            for ch in sql.chars() {
+                if ch == '?' {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
+                    out.push(ch);
+                }
+            }
+            out
+        }
+        _ => sql.to_owned(),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// `(?, ?, …), (?, ?, …)` for a multi-row insert of `rows` rows of `cols` columns.
+pub fn row_placeholders(rows: usize, cols: usize) -> String {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    vec![one; rows].join(", ")
+}
+
+/// `?, ?, …` for an `IN (…)` list.
+pub fn list_placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Rows per multi-row statement for a number of columns, under every backend's parameter
+/// limit (SQLite 32766, PostgreSQL 65535).
+pub fn rows_per_statement(cols: usize) -> usize {
+    (30_000 / cols.max(1)).max(1)
+}
+
+/// Microseconds since the Unix epoch, the storage form of every time.
+pub fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A stored time back as a UTC time.
+pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// The current time as stored.
+pub fn now_micros() -> i64 {
+    micros(chrono::Utc::now())
+}
+
+/// A new time-ordered id. UUIDv7 keys keep inserts at the end of the index, which matters
+/// for batched SQLite inserts.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// True when the error is a unique-constraint violation (a concurrent duplicate).
+pub fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// Runs a batch of `;`-separated DDL statements (migrations).
+pub async fn execute_script<C: ConnectionTrait>(c: &C, script: &str) -> Result<(), DbErr> {
+    for part in script.split(';') {
+        let sql = part.trim();
+        if !sql.is_empty() {
+            c.execute_unprepared(sql).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates an empty PostgreSQL database next to the one `admin_url` names and returns its
+/// URL. Tests and benchmarks use it to start from nothing on every run.
+pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, DbErr> {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(DbErr::Custom(format!("database name {name:?} must be [a-z0-9_]")));
+    }
+    let admin = connect(admin_url).await?;
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+    let _ = admin.close().await;
+    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
+    Ok(format!("{prefix}/{name}"))
+}

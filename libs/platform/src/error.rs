@@ -1,0 +1,186 @@
+//! One error type for every service's API and its one mapping to `tonic::Status` with
+//! `google.rpc` details, so a client sees the same shape of error from every service.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
+
+/// The result of an API operation.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Everything that can go wrong in a call, by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input: nothing was changed. Each violation names the field by its path.
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<(String, String)>),
+    /// The resource does not exist for this tenant (also when it exists for another tenant).
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// Resource type, e.g. "cxloop.feedback.v1.Survey".
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A create with a request_id that was used before with other content.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The resource is in a state that does not allow the call.
+    #[error("failed precondition: {description}")]
+    FailedPrecondition {
+        /// Violation type, e.g. "QUESTION_KIND_CHANGED".
+        kind: String,
+        /// The resource it concerns.
+        subject: String,
+        /// What is wrong.
+        description: String,
+    },
+    /// No valid credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the permission for the call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A dependency (database, another service) is down; the call can be retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected storage error. The message never carries SQL.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn describe(v: &[(String, String)]) -> String {
+    v.iter()
+        .map(|(f, d)| format!("{f}: {d}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    /// A single field violation.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        ApiError::InvalidArgument(vec![(field.into(), description.into())])
+    }
+
+    /// A not-found error for a resource type and id.
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// A state conflict.
+    pub fn precondition(
+        kind: impl Into<String>,
+        subject: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        ApiError::FailedPrecondition {
+            kind: kind.into(),
+            subject: subject.into(),
+            description: description.into(),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let message = e.to_string();
+        match e {
+            ApiError::InvalidArgument(v) => {
+                let violations: Vec<FieldViolation> = v
+                    .into_iter()
+                    .map(|(f, d)| FieldViolation::new(f, d))
+                    .collect();
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request(violations),
+                )
+            }
+            ApiError::NotFound { kind, id } => Status::with_error_details(
+                Code::NotFound,
+                message,
+                ErrorDetails::with_resource_info(kind, id, "", "not found"),
+            ),
+            ApiError::AlreadyExists(_) => Status::new(Code::AlreadyExists, message),
+            ApiError::FailedPrecondition {
+                kind,
+                subject,
+                description,
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                    kind,
+                    subject,
+                    description,
+                )]),
+            ),
+            ApiError::Unauthenticated(_) => Status::new(Code::Unauthenticated, message),
+            ApiError::PermissionDenied(_) => Status::new(Code::PermissionDenied, message),
+            ApiError::Unavailable(_) => Status::new(Code::Unavailable, message),
+            ApiError::Internal(_) => Status::new(Code::Internal, message),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        // The full error goes to the log; the client gets no SQL text.
+        tracing::error!(error = %e, "storage error");
+        match e {
+            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => {
+                ApiError::Unavailable("storage is unavailable, retry later".into())
+            }
+            _ => ApiError::Internal("storage error".into()),
+        }
+    }
+}
+
+/// Collects field violations while a request is parsed, so a caller sees every problem at
+/// once instead of one per round trip.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<(String, String)>);
+
+impl Violations {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push((field.into(), description.into()));
+    }
+
+    /// Records the violation of a result and returns its value, if any.
+    pub fn check<T>(&mut self, r: Result<T, (String, String)>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(v) => {
+                self.0.push(v);
+                None
+            }
+        }
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The violations recorded so far, as (field, description).
+    pub fn into_inner(self) -> Vec<(String, String)> {
+        self.0
+    }
+
+    /// Ok when nothing was recorded, otherwise INVALID_ARGUMENT with every violation.
+    pub fn finish(self) -> ApiResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+}

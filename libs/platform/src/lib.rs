@@ -1,0 +1,47 @@
+//! What every cxloop service shares, so that each service crate holds only its own domain:
+//! layered configuration, JWT auth and tenancy, the mapping of errors to gRPC statuses,
+//! storage (sea-orm over SQLite or PostgreSQL), paging tokens, idempotent creates, the
+//! transactional outbox, telemetry and graceful shutdown.
+//!
+//! This crate must not know any service's tables or rules. Services live in `services/*` and
+//! depend on it; the `cxloop` binary composes them into one server.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod idempotency;
+pub mod outbox;
+pub mod paging;
+pub mod period;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use auth::{Caller, Permission, Role, TenantId};
+pub use error::{ApiError, ApiResult, Violations};
+
+/// What a service needs from the process that mounts it.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// The database pool (the service's own tables live here).
+    pub db: sea_orm::DatabaseConnection,
+    /// Signs and checks page tokens.
+    pub pages: paging::PageSigner,
+    /// Where the service's outbox dispatcher publishes events.
+    pub events: std::sync::Arc<dyn outbox::EventPublisher>,
+    /// Turns true when the process stops; background tasks end then.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ServiceContext {
+    /// Resolves when the process stops.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.clone();
+        async move {
+            // An error means the sender is gone: the process is stopping too.
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Periods and time buckets in UTC: named calendar periods ("2026-Q3", "2026-W14",
+//! "2026-11", "2026-11-24", "2026") and explicit half-open ranges, and their split into
+//! day / week / month / quarter buckets. Days are counted since the Unix epoch, the unit of
+//! every rollup.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+
+/// A half-open UTC range [start, end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// Inclusive start.
+    pub start: DateTime<Utc>,
+    /// Exclusive end.
+    pub end: DateTime<Utc>,
+}
+
+/// Bucket sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketSize {
+    /// Calendar day.
+    Day,
+    /// ISO week, Monday start.
+    Week,
+    /// Calendar month.
+    Month,
+    /// Calendar quarter.
+    Quarter,
+    /// The whole range.
+    Total,
+}
+
+fn midnight(d: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+}
+
+fn ymd(y: i32, m: u32, d: u32) -> Option<DateTime<Utc>> {
+    NaiveDate::from_ymd_opt(y, m, d).map(midnight)
+}
+
+fn add_months(t: DateTime<Utc>, months: u32) -> Option<DateTime<Utc>> {
+    let total = t.year() * 12 + t.month0() as i32 + months as i32;
+    ymd(total.div_euclid(12), total.rem_euclid(12) as u32 + 1, 1)
+}
+
+/// Parses a named period. Errors say which forms are accepted.
+pub fn parse_named(s: &str) -> Result<Range, String> {
+    let err = || {
+        format!(
+            "{s:?} is not a period: use YYYY, YYYY-Qn, YYYY-MM, YYYY-Www (ISO week) or YYYY-MM-DD"
+        )
+    };
+    let parts: Vec<&str> = s.split('-').collect();
+    let year: i32 = parts
+        .first()
+        .filter(|p| p.len() == 4)
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(err)?;
+    let range = match parts.as_slice() {
+        [_] => {
+            let start = ymd(year, 1, 1).ok_or_else(err)?;
+            Range { start, end: ymd(year + 1, 1, 1).ok_or_else(err)? }
+        }
+        [_, q] if q.starts_with('Q') => {
+            let n: u32 = q[1..].parse().map_err(|_| err())?;
+            if !(1..=4).contains(&n) {
+                return Err(err());
+            }
+            let start = ymd(year, (n - 1) * 3 + 1, 1).ok_or_else(err)?;
+            Range { start, end: add_months(start, 3).ok_or_else(err)? }
+        }
+        [_, w] if w.starts_with('W') => {
+            let n: u32 = w[1..].parse().map_err(|_| err())?;
+            let monday = NaiveDate::from_isoywd_opt(year, n, chrono::Weekday::Mon).ok_or_else(err)?;
+            let start = midnight(monday);
+            Range { start, end: start + Duration::days(7) }
+        }
+        [_, m] if m.len() == 2 => {
+            let m: u32 = m.parse().map_err(|_| err())?;
+            let start = ymd(year, m, 1).ok_or_else(err)?;
+            Range { start, end: add_months(start, 1).ok_or_else(err)? }
+        }
+        [_, m, d] if m.len() == 2 && d.len() == 2 => {
+            let start = ymd(year, m.parse().map_err(|_| err())?, d.parse().map_err(|_| err())?)
+                .ok_or_else(err)?;
+            Range { start, end: start + Duration::days(1) }
+        }
+        _ => return Err(err()),
+    };
+    Ok(range)
+}
+
+/// Days since the Unix epoch of a time (floor).
+pub fn day_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(86_400)
+}
+
+/// Midnight UTC of a day number.
+pub fn day_start(day: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(day * 86_400, 0).unwrap_or_default()
+}
+
+impl Range {
+    /// True when both ends are at midnight UTC (daily rollups can answer it exactly).
+    pub fn is_day_aligned(&self) -> bool {
+        self.start.timestamp().rem_euclid(86_400) == 0 && self.end.timestamp().rem_euclid(86_400) == 0
+    }
+
+    /// First and one-past-last day number.
+    pub fn days(&self) -> (i64, i64) {
+        (day_of(self.start), day_of(self.end))
+    }
+
+    /// Splits the range into calendar buckets, clipped to the range.
+    pub fn buckets(&self, size: BucketSize) -> Vec<Range> {
+        let mut out = Vec::new();
+        if self.end <= self.start {
+            return out;
+        }
+        if size == BucketSize::Total {
+            out.push(*self);
+            return out;
+        }
+        let mut cur = self.start;
+        while cur < self.end {
+            let d = cur.date_naive();
+            let next = match size {
+                BucketSize::Day => midnight(d) + Duration::days(1),
+                BucketSize::Week => {
+                    midnight(d) + Duration::days(7 - i64::from(d.weekday().num_days_from_monday()))
+                }
+                BucketSize::Month => add_months(midnight(d.with_day(1).unwrap_or(d)), 1).unwrap_or(self.end),
+                BucketSize::Quarter => {
+                    let q0 = ymd(d.year(), d.month0() / 3 * 3 + 1, 1).unwrap_or(cur);
+                    add_months(q0, 3).unwrap_or(self.end)
+                }
+                BucketSize::Total => self.end,
+            };
+            let end = next.min(self.end);
+            out.push(Range { start: cur, end });
+            cur = end;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Range {
+        parse_named(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn named_periods() {
+        assert_eq!(r("2026-Q3").start.to_rfc3339(), "2026-07-01T00:00:00+00:00");
+        assert_eq!(r("2026-Q3").end.to_rfc3339(), "2026-10-01T00:00:00+00:00");
+        assert_eq!(r("2026-Q4").end.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        // ISO week 14 of 2026 starts on Monday 30 March 2026.
+        assert_eq!(r("2026-W14").start.to_rfc3339(), "2026-03-30T00:00:00+00:00");
+        assert_eq!(r("2026-11").end.to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        assert_eq!(r("2026-11-24").end.to_rfc3339(), "2026-11-25T00:00:00+00:00");
+        assert_eq!(r("2026").end.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        for bad in ["", "26-Q1", "2026-Q5", "2026-W54", "2026-13", "2026-02-30", "2026-1"] {
+            assert!(parse_named(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn buckets_are_calendar_aligned_and_clipped() {
+        let q = r("2026-Q3");
+        assert_eq!(q.buckets(BucketSize::Month).len(), 3);
+        assert_eq!(q.buckets(BucketSize::Day).len(), 92);
+        // 2026-07-01 is a Wednesday: first week bucket is clipped to 5 days.
+        let w = q.buckets(BucketSize::Week);
+        assert_eq!(w[0].end.to_rfc3339(), "2026-07-06T00:00:00+00:00");
+        assert_eq!(w.last().map(|b| b.end), Some(q.end));
+        assert_eq!(r("2026").buckets(BucketSize::Quarter).len(), 4);
+        assert_eq!(r("2026").buckets(BucketSize::Total), vec![r("2026")]);
+    }
+}

@@ -1,0 +1,196 @@
+//! The `cxloop` process: mounts the services on one gRPC server (all of them in the embedded
+//! mode, or one with `--only`), with auth, telemetry, health and reflection around them, and
+//! the small client commands (`token`, `demo`).
+//!
+//! This is the one crate that depends on every service crate; services never depend on each
+//! other. Tests start the same [`Application`] on port 0.
+
+#![deny(missing_docs)]
+
+pub mod demo;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cxloop_platform::auth::{AuthLayer, Verifier};
+use cxloop_platform::config::Settings;
+use cxloop_platform::outbox::InProcessBus;
+use cxloop_platform::paging::PageSigner;
+use cxloop_platform::telemetry::RpcSpanLayer;
+use cxloop_platform::ServiceContext;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Services this build can run, by name.
+pub const SERVICES: &[&str] = &[cxloop_feedback::NAME];
+
+/// A started server.
+pub struct Application {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), String>>,
+    bus: InProcessBus,
+}
+
+fn selected(settings: &Settings) -> Result<Vec<&'static str>, String> {
+    if settings.only.is_empty() {
+        return Ok(SERVICES.to_vec());
+    }
+    settings
+        .only
+        .iter()
+        .map(|n| {
+            SERVICES
+                .iter()
+                .find(|s| **s == n.as_str())
+                .copied()
+                .ok_or_else(|| format!("unknown service {n:?}; this build has: {}", SERVICES.join(", ")))
+        })
+        .collect()
+}
+
+/// Creates or upgrades the tables of the selected services.
+pub async fn migrate(settings: &Settings) -> Result<(), String> {
+    let db = cxloop_platform::db::connect(&settings.database_url)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    for name in selected(settings)? {
+        if name == cxloop_feedback::NAME {
+            cxloop_feedback::migrate(&db).await.map_err(|e| format!("migrating {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The verifier for the settings: public keys in production, the dev secret otherwise.
+pub fn verifier(settings: &Settings) -> Result<(Verifier, Option<Vec<u8>>), String> {
+    if settings.auth.public_keys_file.is_empty() {
+        let secret = cxloop_platform::auth::load_or_create_dev_secret(&settings.dev_secret_path())?;
+        Ok((
+            Verifier::hs256(&secret, &settings.auth.issuer, &settings.auth.audience),
+            Some(secret),
+        ))
+    } else {
+        Ok((
+            Verifier::from_public_keys_file(
+                std::path::Path::new(&settings.auth.public_keys_file),
+                &settings.auth.issuer,
+                &settings.auth.audience,
+            )?,
+            None,
+        ))
+    }
+}
+
+fn page_key(settings: &Settings, dev_secret: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    if !settings.paging_secret.is_empty() {
+        return hex::decode(&settings.paging_secret).map_err(|e| format!("paging_secret: {e}"));
+    }
+    Ok(match dev_secret {
+        // Derived, so tokens survive restarts in the embedded mode without another file.
+        Some(s) => {
+            let mut k = b"cxloop-paging:".to_vec();
+            k.extend_from_slice(s);
+            k
+        }
+        None => {
+            tracing::warn!("no paging_secret configured: page tokens will not survive a restart or work across replicas");
+            uuid::Uuid::new_v4().as_bytes().to_vec()
+        }
+    })
+}
+
+impl Application {
+    /// Connects, migrates, binds the listen address and starts serving.
+    pub async fn build(settings: Settings) -> Result<Self, String> {
+        settings.validate()?;
+        let services = selected(&settings)?;
+        migrate(&settings).await?;
+        let db = cxloop_platform::db::connect(&settings.database_url)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        let (verifier, dev_secret) = verifier(&settings)?;
+        let pages = PageSigner::new(&page_key(&settings, dev_secret.as_deref())?);
+        let bus = InProcessBus::new();
+        let (stop, stop_rx) = watch::channel(false);
+        let ctx = ServiceContext {
+            db,
+            pages,
+            events: Arc::new(bus.clone()),
+            stop: stop_rx.clone(),
+        };
+
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|e| format!("listen on {}: {e}", settings.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cxloop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| format!("reflection: {e}"))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cxloop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| format!("reflection: {e}"))?;
+
+        let mut router = tonic::transport::Server::builder()
+            .layer(RpcSpanLayer)
+            .layer(AuthLayer::new(Arc::new(verifier)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        for name in &services {
+            if *name == cxloop_feedback::NAME {
+                router = router.add_service(cxloop_feedback::service(&ctx));
+                health
+                    .set_service_status(cxloop_feedback::SERVICE_NAME, tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+        }
+        tracing::info!(%addr, services = ?services, "cxloop listening");
+        let mut shutdown = stop_rx;
+        let task = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move {
+                        let _ = shutdown.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())
+        });
+        Ok(Self { addr, stop, task, bus })
+    }
+
+    /// The address actually bound (port 0 becomes a real port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The in-process event bus (subscribe to see the services' events).
+    pub fn events(&self) -> &InProcessBus {
+        &self.bus
+    }
+
+    /// Serves until `signal` resolves, then drains in-flight calls and returns.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), String> {
+        let Application { stop, mut task, .. } = self;
+        tokio::select! {
+            r = &mut task => return r.map_err(|e| e.to_string())?,
+            () = signal => {},
+        }
+        let _ = stop.send(true);
+        task.await.map_err(|e| e.to_string())?
+    }
+
+    /// Stops the server and waits until in-flight calls are done.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|e| e.to_string())?
+    }
+}

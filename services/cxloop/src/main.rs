@@ -1,0 +1,179 @@
+//! `cxloop`: run the suite (`serve`), prepare a database (`migrate`), make a dev token
+//! (`token`), and seed demo data (`demo`). See README.md for the tour.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use cxloop_platform::config::Settings;
+
+#[derive(Parser)]
+#[command(name = "cxloop", version, about = "Closed-loop customer-experience suite (gRPC)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML settings file (then CXLOOP_* environment variables, then these flags).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://FILE?mode=rwc (default sqlite://cxloop.db?mode=rwc) or postgres://...
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the services on one gRPC port.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (default 127.0.0.1:50051).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Run only these services (repeatable), e.g. --only feedback.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Log format: pretty or json.
+        #[arg(long)]
+        log_format: Option<String>,
+        /// Print the effective settings (secrets redacted) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Creates or upgrades the database tables, then exits.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Prints a dev-mode token the server in this folder accepts (last line of output).
+    Token {
+        #[command(flatten)]
+        common: Common,
+        /// Tenant id, e.g. acme.
+        #[arg(long)]
+        tenant: String,
+        /// Role (repeatable): admin, analyst, case_agent, ingest, hr, finance, manager.
+        #[arg(long, required = true)]
+        role: Vec<String>,
+        /// Subject (user or service id).
+        #[arg(long, default_value = "dev-user")]
+        subject: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+    },
+    /// Seeds a demo tenant (charter-holiday journey, six months of responses) through the API.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+        /// Server address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Tenant to seed (a dev token is made for it unless --token is given).
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// Use this bearer token instead of making a dev token.
+        #[arg(long)]
+        token: Option<String>,
+        /// Days of history.
+        #[arg(long, default_value_t = 182)]
+        days: u32,
+        /// Average responses per day.
+        #[arg(long, default_value_t = 200)]
+        per_day: u32,
+    },
+}
+
+fn settings(common: &Common) -> Result<Settings, String> {
+    let mut s = Settings::load(common.config.as_deref())?;
+    if let Some(u) = &common.database_url {
+        s.database_url = u.clone();
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+fn dev_token(s: &Settings, tenant: &str, roles: &[&str], subject: &str, ttl: Duration) -> Result<String, String> {
+    if !s.auth.public_keys_file.is_empty() {
+        return Err("this server verifies tokens with public keys; get a token from your identity provider".into());
+    }
+    cxloop_platform::auth::TenantId::parse(tenant)?;
+    for r in roles {
+        if cxloop_platform::Role::parse(r).is_none() {
+            return Err(format!(
+                "unknown role {r:?}; roles: {}",
+                cxloop_platform::Role::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let secret = cxloop_platform::auth::load_or_create_dev_secret(&s.dev_secret_path())?;
+    cxloop_platform::auth::mint_hs256(&secret, &s.auth.issuer, &s.auth.audience, tenant, subject, roles, ttl)
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { common, listen, only, log_format, print_config } => {
+            let mut s = settings(&common)?;
+            if let Some(l) = listen {
+                s.listen = l;
+            }
+            if !only.is_empty() {
+                s.only = only;
+            }
+            if let Some(f) = log_format {
+                s.log_format = f;
+            }
+            s.validate()?;
+            if print_config {
+                print!("{}", s.redacted_toml());
+                return Ok(());
+            }
+            let _telemetry = cxloop_platform::telemetry::init(&s.log_format, &s.otlp_endpoint)?;
+            let app = cxloop::Application::build(s).await?;
+            app.run_until(cxloop_platform::shutdown::signal()).await
+        }
+        Command::Migrate { common } => {
+            let s = settings(&common)?;
+            cxloop::migrate(&s).await?;
+            println!("migrated {}", cxloop_platform::config::redact_url(&s.database_url));
+            Ok(())
+        }
+        Command::Token { common, tenant, role, subject, ttl_hours } => {
+            let s = settings(&common)?;
+            let roles: Vec<&str> = role.iter().map(String::as_str).collect();
+            let token = dev_token(&s, &tenant, &roles, &subject, Duration::from_secs(ttl_hours * 3600))?;
+            eprintln!("token for tenant {tenant}, roles {roles:?}, valid {ttl_hours} h:");
+            println!("{token}");
+            Ok(())
+        }
+        Command::Demo { common, addr, tenant, token, days, per_day } => {
+            let token = match token {
+                Some(t) => t,
+                None => dev_token(&settings(&common)?, &tenant, &["admin"], "demo-seeder", Duration::from_secs(3600))?,
+            };
+            cxloop::demo::run(cxloop::demo::DemoOptions { addr, token, days, per_day }).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cxloop: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cxloop: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

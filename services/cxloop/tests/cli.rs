@@ -1,0 +1,50 @@
+//! The `cxloop` binary's own commands, run as a user runs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn cxloop(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cxloop"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CXLOOP_DATABASE_URL")
+        .output()
+        .unwrap_or_else(|e| panic!("run cxloop: {e}"))
+}
+
+#[test]
+fn token_is_the_last_line_and_verifies_with_the_secret_beside_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cxloop(dir.path(), &["token", "--tenant", "acme", "--role", "admin", "--role", "analyst"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().trim().to_owned();
+    // The secret was created beside the default database file, where `serve` looks too.
+    let secret = cxloop_platform::auth::load_or_create_dev_secret(&dir.path().join("cxloop.db.secret")).unwrap();
+    let caller = cxloop_platform::auth::Verifier::hs256(&secret, "cxloop", "cxloop").verify(&token).unwrap();
+    assert_eq!(caller.tenant.as_str(), "acme");
+    assert_eq!(caller.roles, vec![cxloop_platform::Role::Admin, cxloop_platform::Role::Analyst]);
+
+    let bad = cxloop(dir.path(), &["token", "--tenant", "acme", "--role", "wizard"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
+}
+
+#[test]
+fn print_config_shows_layers_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cxloop"))
+        .args(["serve", "--print-config", "--listen", "127.0.0.1:6000"])
+        .current_dir(dir.path())
+        .env("CXLOOP_DATABASE_URL", "postgres://cx:hunter2@db:5432/cx")
+        .env("CXLOOP_AUTH__ISSUER", "https://id.example")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(r#"listen = "127.0.0.1:6000""#), "{text}");
+    assert!(text.contains(r#"issuer = "https://id.example""#), "{text}");
+    assert!(text.contains("postgres://cx:<redacted>@db:5432/cx"), "{text}");
+    assert!(!text.contains("hunter2"));
+}

@@ -1,0 +1,1033 @@
+//! The gRPC face of the feedback service: decode and validate each request into domain
+//! values once, check the caller's permission, call the store, encode the answer. No rule
+//! lives here that the domain could own.
+
+use std::sync::Arc;
+
+use cxloop_metrics::Histogram;
+use cxloop_platform::error::{ApiError, ApiResult, Violations};
+use cxloop_platform::idempotency;
+use cxloop_platform::paging::{Page, PageSigner};
+use cxloop_platform::period::{self, BucketSize, Range};
+use cxloop_platform::{Caller, Permission, TenantId};
+use cxloop_proto::common::v1 as common;
+use cxloop_proto::feedback::v1 as pb;
+use pb::feedback_service_server::FeedbackService;
+use prost::Message;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::domain::metrics::{self as dm, MetricKind};
+use crate::domain::{self, AnswerValue, NewResponse, Question, QuestionKind, SliceFilter};
+use crate::store::ingest::{Ingest, Outcome};
+use crate::store::{
+    ResponseFilter, ResponseRow, Store, SurveyInput, SurveyRow, TouchpointInput, TouchpointRow,
+};
+
+/// Most items in one ImportResponses message.
+pub const MAX_IMPORT_BATCH: usize = 10_000;
+/// Longest metrics period, in days.
+const MAX_METRIC_DAYS: i64 = 3660;
+
+/// The FeedbackService implementation.
+#[derive(Clone)]
+pub struct FeedbackApi {
+    store: Store,
+    ingest: Ingest,
+    pages: Arc<PageSigner>,
+}
+
+impl FeedbackApi {
+    /// An API over this store and writer.
+    pub fn new(store: Store, ingest: Ingest, pages: PageSigner) -> Self {
+        Self {
+            store,
+            ingest,
+            pages: Arc::new(pages),
+        }
+    }
+}
+
+fn auth<T>(req: &Request<T>, p: Permission) -> Result<TenantId, Status> {
+    let caller = Caller::of(req)?;
+    caller.require(p)?;
+    Ok(caller.tenant)
+}
+
+fn ts(us: i64) -> prost_types::Timestamp {
+    let t = cxloop_platform::db::from_micros(us);
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn to_utc(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return None;
+    }
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+}
+
+fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) {
+    let n = s.chars().count();
+    if n < min || n > max {
+        if min == 0 {
+            v.add(field, format!("must be at most {max} characters"));
+        } else {
+            v.add(field, format!("must be {min}-{max} characters"));
+        }
+    }
+}
+
+fn parse_channel(v: &mut Violations, field: &str, code: i32, allow_all: bool) -> i32 {
+    match pb::Channel::try_from(code) {
+        Ok(pb::Channel::Unspecified) if allow_all => 0,
+        Ok(pb::Channel::Unspecified) | Err(_) => {
+            v.add(field, "must be a known channel other than CHANNEL_UNSPECIFIED");
+            0
+        }
+        Ok(c) => c as i32,
+    }
+}
+
+fn page_args(p: Option<&common::PageRequest>) -> (i32, &str) {
+    p.map_or((0, ""), |p| (p.page_size, p.page_token.as_str()))
+}
+
+/// Cuts the extra row that tells whether another page exists, and makes its token.
+fn finish_page<T>(
+    pages: &PageSigner,
+    tenant: &TenantId,
+    filters: &str,
+    page: &Page,
+    mut rows: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, common::PageResponse) {
+    let more = rows.len() as u64 > page.size;
+    rows.truncate(page.size as usize);
+    let next_page_token = match (more, rows.last()) {
+        (true, Some(last)) => pages.token(tenant, filters, &key(last)),
+        _ => String::new(),
+    };
+    (rows, common::PageResponse { next_page_token })
+}
+
+fn parse_range(v: &mut Violations, field: &str, p: Option<&common::Period>) -> Option<Range> {
+    let Some(p) = p else {
+        v.add(field, "is required");
+        return None;
+    };
+    match &p.kind {
+        None => {
+            v.add(field, "set range or named");
+            None
+        }
+        Some(common::period::Kind::Named(n)) => match period::parse_named(n) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                v.add(format!("{field}.named"), e);
+                None
+            }
+        },
+        Some(common::period::Kind::Range(r)) => {
+            let start = r.start.as_ref().and_then(to_utc);
+            let end = r.end.as_ref().and_then(to_utc);
+            match (start, end) {
+                (Some(start), Some(end)) if start < end => Some(Range { start, end }),
+                (Some(_), Some(_)) => {
+                    v.add(format!("{field}.range.end"), "must be after start");
+                    None
+                }
+                _ => {
+                    v.add(format!("{field}.range"), "start and end are required and valid");
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn parse_slice(v: &mut Violations, field: &str, s: Option<&pb::Slice>) -> SliceFilter {
+    let Some(s) = s else {
+        return SliceFilter::default();
+    };
+    check_len(v, &format!("{field}.touchpoint_id"), &s.touchpoint_id, 0, 128);
+    check_len(v, &format!("{field}.org_unit_id"), &s.org_unit_id, 0, 128);
+    check_len(v, &format!("{field}.segment"), &s.segment, 0, 64);
+    SliceFilter {
+        touchpoint_id: s.touchpoint_id.clone(),
+        org_unit_id: s.org_unit_id.clone(),
+        channel: parse_channel(v, &format!("{field}.channel"), s.channel, true),
+        segment: s.segment.clone(),
+    }
+}
+
+// ---- touchpoints ----
+
+fn touchpoint_pb(r: TouchpointRow) -> pb::Touchpoint {
+    pb::Touchpoint {
+        id: r.id,
+        name: r.name,
+        description: r.description,
+        channel: r.channel,
+        journey_stage_id: r.journey_stage_id,
+        moment_of_truth: r.moment_of_truth,
+        create_time: Some(ts(r.created_at)),
+        update_time: Some(ts(r.updated_at)),
+    }
+}
+
+fn touchpoint_input(v: &mut Violations, t: &pb::Touchpoint) -> TouchpointInput {
+    check_len(v, "touchpoint.name", &t.name, 1, 200);
+    check_len(v, "touchpoint.description", &t.description, 0, 2000);
+    check_len(v, "touchpoint.journey_stage_id", &t.journey_stage_id, 0, 128);
+    TouchpointInput {
+        name: t.name.clone(),
+        description: t.description.clone(),
+        channel: parse_channel(v, "touchpoint.channel", t.channel, false),
+        journey_stage_id: t.journey_stage_id.clone(),
+        moment_of_truth: t.moment_of_truth,
+    }
+}
+
+fn mask_paths<'a>(
+    v: &mut Violations,
+    mask: Option<&'a prost_types::FieldMask>,
+    prefix: &str,
+    allowed: &[&str],
+) -> Vec<&'a str> {
+    let paths: Vec<&str> = mask.map(|m| m.paths.iter().map(String::as_str).collect()).unwrap_or_default();
+    if paths.is_empty() {
+        v.add("update_mask", format!("name the fields to change: {}", allowed.join(", ")));
+    }
+    let mut out = Vec::new();
+    for (i, p) in paths.into_iter().enumerate() {
+        let p = p.strip_prefix(prefix).unwrap_or(p);
+        if allowed.contains(&p) {
+            out.push(p);
+        } else {
+            v.add(
+                format!("update_mask.paths[{i}]"),
+                format!("{p:?} cannot be updated; allowed: {}", allowed.join(", ")),
+            );
+        }
+    }
+    out
+}
+
+// ---- surveys ----
+
+fn question_pb(q: &Question) -> pb::Question {
+    let rating = q.kind == QuestionKind::Rating;
+    pb::Question {
+        key: q.key.clone(),
+        text: q.text.clone(),
+        kind: q.kind.code(),
+        rating_min: if rating { q.min } else { 0 },
+        rating_max: if rating { q.max } else { 0 },
+        required: q.required,
+    }
+}
+
+fn survey_pb(s: SurveyRow) -> pb::Survey {
+    pb::Survey {
+        id: s.id,
+        name: s.name,
+        description: s.description,
+        questions: s.questions.iter().map(question_pb).collect(),
+        touchpoint_ids: s.touchpoint_ids,
+        create_time: Some(ts(s.created_at)),
+        update_time: Some(ts(s.updated_at)),
+    }
+}
+
+fn parse_questions(v: &mut Violations, qs: &[pb::Question]) -> Vec<Question> {
+    if qs.is_empty() || qs.len() > 50 {
+        v.add("survey.questions", "must have 1-50 questions");
+    }
+    let mut out: Vec<Question> = Vec::new();
+    for (i, q) in qs.iter().enumerate() {
+        let Some(kind) = QuestionKind::from_code(q.kind) else {
+            v.add(format!("survey.questions[{i}].kind"), "must be a known kind other than QUESTION_KIND_UNSPECIFIED");
+            continue;
+        };
+        match Question::new(&q.key, &q.text, kind, q.rating_min, q.rating_max, q.required) {
+            Ok(q) => {
+                if out.iter().any(|o| o.key == q.key) {
+                    v.add(format!("survey.questions[{i}].key"), format!("duplicate key {:?}", q.key));
+                }
+                out.push(q);
+            }
+            Err(errs) => {
+                for (f, d) in errs {
+                    v.add(format!("survey.questions[{i}].{f}"), d);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn parse_touchpoint_ids(v: &mut Violations, ids: &[String]) -> Vec<String> {
+    if ids.is_empty() || ids.len() > 500 {
+        v.add("survey.touchpoint_ids", "must list 1-500 touchpoints");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].contains(id) {
+            v.add(format!("survey.touchpoint_ids[{i}]"), "duplicate touchpoint");
+        }
+    }
+    ids.to_vec()
+}
+
+fn survey_input(v: &mut Violations, s: &pb::Survey) -> SurveyInput {
+    check_len(v, "survey.name", &s.name, 1, 200);
+    check_len(v, "survey.description", &s.description, 0, 2000);
+    SurveyInput {
+        name: s.name.clone(),
+        description: s.description.clone(),
+        questions: parse_questions(v, &s.questions),
+        touchpoint_ids: parse_touchpoint_ids(v, &s.touchpoint_ids),
+    }
+}
+
+// ---- responses ----
+
+fn response_pb(r: ResponseRow) -> pb::Response {
+    pb::Response {
+        id: r.id,
+        survey_id: r.survey_id,
+        touchpoint_id: r.touchpoint_id,
+        occurred_at: Some(ts(r.occurred_at)),
+        channel: r.channel,
+        org_unit_id: r.org_unit_id,
+        segment: r.segment,
+        customer_key: r.customer_key,
+        comment: r.comment,
+        answers: r
+            .answers
+            .into_iter()
+            .map(|(k, a)| pb::Answer {
+                question_key: k,
+                value: Some(match a {
+                    AnswerValue::Score(s) => pb::answer::Value::Score(s),
+                    AnswerValue::Text(t) => pb::answer::Value::Text(t),
+                }),
+            })
+            .collect(),
+        request_id: r.request_id,
+        create_time: Some(ts(r.created_at)),
+    }
+}
+
+/// Shape-checks one RecordResponse request into a domain value; violations name fields
+/// relative to the request ("response.answers[1].score").
+pub fn parse_new_response(req: &pb::RecordResponseRequest) -> Result<NewResponse, Vec<(String, String)>> {
+    let mut v = Violations::new();
+    let request_id = v.check(idempotency::parse_request_id("request_id", &req.request_id));
+    let Some(r) = req.response.as_ref() else {
+        v.add("response", "is required");
+        return Err(v.into_inner());
+    };
+    check_len(&mut v, "response.survey_id", &r.survey_id, 1, 128);
+    check_len(&mut v, "response.touchpoint_id", &r.touchpoint_id, 1, 128);
+    check_len(&mut v, "response.org_unit_id", &r.org_unit_id, 0, 128);
+    check_len(&mut v, "response.segment", &r.segment, 0, 64);
+    check_len(&mut v, "response.customer_key", &r.customer_key, 0, 128);
+    check_len(&mut v, "response.comment", &r.comment, 0, 5000);
+    let channel = parse_channel(&mut v, "response.channel", r.channel, false);
+    let now = chrono::Utc::now();
+    let occurred = match r.occurred_at.as_ref().map(to_utc) {
+        None => {
+            v.add("response.occurred_at", "is required");
+            None
+        }
+        Some(None) => {
+            v.add("response.occurred_at", "is not a valid timestamp");
+            None
+        }
+        Some(Some(t)) if t > now + chrono::Duration::days(1) => {
+            v.add("response.occurred_at", "is more than one day in the future");
+            None
+        }
+        Some(Some(t)) if t.timestamp() < 946_684_800 => {
+            v.add("response.occurred_at", "is before 2000-01-01");
+            None
+        }
+        Some(Some(t)) => Some(cxloop_platform::db::micros(t)),
+    };
+    if r.answers.is_empty() {
+        v.add("response.answers", "must have at least one answer");
+    }
+    let mut answers = Vec::with_capacity(r.answers.len());
+    for (i, a) in r.answers.iter().enumerate() {
+        if r.answers[..i].iter().any(|b| b.question_key == a.question_key) {
+            v.add(format!("response.answers[{i}].question_key"), "answers the same question twice");
+        }
+        match &a.value {
+            None => v.add(format!("response.answers[{i}]"), "set score or text"),
+            Some(pb::answer::Value::Score(s)) => answers.push((a.question_key.clone(), AnswerValue::Score(*s))),
+            Some(pb::answer::Value::Text(t)) => answers.push((a.question_key.clone(), AnswerValue::Text(t.clone()))),
+        }
+    }
+    if !v.is_empty() {
+        return Err(v.into_inner());
+    }
+    // The fingerprint covers what the client sent, without output-only fields, so a retry
+    // matches and a reuse of the request id with other content does not.
+    let mut canonical = r.clone();
+    canonical.id.clear();
+    canonical.request_id.clear();
+    canonical.create_time = None;
+    Ok(NewResponse {
+        request_id: request_id.unwrap_or_default(),
+        request_hash: idempotency::fingerprint(&canonical.encode_to_vec()),
+        survey_id: r.survey_id.clone(),
+        touchpoint_id: r.touchpoint_id.clone(),
+        occurred_at_us: occurred.unwrap_or_default(),
+        channel,
+        org_unit_id: r.org_unit_id.clone(),
+        segment: r.segment.clone(),
+        customer_key: r.customer_key.clone(),
+        comment: r.comment.clone(),
+        answers,
+    })
+}
+
+fn accepted_pb(r: NewResponse, id: String, created_at: i64) -> pb::Response {
+    response_pb(ResponseRow {
+        id,
+        request_id: r.request_id,
+        survey_id: r.survey_id,
+        touchpoint_id: r.touchpoint_id,
+        occurred_at: r.occurred_at_us,
+        channel: r.channel,
+        org_unit_id: r.org_unit_id,
+        segment: r.segment,
+        customer_key: r.customer_key,
+        comment: r.comment,
+        answers: r.answers,
+        created_at,
+    })
+}
+
+fn violations_pb(v: Vec<(String, String)>) -> Vec<common::FieldViolation> {
+    v.into_iter()
+        .map(|(field, description)| common::FieldViolation { field, description })
+        .collect()
+}
+
+// ---- metrics ----
+
+fn estimate_pb(e: &cxloop_metrics::Estimate) -> common::Estimate {
+    common::Estimate {
+        value: e.value,
+        sample_size: e.n,
+        confidence_level: e.confidence,
+        interval_low: e.low,
+        interval_high: e.high,
+        standard_error: e.standard_error,
+        method: match e.method {
+            cxloop_metrics::Method::Wald => common::IntervalMethod::Wald,
+            cxloop_metrics::Method::Wilson => common::IntervalMethod::Wilson,
+            cxloop_metrics::Method::StudentT => common::IntervalMethod::StudentT,
+        } as i32,
+        defined: e.defined,
+    }
+}
+
+fn bucket_pb(range: Range, kind: Option<QuestionKind>, h: &Histogram) -> pb::MetricBucket {
+    pb::MetricBucket {
+        range: Some(common::TimeRange {
+            start: Some(ts(range.start.timestamp_micros())),
+            end: Some(ts(range.end.timestamp_micros())),
+        }),
+        count: h.total(),
+        values: kind
+            .map(|k| {
+                dm::estimates(k, h)
+                    .into_iter()
+                    .map(|(m, e)| pb::MetricValue {
+                        metric: m.code(),
+                        estimate: Some(estimate_pb(&e)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        histogram: if kind.is_some() {
+            h.iter().map(|(score, count)| pb::ScoreCount { score, count }).collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn bucket_size(v: &mut Violations, code: i32) -> BucketSize {
+    match pb::Bucket::try_from(code) {
+        Ok(pb::Bucket::Day) => BucketSize::Day,
+        Ok(pb::Bucket::Week) => BucketSize::Week,
+        Ok(pb::Bucket::Month) => BucketSize::Month,
+        Ok(pb::Bucket::Quarter) => BucketSize::Quarter,
+        Ok(pb::Bucket::Total) => BucketSize::Total,
+        _ => {
+            v.add("bucket", "must be BUCKET_DAY, _WEEK, _MONTH, _QUARTER or _TOTAL");
+            BucketSize::Total
+        }
+    }
+}
+
+fn check_metric_range(v: &mut Violations, field: &str, r: Option<Range>) -> Option<Range> {
+    let r = r?;
+    if !r.is_day_aligned() {
+        v.add(field, "metrics are kept per UTC day: start and end must be at 00:00 UTC");
+        return None;
+    }
+    let (d0, d1) = r.days();
+    if d1 - d0 > MAX_METRIC_DAYS {
+        v.add(field, format!("must span at most {MAX_METRIC_DAYS} days"));
+        return None;
+    }
+    Some(r)
+}
+
+impl FeedbackApi {
+    /// The survey's question kind for a metrics call (None for response counts).
+    async fn question_kind(
+        &self,
+        tenant: &TenantId,
+        survey_id: &str,
+        key: &str,
+    ) -> ApiResult<Option<QuestionKind>> {
+        let survey = self.store.get_survey_for_metrics(tenant, survey_id).await?;
+        if key.is_empty() {
+            return Ok(None);
+        }
+        match survey.questions.iter().find(|q| q.key == key) {
+            None => Err(ApiError::invalid("question_key", format!("the survey has no question {key:?}"))),
+            Some(q) if q.kind == QuestionKind::Text => Err(ApiError::invalid(
+                "question_key",
+                "a text question has no numeric metrics",
+            )),
+            Some(q) => Ok(Some(q.kind)),
+        }
+    }
+
+    async fn histogram_total(
+        &self,
+        tenant: &TenantId,
+        survey_id: &str,
+        key: &str,
+        slice: &SliceFilter,
+        range: Range,
+    ) -> ApiResult<Histogram> {
+        let mut total = Histogram::new();
+        for (_, h) in self
+            .store
+            .daily_histograms(tenant, survey_id, key, slice, range.days())
+            .await?
+        {
+            total.merge(&h);
+        }
+        Ok(total)
+    }
+}
+
+#[tonic::async_trait]
+impl FeedbackService for FeedbackApi {
+    async fn create_touchpoint(
+        &self,
+        req: Request<pb::CreateTouchpointRequest>,
+    ) -> Result<Response<pb::CreateTouchpointResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigWrite)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.check(idempotency::parse_request_id("request_id", &r.request_id));
+        let Some(t) = r.touchpoint.as_ref() else {
+            return Err(ApiError::invalid("touchpoint", "is required").into());
+        };
+        let input = touchpoint_input(&mut v, t);
+        v.finish()?;
+        let hash = idempotency::fingerprint(&touchpoint_pb(TouchpointRow {
+            id: String::new(),
+            name: input.name.clone(),
+            description: input.description.clone(),
+            channel: input.channel,
+            journey_stage_id: input.journey_stage_id.clone(),
+            moment_of_truth: input.moment_of_truth,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .encode_to_vec());
+        let row = self
+            .store
+            .create_touchpoint(&tenant, &request_id.unwrap_or_default(), &hash, &input)
+            .await?;
+        Ok(Response::new(pb::CreateTouchpointResponse {
+            touchpoint: Some(touchpoint_pb(row)),
+        }))
+    }
+
+    async fn get_touchpoint(
+        &self,
+        req: Request<pb::GetTouchpointRequest>,
+    ) -> Result<Response<pb::GetTouchpointResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigRead)?;
+        let row = self.store.get_touchpoint(&tenant, &req.get_ref().id).await?;
+        Ok(Response::new(pb::GetTouchpointResponse {
+            touchpoint: Some(touchpoint_pb(row)),
+        }))
+    }
+
+    async fn list_touchpoints(
+        &self,
+        req: Request<pb::ListTouchpointsRequest>,
+    ) -> Result<Response<pb::ListTouchpointsResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigRead)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let channel = parse_channel(&mut v, "channel", r.channel, true);
+        v.finish()?;
+        let filters = format!("touchpoints|{channel}");
+        let (size, token) = page_args(r.page.as_ref());
+        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let rows = self.store.list_touchpoints(&tenant, channel, &page).await?;
+        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |t| t.id.clone());
+        Ok(Response::new(pb::ListTouchpointsResponse {
+            touchpoints: rows.into_iter().map(touchpoint_pb).collect(),
+            page: Some(page),
+        }))
+    }
+
+    async fn update_touchpoint(
+        &self,
+        req: Request<pb::UpdateTouchpointRequest>,
+    ) -> Result<Response<pb::UpdateTouchpointResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigWrite)?;
+        let r = req.into_inner();
+        let Some(t) = r.touchpoint.as_ref() else {
+            return Err(ApiError::invalid("touchpoint", "is required").into());
+        };
+        let mut v = Violations::new();
+        let paths = mask_paths(
+            &mut v,
+            r.update_mask.as_ref(),
+            "touchpoint.",
+            &["name", "description", "channel", "journey_stage_id", "moment_of_truth"],
+        );
+        let mut field_v = Violations::new();
+        let input = touchpoint_input(&mut field_v, t);
+        for (field, desc) in field_v.into_inner() {
+            let name = field.trim_start_matches("touchpoint.");
+            if paths.contains(&name) {
+                v.add(field, desc);
+            }
+        }
+        v.finish()?;
+        let mut row = self.store.get_touchpoint(&tenant, &t.id).await?;
+        for p in paths {
+            match p {
+                "name" => row.name = input.name.clone(),
+                "description" => row.description = input.description.clone(),
+                "channel" => row.channel = input.channel,
+                "journey_stage_id" => row.journey_stage_id = input.journey_stage_id.clone(),
+                _ => row.moment_of_truth = input.moment_of_truth,
+            }
+        }
+        let row = self.store.update_touchpoint(&tenant, &row).await?;
+        Ok(Response::new(pb::UpdateTouchpointResponse {
+            touchpoint: Some(touchpoint_pb(row)),
+        }))
+    }
+
+    async fn delete_touchpoint(
+        &self,
+        req: Request<pb::DeleteTouchpointRequest>,
+    ) -> Result<Response<pb::DeleteTouchpointResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigWrite)?;
+        self.store.delete_touchpoint(&tenant, &req.get_ref().id).await?;
+        Ok(Response::new(pb::DeleteTouchpointResponse {}))
+    }
+
+    async fn create_survey(
+        &self,
+        req: Request<pb::CreateSurveyRequest>,
+    ) -> Result<Response<pb::CreateSurveyResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigWrite)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.check(idempotency::parse_request_id("request_id", &r.request_id));
+        let Some(s) = r.survey.as_ref() else {
+            return Err(ApiError::invalid("survey", "is required").into());
+        };
+        let input = survey_input(&mut v, s);
+        v.finish()?;
+        let mut canonical = s.clone();
+        canonical.id.clear();
+        canonical.create_time = None;
+        canonical.update_time = None;
+        let hash = idempotency::fingerprint(&canonical.encode_to_vec());
+        let row = self
+            .store
+            .create_survey(&tenant, &request_id.unwrap_or_default(), &hash, &input)
+            .await?;
+        Ok(Response::new(pb::CreateSurveyResponse {
+            survey: Some(survey_pb(row)),
+        }))
+    }
+
+    async fn get_survey(
+        &self,
+        req: Request<pb::GetSurveyRequest>,
+    ) -> Result<Response<pb::GetSurveyResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigRead)?;
+        let row = self.store.get_survey(&tenant, &req.get_ref().id).await?;
+        Ok(Response::new(pb::GetSurveyResponse {
+            survey: Some(survey_pb(row)),
+        }))
+    }
+
+    async fn list_surveys(
+        &self,
+        req: Request<pb::ListSurveysRequest>,
+    ) -> Result<Response<pb::ListSurveysResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigRead)?;
+        let r = req.into_inner();
+        let filters = format!("surveys|{}", r.touchpoint_id);
+        let (size, token) = page_args(r.page.as_ref());
+        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let rows = self.store.list_surveys(&tenant, &r.touchpoint_id, &page).await?;
+        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |s| s.id.clone());
+        Ok(Response::new(pb::ListSurveysResponse {
+            surveys: rows.into_iter().map(survey_pb).collect(),
+            page: Some(page),
+        }))
+    }
+
+    async fn update_survey(
+        &self,
+        req: Request<pb::UpdateSurveyRequest>,
+    ) -> Result<Response<pb::UpdateSurveyResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigWrite)?;
+        let r = req.into_inner();
+        let Some(s) = r.survey.as_ref() else {
+            return Err(ApiError::invalid("survey", "is required").into());
+        };
+        let mut v = Violations::new();
+        let paths = mask_paths(
+            &mut v,
+            r.update_mask.as_ref(),
+            "survey.",
+            &["name", "description", "questions", "touchpoint_ids"],
+        );
+        let mut field_v = Violations::new();
+        let input = survey_input(&mut field_v, s);
+        for (field, desc) in field_v.into_inner() {
+            let top = field
+                .trim_start_matches("survey.")
+                .split(['.', '['])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if paths.contains(&top.as_str()) {
+                v.add(field, desc);
+            }
+        }
+        v.finish()?;
+        let row = self
+            .store
+            .update_survey(&tenant, &s.id, |mut cur| {
+                for p in &paths {
+                    match *p {
+                        "name" => cur.name = input.name.clone(),
+                        "description" => cur.description = input.description.clone(),
+                        "questions" => {
+                            domain::check_question_change(&cur.questions, &input.questions).map_err(
+                                |(subject, description)| {
+                                    ApiError::precondition("QUESTION_CHANGED", subject, description)
+                                },
+                            )?;
+                            cur.questions = input.questions.clone();
+                        }
+                        _ => cur.touchpoint_ids = input.touchpoint_ids.clone(),
+                    }
+                }
+                Ok(cur)
+            })
+            .await?;
+        Ok(Response::new(pb::UpdateSurveyResponse {
+            survey: Some(survey_pb(row)),
+        }))
+    }
+
+    async fn delete_survey(
+        &self,
+        req: Request<pb::DeleteSurveyRequest>,
+    ) -> Result<Response<pb::DeleteSurveyResponse>, Status> {
+        let tenant = auth(&req, Permission::ConfigWrite)?;
+        self.store.delete_survey(&tenant, &req.get_ref().id).await?;
+        Ok(Response::new(pb::DeleteSurveyResponse {}))
+    }
+
+    async fn record_response(
+        &self,
+        req: Request<pb::RecordResponseRequest>,
+    ) -> Result<Response<pb::RecordResponseResponse>, Status> {
+        let tenant = auth(&req, Permission::ResponsesWrite)?;
+        let item = parse_new_response(req.get_ref()).map_err(ApiError::InvalidArgument)?;
+        let outcome = self
+            .ingest
+            .submit(tenant.clone(), vec![item.clone()])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("no outcome for the response".into()))?;
+        let (response, duplicate) = match outcome {
+            Outcome::Accepted { id, created_at } => (accepted_pb(item, id, created_at), false),
+            Outcome::Duplicate { id } => (response_pb(self.store.get_response(&tenant, &id).await?), true),
+            Outcome::Conflict => {
+                return Err(ApiError::AlreadyExists(format!(
+                    "request_id {:?} was already used for a different response",
+                    item.request_id
+                ))
+                .into());
+            }
+            Outcome::Rejected(v) => return Err(ApiError::InvalidArgument(v).into()),
+        };
+        Ok(Response::new(pb::RecordResponseResponse {
+            response: Some(response),
+            duplicate,
+        }))
+    }
+
+    async fn import_responses(
+        &self,
+        req: Request<Streaming<pb::ImportResponsesRequest>>,
+    ) -> Result<Response<pb::ImportResponsesResponse>, Status> {
+        let tenant = auth(&req, Permission::ResponsesWrite)?;
+        let mut stream = req.into_inner();
+        let mut out = pb::ImportResponsesResponse::default();
+        let mut index: u64 = 0;
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            let base = index;
+            index += msg.items.len() as u64;
+            if msg.items.len() > MAX_IMPORT_BATCH {
+                for (i, item) in msg.items.iter().enumerate() {
+                    out.results.push(pb::ImportItemResult {
+                        index: base + i as u64,
+                        request_id: item.request_id.clone(),
+                        outcome: pb::ImportOutcome::Rejected as i32,
+                        response_id: String::new(),
+                        violations: violations_pb(vec![(
+                            "items".into(),
+                            format!("a message carries at most {MAX_IMPORT_BATCH} items"),
+                        )]),
+                    });
+                }
+                continue;
+            }
+            let mut results: Vec<Option<pb::ImportItemResult>> = Vec::with_capacity(msg.items.len());
+            let mut good = Vec::new();
+            let mut good_at = Vec::new();
+            for (i, item) in msg.items.iter().enumerate() {
+                match parse_new_response(item) {
+                    Ok(r) => {
+                        good.push(r);
+                        good_at.push(i);
+                        results.push(None);
+                    }
+                    Err(v) => results.push(Some(pb::ImportItemResult {
+                        index: base + i as u64,
+                        request_id: item.request_id.clone(),
+                        outcome: pb::ImportOutcome::Rejected as i32,
+                        response_id: String::new(),
+                        violations: violations_pb(v),
+                    })),
+                }
+            }
+            if !good.is_empty() {
+                let request_ids: Vec<String> = good.iter().map(|g| g.request_id.clone()).collect();
+                let outcomes = self.ingest.submit(tenant.clone(), good).await?;
+                for ((i, rid), o) in good_at.into_iter().zip(request_ids).zip(outcomes) {
+                    let (outcome, response_id, violations) = match o {
+                        Outcome::Accepted { id, .. } => (pb::ImportOutcome::Accepted, id, vec![]),
+                        Outcome::Duplicate { id } => (pb::ImportOutcome::Duplicate, id, vec![]),
+                        Outcome::Conflict => (
+                            pb::ImportOutcome::Rejected,
+                            String::new(),
+                            vec![(
+                                "request_id".to_string(),
+                                "was already used for a different response".to_string(),
+                            )],
+                        ),
+                        Outcome::Rejected(v) => (pb::ImportOutcome::Rejected, String::new(), v),
+                    };
+                    results[i] = Some(pb::ImportItemResult {
+                        index: base + i as u64,
+                        request_id: rid,
+                        outcome: outcome as i32,
+                        response_id,
+                        violations: violations_pb(violations),
+                    });
+                }
+            }
+            out.results.extend(results.into_iter().flatten());
+        }
+        for r in &out.results {
+            match pb::ImportOutcome::try_from(r.outcome) {
+                Ok(pb::ImportOutcome::Accepted) => out.accepted += 1,
+                Ok(pb::ImportOutcome::Duplicate) => out.duplicates += 1,
+                _ => out.rejected += 1,
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn get_response(
+        &self,
+        req: Request<pb::GetResponseRequest>,
+    ) -> Result<Response<pb::GetResponseResponse>, Status> {
+        let tenant = auth(&req, Permission::ResponsesRead)?;
+        let row = self.store.get_response(&tenant, &req.get_ref().id).await?;
+        Ok(Response::new(pb::GetResponseResponse {
+            response: Some(response_pb(row)),
+        }))
+    }
+
+    async fn list_responses(
+        &self,
+        req: Request<pb::ListResponsesRequest>,
+    ) -> Result<Response<pb::ListResponsesResponse>, Status> {
+        let tenant = auth(&req, Permission::ResponsesRead)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let slice = parse_slice(&mut v, "slice", r.slice.as_ref());
+        let occurred = match r.occurred.as_ref() {
+            None => None,
+            Some(p) => parse_range(&mut v, "occurred", Some(p)),
+        };
+        v.finish()?;
+        let filter = ResponseFilter {
+            survey_id: r.survey_id.clone(),
+            slice,
+            occurred: occurred.map(|o| (o.start.timestamp_micros(), o.end.timestamp_micros())),
+        };
+        let fingerprint = format!(
+            "responses|{}|{}|{}|{}|{}|{:?}",
+            filter.survey_id,
+            filter.slice.touchpoint_id,
+            filter.slice.org_unit_id,
+            filter.slice.channel,
+            filter.slice.segment,
+            filter.occurred
+        );
+        let (size, token) = page_args(r.page.as_ref());
+        let page = self.pages.parse(&tenant, &fingerprint, size, token)?;
+        let rows = self.store.list_responses(&tenant, &filter, &page).await?;
+        let (rows, page) = finish_page(&self.pages, &tenant, &fingerprint, &page, rows, |r| r.id.clone());
+        Ok(Response::new(pb::ListResponsesResponse {
+            responses: rows.into_iter().map(response_pb).collect(),
+            page: Some(page),
+        }))
+    }
+
+    async fn query_metrics(
+        &self,
+        req: Request<pb::QueryMetricsRequest>,
+    ) -> Result<Response<pb::QueryMetricsResponse>, Status> {
+        let tenant = auth(&req, Permission::MetricsRead)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        if r.survey_id.is_empty() {
+            v.add("survey_id", "is required");
+        }
+        let slice = parse_slice(&mut v, "slice", r.slice.as_ref());
+        let range = parse_range(&mut v, "period", r.period.as_ref());
+        let range = check_metric_range(&mut v, "period", range);
+        let size = bucket_size(&mut v, r.bucket);
+        v.finish()?;
+        let Some(range) = range else {
+            return Err(ApiError::invalid("period", "is required").into());
+        };
+        let kind = self.question_kind(&tenant, &r.survey_id, &r.question_key).await?;
+        let days = self
+            .store
+            .daily_histograms(&tenant, &r.survey_id, &r.question_key, &slice, range.days())
+            .await?;
+        let mut buckets = Vec::new();
+        let mut total = Histogram::new();
+        let mut it = days.iter().peekable();
+        for b in range.buckets(size) {
+            let end_day = period::day_of(b.end);
+            let mut h = Histogram::new();
+            while let Some((_, dh)) = it.next_if(|(d, _)| *d < end_day) {
+                h.merge(dh);
+            }
+            total.merge(&h);
+            buckets.push(bucket_pb(b, kind, &h));
+        }
+        Ok(Response::new(pb::QueryMetricsResponse {
+            kind: kind.map_or(0, QuestionKind::code),
+            buckets,
+            total: Some(bucket_pb(range, kind, &total)),
+        }))
+    }
+
+    async fn compare_metrics(
+        &self,
+        req: Request<pb::CompareMetricsRequest>,
+    ) -> Result<Response<pb::CompareMetricsResponse>, Status> {
+        let tenant = auth(&req, Permission::MetricsRead)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        if r.survey_id.is_empty() {
+            v.add("survey_id", "is required");
+        }
+        if r.question_key.is_empty() {
+            v.add("question_key", "is required");
+        }
+        let metric = MetricKind::from_code(r.metric);
+        if metric.is_none() {
+            v.add("metric", "must be a known metric other than METRIC_UNSPECIFIED");
+        }
+        let mut side = |name: &str, s: Option<&pb::ComparisonSide>| {
+            let Some(s) = s else {
+                v.add(name, "is required");
+                return None;
+            };
+            let slice = parse_slice(&mut v, &format!("{name}.slice"), s.slice.as_ref());
+            let range = parse_range(&mut v, &format!("{name}.period"), s.period.as_ref());
+            check_metric_range(&mut v, &format!("{name}.period"), range).map(|r| (slice, r))
+        };
+        let a = side("a", r.a.as_ref());
+        let b = side("b", r.b.as_ref());
+        v.finish()?;
+        let (Some(metric), Some(a), Some(b)) = (metric, a, b) else {
+            return Err(ApiError::invalid("a", "is required").into());
+        };
+        let kind = self
+            .question_kind(&tenant, &r.survey_id, &r.question_key)
+            .await?
+            .ok_or_else(|| ApiError::invalid("question_key", "is required"))?;
+        if !dm::metrics_of(kind).contains(&metric) {
+            return Err(ApiError::invalid("metric", format!("does not apply to a {kind:?} question")).into());
+        }
+        let ha = self.histogram_total(&tenant, &r.survey_id, &r.question_key, &a.0, a.1).await?;
+        let hb = self.histogram_total(&tenant, &r.survey_id, &r.question_key, &b.0, b.1).await?;
+        let c = dm::compare(metric, &ha, &hb);
+        Ok(Response::new(pb::CompareMetricsResponse {
+            comparison: Some(common::Comparison {
+                a: Some(estimate_pb(&c.a)),
+                b: Some(estimate_pb(&c.b)),
+                difference: c.difference,
+                standard_error: c.standard_error,
+                confidence_level: c.confidence,
+                interval_low: c.low,
+                interval_high: c.high,
+                p_value: c.p_value,
+                degrees_of_freedom: c.degrees_of_freedom,
+            }),
+        }))
+    }
+}

@@ -1,0 +1,369 @@
+//! The feedback domain: questions and their scales, surveys, responses as validated values,
+//! slices, and which metrics a question kind has. No tonic, no sea-orm: the API layer turns
+//! requests into these types once, and the store persists them.
+
+pub mod metrics;
+
+use serde::{Deserialize, Serialize};
+
+/// What a question measures. The numbers are the wire values of `QuestionKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuestionKind {
+    /// 0-10 likelihood to recommend.
+    Nps,
+    /// 1-5 satisfaction.
+    Csat,
+    /// 1-7 customer effort ("made it easy").
+    Ces,
+    /// Integer rating on its own scale.
+    Rating,
+    /// Free text.
+    Text,
+}
+
+impl QuestionKind {
+    /// From the wire value; None for unspecified or unknown values.
+    pub fn from_code(code: i32) -> Option<Self> {
+        Some(match code {
+            1 => Self::Nps,
+            2 => Self::Csat,
+            3 => Self::Ces,
+            4 => Self::Rating,
+            5 => Self::Text,
+            _ => return None,
+        })
+    }
+
+    /// The wire value.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Nps => 1,
+            Self::Csat => 2,
+            Self::Ces => 3,
+            Self::Rating => 4,
+            Self::Text => 5,
+        }
+    }
+}
+
+/// One question of a survey, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    /// Stable key within the survey.
+    pub key: String,
+    /// Text shown to the customer.
+    pub text: String,
+    /// What it measures.
+    pub kind: QuestionKind,
+    /// Lowest score (fixed by kind except for ratings).
+    pub min: i32,
+    /// Highest score.
+    pub max: i32,
+    /// Must be answered.
+    pub required: bool,
+}
+
+impl Question {
+    /// Builds a question, fixing the scale of the standard kinds. Errors are (field, reason)
+    /// relative to the question.
+    pub fn new(
+        key: &str,
+        text: &str,
+        kind: QuestionKind,
+        rating_min: i32,
+        rating_max: i32,
+        required: bool,
+    ) -> Result<Self, Vec<(&'static str, String)>> {
+        let mut errs = Vec::new();
+        if key.is_empty()
+            || key.len() > 64
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            errs.push(("key", "must be 1-64 characters of a-z, 0-9, '_' or '-'".to_string()));
+        }
+        let text_len = text.chars().count();
+        if text_len == 0 || text_len > 500 {
+            errs.push(("text", "must be 1-500 characters".to_string()));
+        }
+        let (min, max) = match kind {
+            QuestionKind::Nps => (0, 10),
+            QuestionKind::Csat => (1, 5),
+            QuestionKind::Ces => (1, 7),
+            QuestionKind::Text => (0, 0),
+            QuestionKind::Rating => {
+                let span = i64::from(rating_max) - i64::from(rating_min);
+                if !(1..=100).contains(&span) {
+                    errs.push((
+                        "rating_max",
+                        "rating_max - rating_min must be 1-100".to_string(),
+                    ));
+                }
+                (rating_min, rating_max)
+            }
+        };
+        if errs.is_empty() {
+            Ok(Self {
+                key: key.to_owned(),
+                text: text.to_owned(),
+                kind,
+                min,
+                max,
+                required,
+            })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// Checks an answer against the question's scale.
+    pub fn check(&self, answer: &AnswerValue) -> Result<(), String> {
+        match (self.kind, answer) {
+            (QuestionKind::Text, AnswerValue::Text(t)) => {
+                if t.chars().count() > 5000 {
+                    Err("text must be at most 5000 characters".into())
+                } else {
+                    Ok(())
+                }
+            }
+            (QuestionKind::Text, AnswerValue::Score(_)) => {
+                Err("this is a text question: send text, not a score".into())
+            }
+            (_, AnswerValue::Text(_)) => Err(format!(
+                "this question takes a score {}-{}, not text",
+                self.min, self.max
+            )),
+            (_, AnswerValue::Score(s)) => {
+                if (self.min..=self.max).contains(s) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "score {s} is outside the question's scale {}-{}",
+                        self.min, self.max
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// A survey's definition, as the rules need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurveyDef {
+    /// Survey id.
+    pub id: String,
+    /// Questions in order.
+    pub questions: Vec<Question>,
+    /// Touchpoints where it is asked.
+    pub touchpoint_ids: Vec<String>,
+    /// Deleted surveys accept no new responses.
+    pub deleted: bool,
+}
+
+impl SurveyDef {
+    /// The question with this key.
+    pub fn question(&self, key: &str) -> Option<&Question> {
+        self.questions.iter().find(|q| q.key == key)
+    }
+}
+
+/// Checks a survey update: questions may be added and reworded, never removed or changed in
+/// kind or scale, because stored answers and rollups are keyed by them.
+pub fn check_question_change(old: &[Question], new: &[Question]) -> Result<(), (String, String)> {
+    for (i, q) in old.iter().enumerate() {
+        match new.iter().find(|n| n.key == q.key) {
+            None => {
+                return Err((
+                    format!("survey.questions[{i}]"),
+                    format!("question {:?} has answers keyed by it and cannot be removed", q.key),
+                ));
+            }
+            Some(n) if n.kind != q.kind || n.min != q.min || n.max != q.max => {
+                return Err((
+                    q.key.clone(),
+                    format!("question {:?} cannot change its kind or scale", q.key),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// One answer's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnswerValue {
+    /// A score on the question's scale.
+    Score(i32),
+    /// Free text.
+    Text(String),
+}
+
+/// A response whose shape is valid; checking it against its survey happens at ingest,
+/// where the survey's current definition is read in the same transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewResponse {
+    /// Client request id, unique per tenant.
+    pub request_id: String,
+    /// Fingerprint of the request's content, to tell a retry from a reuse.
+    pub request_hash: String,
+    /// Survey id.
+    pub survey_id: String,
+    /// Touchpoint id.
+    pub touchpoint_id: String,
+    /// When the contact happened, microseconds since the epoch (UTC).
+    pub occurred_at_us: i64,
+    /// Channel wire value (validated).
+    pub channel: i32,
+    /// Org unit, may be empty.
+    pub org_unit_id: String,
+    /// Segment, may be empty.
+    pub segment: String,
+    /// Pseudonymous customer key, may be empty.
+    pub customer_key: String,
+    /// Comment, may be empty.
+    pub comment: String,
+    /// Answers by question key, in request order.
+    pub answers: Vec<(String, AnswerValue)>,
+}
+
+impl NewResponse {
+    /// Checks the response against its survey. Field paths are relative to the request item.
+    pub fn check_against(&self, survey: &SurveyDef, touchpoint_ok: bool) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        if survey.deleted {
+            v.push(("response.survey_id".into(), "the survey was deleted".into()));
+            return v;
+        }
+        if !survey.touchpoint_ids.iter().any(|t| *t == self.touchpoint_id) {
+            v.push((
+                "response.touchpoint_id".into(),
+                "is not one of the survey's touchpoints".into(),
+            ));
+        } else if !touchpoint_ok {
+            v.push(("response.touchpoint_id".into(), "the touchpoint was deleted".into()));
+        }
+        for (i, (key, value)) in self.answers.iter().enumerate() {
+            match survey.question(key) {
+                None => v.push((
+                    format!("response.answers[{i}].question_key"),
+                    format!("the survey has no question {key:?}"),
+                )),
+                Some(q) => {
+                    if let Err(e) = q.check(value) {
+                        let field = match value {
+                            AnswerValue::Score(_) => "score",
+                            AnswerValue::Text(_) => "text",
+                        };
+                        v.push((format!("response.answers[{i}].{field}"), e));
+                    }
+                }
+            }
+        }
+        for q in survey.questions.iter().filter(|q| q.required) {
+            if !self.answers.iter().any(|(k, _)| *k == q.key) {
+                v.push((
+                    "response.answers".into(),
+                    format!("required question {:?} is not answered", q.key),
+                ));
+            }
+        }
+        v
+    }
+
+    /// Scores by question key (text answers excluded).
+    pub fn scores(&self) -> impl Iterator<Item = (&str, i32)> {
+        self.answers.iter().filter_map(|(k, v)| match v {
+            AnswerValue::Score(s) => Some((k.as_str(), *s)),
+            AnswerValue::Text(_) => None,
+        })
+    }
+}
+
+/// Which responses a metric covers. Empty fields mean "all".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SliceFilter {
+    /// Touchpoint id.
+    pub touchpoint_id: String,
+    /// Org unit id.
+    pub org_unit_id: String,
+    /// Channel wire value; 0 means all.
+    pub channel: i32,
+    /// Segment.
+    pub segment: String,
+}
+
+impl SliceFilter {
+    /// The key of the single-dimension rollup that answers this filter, or None when two or
+    /// more dimensions are filtered (then the full-grain rollup answers it).
+    pub fn marginal_key(&self) -> Option<String> {
+        let set: Vec<String> = [
+            (!self.touchpoint_id.is_empty()).then(|| format!("t:{}", self.touchpoint_id)),
+            (!self.org_unit_id.is_empty()).then(|| format!("o:{}", self.org_unit_id)),
+            (self.channel != 0).then(|| format!("c:{}", self.channel)),
+            (!self.segment.is_empty()).then(|| format!("s:{}", self.segment)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match set.len() {
+            0 => Some(String::new()),
+            1 => set.into_iter().next(),
+            _ => None,
+        }
+    }
+
+    /// The single-dimension rollup keys a response contributes to ("" is the all-slice).
+    pub fn marginal_keys_of(r: &NewResponse) -> [String; 5] {
+        [
+            String::new(),
+            format!("t:{}", r.touchpoint_id),
+            format!("o:{}", r.org_unit_id),
+            format!("c:{}", r.channel),
+            format!("s:{}", r.segment),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(kind: QuestionKind) -> Question {
+        Question::new("q", "How?", kind, 1, 10, false).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn scales_are_fixed_by_kind() {
+        assert_eq!((q(QuestionKind::Nps).min, q(QuestionKind::Nps).max), (0, 10));
+        assert!(q(QuestionKind::Nps).check(&AnswerValue::Score(10)).is_ok());
+        assert!(q(QuestionKind::Nps).check(&AnswerValue::Score(11)).is_err());
+        assert!(q(QuestionKind::Csat).check(&AnswerValue::Score(0)).is_err());
+        assert!(q(QuestionKind::Ces).check(&AnswerValue::Score(7)).is_ok());
+        assert!(q(QuestionKind::Rating).check(&AnswerValue::Score(10)).is_ok());
+        assert!(q(QuestionKind::Text).check(&AnswerValue::Score(1)).is_err());
+        assert!(Question::new("r", "x", QuestionKind::Rating, 5, 5, false).is_err());
+        assert!(Question::new("Bad Key", "x", QuestionKind::Nps, 0, 0, false).is_err());
+    }
+
+    #[test]
+    fn a_question_cannot_change_kind_or_disappear() {
+        let old = vec![q(QuestionKind::Nps)];
+        assert!(check_question_change(&old, &[q(QuestionKind::Csat)]).is_err());
+        assert!(check_question_change(&old, &[]).is_err());
+        let mut reworded = q(QuestionKind::Nps);
+        reworded.text = "Would you recommend us?".into();
+        assert!(check_question_change(&old, &[reworded]).is_ok());
+    }
+
+    #[test]
+    fn marginal_key_only_for_zero_or_one_dimension() {
+        let mut f = SliceFilter::default();
+        assert_eq!(f.marginal_key(), Some(String::new()));
+        f.channel = 3;
+        assert_eq!(f.marginal_key(), Some("c:3".into()));
+        f.segment = "family".into();
+        assert_eq!(f.marginal_key(), None);
+    }
+}

@@ -1,0 +1,48 @@
+//! The customer-feedback (CX) service, `cxloop.feedback.v1`: touchpoints, surveys, response
+//! ingestion (one at a time and in bulk, idempotent on request ids) and metrics (NPS, CSAT,
+//! CES, ratings) per slice and period from per-day rollups.
+//!
+//! Requests flow one way: [`api`] (decode, validate, authorize) → [`domain`] (rules, no I/O)
+//! → [`store`] (the `fb_*` tables) and back. Other services reach this one only through its
+//! gRPC API or its events (`feedback.response.recorded`); none reads its tables.
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod domain;
+pub mod migration;
+pub mod store;
+
+use std::sync::Arc;
+
+use cxloop_platform::ServiceContext;
+use cxloop_proto::feedback::v1::feedback_service_server::FeedbackServiceServer;
+use sea_orm_migration::MigratorTrait;
+use tokio::sync::Notify;
+
+/// The service's name in `--only` and in health checks.
+pub const NAME: &str = "feedback";
+/// The fully qualified gRPC service name.
+pub const SERVICE_NAME: &str = "cxloop.feedback.v1.FeedbackService";
+
+/// Creates or upgrades the feedback tables.
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    migration::Migrator::up(db, None).await
+}
+
+/// Builds the gRPC service and starts its background tasks (ingest writer, outbox
+/// dispatcher), which end when the context's stop signal fires.
+pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> {
+    let wake = Arc::new(Notify::new());
+    let ingest = store::ingest::Ingest::start(ctx.db.clone(), wake.clone());
+    tokio::spawn(cxloop_platform::outbox::dispatch(
+        ctx.db.clone(),
+        "fb_outbox".into(),
+        ctx.events.clone(),
+        wake,
+        ctx.stopped(),
+    ));
+    let api = api::FeedbackApi::new(store::Store::new(ctx.db.clone()), ingest, ctx.pages.clone());
+    FeedbackServiceServer::new(api)
+        .max_decoding_message_size(64 * 1024 * 1024)
+}

@@ -1,0 +1,364 @@
+//! Response ingestion with group commit. Every RecordResponse and every ImportResponses batch
+//! becomes a job on one queue; a single writer task takes all jobs waiting at that moment and
+//! commits them in one transaction: the responses, their rollup increments and their outbox
+//! events together. Callers are answered only after the commit, so an acknowledged response
+//! is durable, and concurrent callers share one fsync instead of queueing for one each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cxloop_platform::db::{self, stmt};
+use cxloop_platform::error::{ApiError, ApiResult};
+use cxloop_platform::outbox::{self, Event};
+use cxloop_platform::TenantId;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait, Value};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{Store, answers_json};
+use crate::domain::{NewResponse, SliceFilter};
+
+/// Most response rows committed in one transaction.
+const MAX_BATCH_ROWS: usize = 20_000;
+const DAY_US: i64 = 86_400_000_000;
+
+/// What happened to one item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now, with this id and storage time.
+    Accepted {
+        /// New response id.
+        id: String,
+        /// Storage time, µs.
+        created_at: i64,
+    },
+    /// The request id was stored before with the same content.
+    Duplicate {
+        /// The stored response's id.
+        id: String,
+    },
+    /// The request id was stored before with other content.
+    Conflict,
+    /// Refused: (field, reason) pairs.
+    Rejected(Vec<(String, String)>),
+}
+
+struct Job {
+    tenant: TenantId,
+    items: Vec<NewResponse>,
+    reply: oneshot::Sender<ApiResult<Vec<Outcome>>>,
+}
+
+/// Handle to the writer task.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Ingest {
+    /// Starts the writer task. `wake` is notified after each commit (the outbox dispatcher
+    /// listens). The task ends when every handle is dropped, after finishing queued jobs.
+    pub fn start(db: DatabaseConnection, wake: Arc<Notify>) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(run(db, rx, wake));
+        Self { tx }
+    }
+
+    /// Stores items (already shape-checked) and returns one outcome per item, in order.
+    pub async fn submit(&self, tenant: TenantId, items: Vec<NewResponse>) -> ApiResult<Vec<Outcome>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { tenant, items, reply })
+            .await
+            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
+    }
+}
+
+async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, wake: Arc<Notify>) {
+    while let Some(first) = rx.recv().await {
+        let mut rows = first.items.len();
+        let mut jobs = vec![first];
+        while rows < MAX_BATCH_ROWS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    rows += j.items.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        match commit(&db, &jobs).await {
+            Ok(outcomes) => {
+                for (job, out) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(out));
+                }
+                wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = jobs.len(), "ingest batch failed; nothing of it was stored");
+                let message = e.to_string();
+                for job in jobs {
+                    let err = match &e {
+                        ApiError::Unavailable(_) => ApiError::Unavailable(message.clone()),
+                        _ => ApiError::Internal("storing responses failed; retry with the same request_id".into()),
+                    };
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// Keys of rollup increments.
+type SliceKey = (String, String, String, i64, i64); // survey, measure, slice, day, score
+type CellKey = (String, String, String, String, i64, String, i64, i64); // survey, measure, tp, ou, ch, seg, day, score
+
+#[derive(Default)]
+struct Increments {
+    slices: HashMap<SliceKey, i64>,
+    cells: HashMap<CellKey, i64>,
+}
+
+impl Increments {
+    fn add(&mut self, r: &NewResponse) {
+        let day = r.occurred_at_us.div_euclid(DAY_US);
+        // "" counts responses; each scored answer counts under its question key.
+        let measures = std::iter::once((String::new(), 0i64))
+            .chain(r.scores().map(|(k, s)| (k.to_owned(), i64::from(s))));
+        let slice_keys = SliceFilter::marginal_keys_of(r);
+        for (measure, score) in measures {
+            for slice in &slice_keys {
+                *self
+                    .slices
+                    .entry((r.survey_id.clone(), measure.clone(), slice.clone(), day, score))
+                    .or_default() += 1;
+            }
+            *self
+                .cells
+                .entry((
+                    r.survey_id.clone(),
+                    measure,
+                    r.touchpoint_id.clone(),
+                    r.org_unit_id.clone(),
+                    i64::from(r.channel),
+                    r.segment.clone(),
+                    day,
+                    score,
+                ))
+                .or_default() += 1;
+        }
+    }
+}
+
+async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> ApiResult<Vec<Vec<Outcome>>> {
+    let txn = db.begin().await?;
+    let mut all = Vec::with_capacity(jobs.len());
+    // Jobs of one tenant are decided together so that duplicates across jobs are caught.
+    let mut by_tenant: Vec<(&TenantId, Vec<usize>)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        match by_tenant.iter_mut().find(|(t, _)| *t == &j.tenant) {
+            Some((_, v)) => v.push(i),
+            None => by_tenant.push((&j.tenant, vec![i])),
+        }
+    }
+    let mut outcomes: Vec<Option<Vec<Outcome>>> = vec![None; jobs.len()];
+    for (tenant, idx) in by_tenant {
+        let items: Vec<&NewResponse> = idx.iter().flat_map(|i| jobs[*i].items.iter()).collect();
+        let decided = decide_and_write(&txn, tenant, &items).await?;
+        let mut it = decided.into_iter();
+        for i in idx {
+            outcomes[i] = Some(it.by_ref().take(jobs[i].items.len()).collect());
+        }
+    }
+    txn.commit().await?;
+    for o in outcomes {
+        all.push(o.unwrap_or_default());
+    }
+    Ok(all)
+}
+
+async fn decide_and_write(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    items: &[&NewResponse],
+) -> ApiResult<Vec<Outcome>> {
+    let backend = txn.get_database_backend();
+    let mut survey_ids: Vec<String> = items.iter().map(|r| r.survey_id.clone()).collect();
+    survey_ids.sort();
+    survey_ids.dedup();
+    let surveys = Store::survey_defs(txn, tenant, &survey_ids).await?;
+    let mut tp_ids: Vec<String> = items.iter().map(|r| r.touchpoint_id.clone()).collect();
+    tp_ids.sort();
+    tp_ids.dedup();
+    let live_tps = Store::live_touchpoints(txn, tenant, &tp_ids).await?;
+
+    // Earlier responses with these request ids.
+    let mut known: HashMap<String, (String, String)> = HashMap::new();
+    for chunk in items.chunks(900) {
+        let mut values: Vec<Value> = vec![tenant.as_str().into()];
+        values.extend(chunk.iter().map(|r| Value::from(r.request_id.clone())));
+        let rows = txn
+            .query_all_raw(stmt(
+                backend,
+                &format!(
+                    "SELECT request_id, id, request_hash FROM fb_responses WHERE tenant_id = ? AND request_id IN ({})",
+                    db::list_placeholders(chunk.len())
+                ),
+                values,
+            ))
+            .await?;
+        for r in &rows {
+            let rid: String = r.try_get_by_index(0)?;
+            known.insert(rid, (r.try_get_by_index(1)?, r.try_get_by_index(2)?));
+        }
+    }
+
+    let now = db::now_micros();
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut accepted: Vec<(&NewResponse, String)> = Vec::new();
+    for r in items {
+        if let Some((id, hash)) = known.get(&r.request_id) {
+            outcomes.push(if *hash == r.request_hash {
+                Outcome::Duplicate { id: id.clone() }
+            } else {
+                Outcome::Conflict
+            });
+            continue;
+        }
+        let violations = match surveys.iter().find(|s| s.id == r.survey_id) {
+            None => vec![("response.survey_id".to_string(), format!("no survey {:?}", r.survey_id))],
+            Some(s) => r.check_against(s, live_tps.contains(&r.touchpoint_id)),
+        };
+        if !violations.is_empty() {
+            outcomes.push(Outcome::Rejected(violations));
+            continue;
+        }
+        let id = db::new_id();
+        // Later items of this batch with the same request id are retries of this one.
+        known.insert(r.request_id.clone(), (id.clone(), r.request_hash.clone()));
+        outcomes.push(Outcome::Accepted { id: id.clone(), created_at: now });
+        accepted.push((r, id));
+    }
+    if accepted.is_empty() {
+        return Ok(outcomes);
+    }
+
+    const COLS: usize = 14;
+    for chunk in accepted.chunks(db::rows_per_statement(COLS)) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLS);
+        for (r, id) in chunk {
+            values.extend([
+                Value::from(tenant.as_str()),
+                id.clone().into(),
+                r.request_id.clone().into(),
+                r.request_hash.clone().into(),
+                r.survey_id.clone().into(),
+                r.touchpoint_id.clone().into(),
+                r.occurred_at_us.into(),
+                i64::from(r.channel).into(),
+                r.org_unit_id.clone().into(),
+                r.segment.clone().into(),
+                r.customer_key.clone().into(),
+                r.comment.clone().into(),
+                answers_json(&r.answers).into(),
+                now.into(),
+            ]);
+        }
+        txn.execute_raw(stmt(
+            backend,
+            &format!(
+                "INSERT INTO fb_responses (tenant_id, id, request_id, request_hash, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, customer_key, comment, answers, created_at) VALUES {}",
+                db::row_placeholders(chunk.len(), COLS)
+            ),
+            values,
+        ))
+        .await?;
+    }
+
+    let mut inc = Increments::default();
+    for (r, _) in &accepted {
+        inc.add(r);
+    }
+    write_increments(txn, tenant, inc).await?;
+
+    let events: Vec<Event> = accepted
+        .iter()
+        .map(|(r, id)| Event {
+            id: db::new_id(),
+            tenant: tenant.to_string(),
+            topic: "feedback.response.recorded".into(),
+            payload: serde_json::json!({
+                "response_id": id,
+                "survey_id": r.survey_id,
+                "touchpoint_id": r.touchpoint_id,
+                "occurred_at_us": r.occurred_at_us,
+                "channel": r.channel,
+                "org_unit_id": r.org_unit_id,
+                "segment": r.segment,
+                "scores": r.scores().map(|(k, s)| (k.to_owned(), s)).collect::<HashMap<_, _>>(),
+            })
+            .to_string(),
+        })
+        .collect();
+    outbox::write(txn, "fb_outbox", &events).await?;
+    Ok(outcomes)
+}
+
+async fn write_increments(txn: &DatabaseTransaction, tenant: &TenantId, inc: Increments) -> ApiResult<()> {
+    let backend = txn.get_database_backend();
+    let slices: Vec<(SliceKey, i64)> = inc.slices.into_iter().collect();
+    const SC: usize = 7;
+    for chunk in slices.chunks(db::rows_per_statement(SC)) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * SC);
+        for ((survey, measure, slice, day, score), n) in chunk {
+            values.extend([
+                Value::from(tenant.as_str()),
+                survey.clone().into(),
+                measure.clone().into(),
+                slice.clone().into(),
+                (*day).into(),
+                (*score).into(),
+                (*n).into(),
+            ]);
+        }
+        txn.execute_raw(stmt(
+            backend,
+            &format!(
+                "INSERT INTO fb_rollup_slices (tenant_id, survey_id, measure, slice, day, score, n) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, slice, day, score) DO UPDATE SET n = fb_rollup_slices.n + excluded.n",
+                db::row_placeholders(chunk.len(), SC)
+            ),
+            values,
+        ))
+        .await?;
+    }
+    let cells: Vec<(CellKey, i64)> = inc.cells.into_iter().collect();
+    const CC: usize = 10;
+    for chunk in cells.chunks(db::rows_per_statement(CC)) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * CC);
+        for ((survey, measure, tp, ou, ch, seg, day, score), n) in chunk {
+            values.extend([
+                Value::from(tenant.as_str()),
+                survey.clone().into(),
+                measure.clone().into(),
+                tp.clone().into(),
+                ou.clone().into(),
+                (*ch).into(),
+                seg.clone().into(),
+                (*day).into(),
+                (*score).into(),
+                (*n).into(),
+            ]);
+        }
+        txn.execute_raw(stmt(
+            backend,
+            &format!(
+                "INSERT INTO fb_rollup_cells (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day, score, n) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day, score) DO UPDATE SET n = fb_rollup_cells.n + excluded.n",
+                db::row_placeholders(chunk.len(), CC)
+            ),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,808 @@
+//! The feedback tables: the only module that knows them. Reads and writes for touchpoints and
+//! surveys, reads of responses and rollups; response ingestion is in [`ingest`].
+
+pub mod ingest;
+
+use cxloop_metrics::Histogram;
+use cxloop_platform::db::{self, stmt};
+use cxloop_platform::error::{ApiError, ApiResult};
+use cxloop_platform::idempotency::{self, Prior};
+use cxloop_platform::paging::Page;
+use cxloop_platform::TenantId;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, TransactionTrait, Value};
+
+use crate::domain::{AnswerValue, Question, SliceFilter, SurveyDef};
+
+const IDEMPOTENCY: &str = "fb_idempotency";
+/// Resource type names for NOT_FOUND details.
+pub const TOUCHPOINT: &str = "cxloop.feedback.v1.Touchpoint";
+/// Resource type name of surveys.
+pub const SURVEY: &str = "cxloop.feedback.v1.Survey";
+/// Resource type name of responses.
+pub const RESPONSE: &str = "cxloop.feedback.v1.Response";
+
+/// A stored touchpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TouchpointRow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Channel wire value.
+    pub channel: i32,
+    /// Journey stage reference.
+    pub journey_stage_id: String,
+    /// Moment of truth.
+    pub moment_of_truth: bool,
+    /// Created, µs.
+    pub created_at: i64,
+    /// Updated, µs.
+    pub updated_at: i64,
+}
+
+/// Touchpoint fields a client sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TouchpointInput {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Channel wire value.
+    pub channel: i32,
+    /// Journey stage reference.
+    pub journey_stage_id: String,
+    /// Moment of truth.
+    pub moment_of_truth: bool,
+}
+
+/// A stored survey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurveyRow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Questions.
+    pub questions: Vec<Question>,
+    /// Touchpoints, in the order given.
+    pub touchpoint_ids: Vec<String>,
+    /// Created, µs.
+    pub created_at: i64,
+    /// Updated, µs.
+    pub updated_at: i64,
+}
+
+/// Survey fields a client sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurveyInput {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Questions.
+    pub questions: Vec<Question>,
+    /// Touchpoints.
+    pub touchpoint_ids: Vec<String>,
+}
+
+/// A stored response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseRow {
+    /// Id.
+    pub id: String,
+    /// Client request id.
+    pub request_id: String,
+    /// Survey.
+    pub survey_id: String,
+    /// Touchpoint.
+    pub touchpoint_id: String,
+    /// Occurred, µs.
+    pub occurred_at: i64,
+    /// Channel wire value.
+    pub channel: i32,
+    /// Org unit.
+    pub org_unit_id: String,
+    /// Segment.
+    pub segment: String,
+    /// Customer key.
+    pub customer_key: String,
+    /// Comment.
+    pub comment: String,
+    /// Answers.
+    pub answers: Vec<(String, AnswerValue)>,
+    /// Stored, µs.
+    pub created_at: i64,
+}
+
+/// Filters of ListResponses.
+#[derive(Clone, Debug, Default)]
+pub struct ResponseFilter {
+    /// Survey id, or empty.
+    pub survey_id: String,
+    /// Slice.
+    pub slice: SliceFilter,
+    /// occurred_at range in µs [from, to), if any.
+    pub occurred: Option<(i64, i64)>,
+}
+
+/// Storage of the feedback service.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+fn get<T: sea_orm::TryGetable>(r: &QueryResult, i: usize) -> ApiResult<T> {
+    Ok(r.try_get_by_index(i)?)
+}
+
+fn corrupt(what: &str) -> ApiError {
+    tracing::error!(what, "stored document cannot be read");
+    ApiError::Internal(format!("stored {what} cannot be read"))
+}
+
+/// Stored form of answers: compact JSON.
+pub(crate) fn answers_json(answers: &[(String, AnswerValue)]) -> String {
+    let items: Vec<serde_json::Value> = answers
+        .iter()
+        .map(|(k, v)| match v {
+            AnswerValue::Score(s) => serde_json::json!({"k": k, "s": s}),
+            AnswerValue::Text(t) => serde_json::json!({"k": k, "t": t}),
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+fn answers_from_json(s: &str) -> ApiResult<Vec<(String, AnswerValue)>> {
+    let v: Vec<serde_json::Value> = serde_json::from_str(s).map_err(|_| corrupt("answers"))?;
+    v.into_iter()
+        .map(|a| {
+            let k = a.get("k").and_then(|k| k.as_str()).ok_or_else(|| corrupt("answers"))?;
+            let value = if let Some(s) = a.get("s").and_then(|s| s.as_i64()) {
+                AnswerValue::Score(i32::try_from(s).map_err(|_| corrupt("answers"))?)
+            } else {
+                AnswerValue::Text(
+                    a.get("t").and_then(|t| t.as_str()).ok_or_else(|| corrupt("answers"))?.to_owned(),
+                )
+            };
+            Ok((k.to_owned(), value))
+        })
+        .collect()
+}
+
+const TOUCHPOINT_COLS: &str =
+    "id, name, description, channel, journey_stage_id, moment_of_truth, created_at, updated_at";
+
+fn touchpoint_row(r: &QueryResult) -> ApiResult<TouchpointRow> {
+    Ok(TouchpointRow {
+        id: get(r, 0)?,
+        name: get(r, 1)?,
+        description: get(r, 2)?,
+        channel: get::<i64>(r, 3)? as i32,
+        journey_stage_id: get(r, 4)?,
+        moment_of_truth: get::<i64>(r, 5)? != 0,
+        created_at: get(r, 6)?,
+        updated_at: get(r, 7)?,
+    })
+}
+
+const RESPONSE_COLS: &str = "id, request_id, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, customer_key, comment, answers, created_at";
+
+fn response_row(r: &QueryResult) -> ApiResult<ResponseRow> {
+    Ok(ResponseRow {
+        id: get(r, 0)?,
+        request_id: get(r, 1)?,
+        survey_id: get(r, 2)?,
+        touchpoint_id: get(r, 3)?,
+        occurred_at: get(r, 4)?,
+        channel: get::<i64>(r, 5)? as i32,
+        org_unit_id: get(r, 6)?,
+        segment: get(r, 7)?,
+        customer_key: get(r, 8)?,
+        comment: get(r, 9)?,
+        answers: answers_from_json(&get::<String>(r, 10)?)?,
+        created_at: get(r, 11)?,
+    })
+}
+
+impl Store {
+    /// A store over this pool.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    // ---- touchpoints ----
+
+    /// Creates a touchpoint once per request id.
+    pub async fn create_touchpoint(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        hash: &str,
+        input: &TouchpointInput,
+    ) -> ApiResult<TouchpointRow> {
+        let txn = self.db.begin().await?;
+        if let Prior::Same(id) =
+            idempotency::check(&txn, IDEMPOTENCY, tenant, "CreateTouchpoint", request_id, hash).await?
+        {
+            txn.commit().await?;
+            return self.get_touchpoint_any(tenant, &id).await;
+        }
+        let id = db::new_id();
+        let now = db::now_micros();
+        txn.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO fb_touchpoints (tenant_id, id, name, description, channel, journey_stage_id, moment_of_truth, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                tenant.as_str().into(),
+                id.clone().into(),
+                input.name.clone().into(),
+                input.description.clone().into(),
+                i64::from(input.channel).into(),
+                input.journey_stage_id.clone().into(),
+                i64::from(input.moment_of_truth).into(),
+                now.into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+        idempotency::remember(&txn, IDEMPOTENCY, tenant, "CreateTouchpoint", request_id, hash, &id).await?;
+        txn.commit().await?;
+        Ok(TouchpointRow {
+            id,
+            name: input.name.clone(),
+            description: input.description.clone(),
+            channel: input.channel,
+            journey_stage_id: input.journey_stage_id.clone(),
+            moment_of_truth: input.moment_of_truth,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// A touchpoint, also when deleted (to answer a retried create).
+    async fn get_touchpoint_any(&self, tenant: &TenantId, id: &str) -> ApiResult<TouchpointRow> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                self.backend(),
+                &format!("SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND id = ?"),
+                vec![tenant.as_str().into(), id.into()],
+            ))
+            .await?
+            .ok_or_else(|| ApiError::not_found(TOUCHPOINT, id))?;
+        touchpoint_row(&row)
+    }
+
+    /// A live touchpoint.
+    pub async fn get_touchpoint(&self, tenant: &TenantId, id: &str) -> ApiResult<TouchpointRow> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                self.backend(),
+                &format!("SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL"),
+                vec![tenant.as_str().into(), id.into()],
+            ))
+            .await?
+            .ok_or_else(|| ApiError::not_found(TOUCHPOINT, id))?;
+        touchpoint_row(&row)
+    }
+
+    /// A page of live touchpoints, by id (creation order).
+    pub async fn list_touchpoints(
+        &self,
+        tenant: &TenantId,
+        channel: i32,
+        page: &Page,
+    ) -> ApiResult<Vec<TouchpointRow>> {
+        let mut sql = format!(
+            "SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL"
+        );
+        let mut values: Vec<Value> = vec![tenant.as_str().into()];
+        if channel != 0 {
+            sql.push_str(" AND channel = ?");
+            values.push(i64::from(channel).into());
+        }
+        if let Some(after) = &page.after {
+            sql.push_str(" AND id > ?");
+            values.push(after.clone().into());
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
+        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        rows.iter().map(touchpoint_row).collect()
+    }
+
+    /// Replaces a live touchpoint's fields.
+    pub async fn update_touchpoint(&self, tenant: &TenantId, row: &TouchpointRow) -> ApiResult<TouchpointRow> {
+        let now = db::now_micros();
+        let res = self
+            .db
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE fb_touchpoints SET name = ?, description = ?, channel = ?, journey_stage_id = ?, moment_of_truth = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
+                vec![
+                    row.name.clone().into(),
+                    row.description.clone().into(),
+                    i64::from(row.channel).into(),
+                    row.journey_stage_id.clone().into(),
+                    i64::from(row.moment_of_truth).into(),
+                    now.into(),
+                    tenant.as_str().into(),
+                    row.id.clone().into(),
+                ],
+            ))
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(ApiError::not_found(TOUCHPOINT, row.id.clone()));
+        }
+        Ok(TouchpointRow { updated_at: now, ..row.clone() })
+    }
+
+    /// Marks a touchpoint deleted; its responses stay.
+    pub async fn delete_touchpoint(&self, tenant: &TenantId, id: &str) -> ApiResult<()> {
+        let res = self
+            .db
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE fb_touchpoints SET deleted_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
+                vec![db::now_micros().into(), tenant.as_str().into(), id.into()],
+            ))
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(ApiError::not_found(TOUCHPOINT, id));
+        }
+        Ok(())
+    }
+
+    /// Ids among these that are live touchpoints of the tenant.
+    pub async fn live_touchpoints<C: ConnectionTrait>(
+        c: &C,
+        tenant: &TenantId,
+        ids: &[String],
+    ) -> ApiResult<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut values: Vec<Value> = vec![tenant.as_str().into()];
+        values.extend(ids.iter().map(|i| Value::from(i.clone())));
+        let rows = c
+            .query_all_raw(stmt(
+                c.get_database_backend(),
+                &format!(
+                    "SELECT id FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL AND id IN ({})",
+                    db::list_placeholders(ids.len())
+                ),
+                values,
+            ))
+            .await?;
+        rows.iter().map(|r| get::<String>(r, 0)).collect()
+    }
+
+    // ---- surveys ----
+
+    async fn check_touchpoints<C: ConnectionTrait>(
+        c: &C,
+        tenant: &TenantId,
+        ids: &[String],
+    ) -> ApiResult<()> {
+        let live = Self::live_touchpoints(c, tenant, ids).await?;
+        let missing: Vec<(String, String)> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !live.contains(id))
+            .map(|(i, id)| (format!("survey.touchpoint_ids[{i}]"), format!("no touchpoint {id:?}")))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(missing))
+        }
+    }
+
+    async fn write_survey_touchpoints<C: ConnectionTrait>(
+        c: &C,
+        tenant: &TenantId,
+        survey_id: &str,
+        ids: &[String],
+    ) -> ApiResult<()> {
+        c.execute_raw(stmt(
+            c.get_database_backend(),
+            "DELETE FROM fb_survey_touchpoints WHERE tenant_id = ? AND survey_id = ?",
+            vec![tenant.as_str().into(), survey_id.into()],
+        ))
+        .await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut values: Vec<Value> = Vec::new();
+        for (i, t) in ids.iter().enumerate() {
+            values.push(tenant.as_str().into());
+            values.push(survey_id.into());
+            values.push(t.clone().into());
+            values.push((i as i64).into());
+        }
+        c.execute_raw(stmt(
+            c.get_database_backend(),
+            &format!(
+                "INSERT INTO fb_survey_touchpoints (tenant_id, survey_id, touchpoint_id, position) VALUES {}",
+                db::row_placeholders(ids.len(), 4)
+            ),
+            values,
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Creates a survey once per request id.
+    pub async fn create_survey(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        hash: &str,
+        input: &SurveyInput,
+    ) -> ApiResult<SurveyRow> {
+        let txn = self.db.begin().await?;
+        if let Prior::Same(id) =
+            idempotency::check(&txn, IDEMPOTENCY, tenant, "CreateSurvey", request_id, hash).await?
+        {
+            txn.commit().await?;
+            return self.get_survey_any(tenant, &id).await;
+        }
+        Self::check_touchpoints(&txn, tenant, &input.touchpoint_ids).await?;
+        let id = db::new_id();
+        let now = db::now_micros();
+        let questions = serde_json::to_string(&input.questions)
+            .map_err(|e| ApiError::Internal(format!("encoding questions: {e}")))?;
+        txn.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO fb_surveys (tenant_id, id, name, description, questions, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                tenant.as_str().into(),
+                id.clone().into(),
+                input.name.clone().into(),
+                input.description.clone().into(),
+                questions.into(),
+                now.into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+        Self::write_survey_touchpoints(&txn, tenant, &id, &input.touchpoint_ids).await?;
+        idempotency::remember(&txn, IDEMPOTENCY, tenant, "CreateSurvey", request_id, hash, &id).await?;
+        txn.commit().await?;
+        Ok(SurveyRow {
+            id,
+            name: input.name.clone(),
+            description: input.description.clone(),
+            questions: input.questions.clone(),
+            touchpoint_ids: input.touchpoint_ids.clone(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn load_surveys<C: ConnectionTrait>(
+        c: &C,
+        tenant: &TenantId,
+        where_sql: &str,
+        mut values: Vec<Value>,
+        limit: Option<u64>,
+    ) -> ApiResult<Vec<(SurveyRow, bool)>> {
+        values.insert(0, tenant.as_str().into());
+        let mut sql = format!(
+            "SELECT id, name, description, questions, created_at, updated_at, deleted_at FROM fb_surveys WHERE tenant_id = ? {where_sql} ORDER BY id"
+        );
+        if let Some(l) = limit {
+            sql.push_str(&format!(" LIMIT {l}"));
+        }
+        let rows = c.query_all_raw(stmt(c.get_database_backend(), &sql, values)).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let questions: Vec<Question> =
+                serde_json::from_str(&get::<String>(r, 3)?).map_err(|_| corrupt("questions"))?;
+            let deleted: Option<i64> = get(r, 6)?;
+            out.push((
+                SurveyRow {
+                    id: get(r, 0)?,
+                    name: get(r, 1)?,
+                    description: get(r, 2)?,
+                    questions,
+                    touchpoint_ids: Vec::new(),
+                    created_at: get(r, 4)?,
+                    updated_at: get(r, 5)?,
+                },
+                deleted.is_some(),
+            ));
+        }
+        if !out.is_empty() {
+            let mut values: Vec<Value> = vec![tenant.as_str().into()];
+            values.extend(out.iter().map(|(s, _)| Value::from(s.id.clone())));
+            let rows = c
+                .query_all_raw(stmt(
+                    c.get_database_backend(),
+                    &format!(
+                        "SELECT survey_id, touchpoint_id FROM fb_survey_touchpoints WHERE tenant_id = ? AND survey_id IN ({}) ORDER BY survey_id, position",
+                        db::list_placeholders(out.len())
+                    ),
+                    values,
+                ))
+                .await?;
+            for r in &rows {
+                let sid: String = get(r, 0)?;
+                let tid: String = get(r, 1)?;
+                if let Some((s, _)) = out.iter_mut().find(|(s, _)| s.id == sid) {
+                    s.touchpoint_ids.push(tid);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A survey for metrics: deleted surveys keep their history, so they still answer.
+    pub async fn get_survey_for_metrics(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
+        self.get_survey_any(tenant, id).await
+    }
+
+    async fn get_survey_any(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
+        Self::load_surveys(&self.db, tenant, "AND id = ?", vec![id.into()], None)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(s, _)| s)
+            .ok_or_else(|| ApiError::not_found(SURVEY, id))
+    }
+
+    /// A live survey.
+    pub async fn get_survey(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
+        Self::load_surveys(&self.db, tenant, "AND id = ? AND deleted_at IS NULL", vec![id.into()], None)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(s, _)| s)
+            .ok_or_else(|| ApiError::not_found(SURVEY, id))
+    }
+
+    /// Survey definitions by id, deleted ones included (ingest refuses those with a reason).
+    pub async fn survey_defs<C: ConnectionTrait>(
+        c: &C,
+        tenant: &TenantId,
+        ids: &[String],
+    ) -> ApiResult<Vec<SurveyDef>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Value> = ids.iter().map(|i| Value::from(i.clone())).collect();
+        let rows = Self::load_surveys(
+            c,
+            tenant,
+            &format!("AND id IN ({})", db::list_placeholders(ids.len())),
+            values,
+            None,
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, deleted)| SurveyDef {
+                id: s.id,
+                questions: s.questions,
+                touchpoint_ids: s.touchpoint_ids,
+                deleted,
+            })
+            .collect())
+    }
+
+    /// A page of live surveys, optionally only those asked at a touchpoint.
+    pub async fn list_surveys(
+        &self,
+        tenant: &TenantId,
+        touchpoint_id: &str,
+        page: &Page,
+    ) -> ApiResult<Vec<SurveyRow>> {
+        let mut where_sql = String::from("AND deleted_at IS NULL");
+        let mut values: Vec<Value> = Vec::new();
+        if !touchpoint_id.is_empty() {
+            where_sql.push_str(
+                " AND id IN (SELECT survey_id FROM fb_survey_touchpoints WHERE tenant_id = ? AND touchpoint_id = ?)",
+            );
+            values.push(tenant.as_str().into());
+            values.push(touchpoint_id.into());
+        }
+        if let Some(after) = &page.after {
+            where_sql.push_str(" AND id > ?");
+            values.push(after.clone().into());
+        }
+        Ok(Self::load_surveys(&self.db, tenant, &where_sql, values, Some(page.size + 1))
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect())
+    }
+
+    /// Replaces a live survey's fields after `check` approves the change against the stored
+    /// survey, in one transaction.
+    pub async fn update_survey(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        change: impl FnOnce(SurveyRow) -> ApiResult<SurveyRow>,
+    ) -> ApiResult<SurveyRow> {
+        let txn = self.db.begin().await?;
+        let current = Self::load_surveys(&txn, tenant, "AND id = ? AND deleted_at IS NULL", vec![id.into()], None)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(s, _)| s)
+            .ok_or_else(|| ApiError::not_found(SURVEY, id))?;
+        let touchpoints_before = current.touchpoint_ids.clone();
+        let mut next = change(current)?;
+        if next.touchpoint_ids != touchpoints_before {
+            Self::check_touchpoints(&txn, tenant, &next.touchpoint_ids).await?;
+            Self::write_survey_touchpoints(&txn, tenant, id, &next.touchpoint_ids).await?;
+        }
+        next.updated_at = db::now_micros();
+        let questions = serde_json::to_string(&next.questions)
+            .map_err(|e| ApiError::Internal(format!("encoding questions: {e}")))?;
+        txn.execute_raw(stmt(
+            self.backend(),
+            "UPDATE fb_surveys SET name = ?, description = ?, questions = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+            vec![
+                next.name.clone().into(),
+                next.description.clone().into(),
+                questions.into(),
+                next.updated_at.into(),
+                tenant.as_str().into(),
+                id.into(),
+            ],
+        ))
+        .await?;
+        txn.commit().await?;
+        Ok(next)
+    }
+
+    /// Marks a survey deleted; its responses stay.
+    pub async fn delete_survey(&self, tenant: &TenantId, id: &str) -> ApiResult<()> {
+        let res = self
+            .db
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE fb_surveys SET deleted_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
+                vec![db::now_micros().into(), tenant.as_str().into(), id.into()],
+            ))
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(ApiError::not_found(SURVEY, id));
+        }
+        Ok(())
+    }
+
+    // ---- responses ----
+
+    /// One response.
+    pub async fn get_response(&self, tenant: &TenantId, id: &str) -> ApiResult<ResponseRow> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                self.backend(),
+                &format!("SELECT {RESPONSE_COLS} FROM fb_responses WHERE tenant_id = ? AND id = ?"),
+                vec![tenant.as_str().into(), id.into()],
+            ))
+            .await?
+            .ok_or_else(|| ApiError::not_found(RESPONSE, id))?;
+        response_row(&row)
+    }
+
+    /// A page of responses by id (storage order).
+    pub async fn list_responses(
+        &self,
+        tenant: &TenantId,
+        f: &ResponseFilter,
+        page: &Page,
+    ) -> ApiResult<Vec<ResponseRow>> {
+        let mut sql = format!("SELECT {RESPONSE_COLS} FROM fb_responses WHERE tenant_id = ?");
+        let mut values: Vec<Value> = vec![tenant.as_str().into()];
+        let mut eq = |col: &str, v: Value| {
+            sql.push_str(&format!(" AND {col} = ?"));
+            values.push(v);
+        };
+        if !f.survey_id.is_empty() {
+            eq("survey_id", f.survey_id.clone().into());
+        }
+        if !f.slice.touchpoint_id.is_empty() {
+            eq("touchpoint_id", f.slice.touchpoint_id.clone().into());
+        }
+        if !f.slice.org_unit_id.is_empty() {
+            eq("org_unit_id", f.slice.org_unit_id.clone().into());
+        }
+        if f.slice.channel != 0 {
+            eq("channel", i64::from(f.slice.channel).into());
+        }
+        if !f.slice.segment.is_empty() {
+            eq("segment", f.slice.segment.clone().into());
+        }
+        if let Some((from, to)) = f.occurred {
+            sql.push_str(" AND occurred_at >= ? AND occurred_at < ?");
+            values.push(from.into());
+            values.push(to.into());
+        }
+        if let Some(after) = &page.after {
+            sql.push_str(" AND id > ?");
+            values.push(after.clone().into());
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
+        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        rows.iter().map(response_row).collect()
+    }
+
+    // ---- rollups ----
+
+    /// Per-day histograms of one measure (a question key, or "" for response counts) over
+    /// days [from, to), for a slice. Reads rollups only: the cost grows with days and
+    /// distinct scores, not with the number of responses.
+    pub async fn daily_histograms(
+        &self,
+        tenant: &TenantId,
+        survey_id: &str,
+        measure: &str,
+        slice: &SliceFilter,
+        days: (i64, i64),
+    ) -> ApiResult<Vec<(i64, Histogram)>> {
+        let mut values: Vec<Value> = vec![tenant.as_str().into(), survey_id.into(), measure.into()];
+        let sql = match slice.marginal_key() {
+            Some(key) => {
+                values.push(key.into());
+                "SELECT day, score, n FROM fb_rollup_slices WHERE tenant_id = ? AND survey_id = ? AND measure = ? AND slice = ? AND day >= ? AND day < ? ORDER BY day".to_string()
+            }
+            None => {
+                let mut sql = String::from(
+                    "SELECT day, score, CAST(SUM(n) AS BIGINT) FROM fb_rollup_cells WHERE tenant_id = ? AND survey_id = ? AND measure = ?",
+                );
+                if !slice.touchpoint_id.is_empty() {
+                    sql.push_str(" AND touchpoint_id = ?");
+                    values.push(slice.touchpoint_id.clone().into());
+                }
+                if !slice.org_unit_id.is_empty() {
+                    sql.push_str(" AND org_unit_id = ?");
+                    values.push(slice.org_unit_id.clone().into());
+                }
+                if slice.channel != 0 {
+                    sql.push_str(" AND channel = ?");
+                    values.push(i64::from(slice.channel).into());
+                }
+                if !slice.segment.is_empty() {
+                    sql.push_str(" AND segment = ?");
+                    values.push(slice.segment.clone().into());
+                }
+                sql.push_str(" AND day >= ? AND day < ? GROUP BY day, score ORDER BY day");
+                sql
+            }
+        };
+        values.push(days.0.into());
+        values.push(days.1.into());
+        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        let mut out: Vec<(i64, Histogram)> = Vec::new();
+        for r in &rows {
+            let day: i64 = get(r, 0)?;
+            let score: i64 = get(r, 1)?;
+            let n: i64 = get(r, 2)?;
+            if out.last().is_none_or(|(d, _)| *d != day) {
+                out.push((day, Histogram::new()));
+            }
+            if let Some((_, h)) = out.last_mut() {
+                h.add(score as i32, n.max(0) as u64);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,279 @@
+//! Metrics through the public API against reference values computed independently (Python,
+//! standard library: NPS = 100·(p₊ − p₋), Wald se = 100·sqrt((p₊ + p₋ − (p₊ − p₋)²)/n),
+//! z = 1.959963984540054; Wilson for shares; two-sided normal p from statistics.NormalDist).
+
+use cxloop_e2e::{at, response, seed_survey, spawn, tenant, violations};
+use cxloop_proto::common::v1 as common;
+use cxloop_proto::feedback::v1 as pb;
+use tonic::Code;
+
+const A1: [i32; 10] = [10, 10, 9, 9, 9, 8, 7, 6, 3, 0]; // touchpoint A, 2026-03-02
+const A2: [i32; 8] = [10, 9, 9, 8, 8, 7, 6, 5]; // touchpoint A, 2026-03-03
+const B1: [i32; 6] = [6, 5, 4, 10, 2, 8]; // touchpoint B, 2026-03-02
+
+fn named(p: &str) -> Option<common::Period> {
+    Some(common::Period { kind: Some(common::period::Kind::Named(p.into())) })
+}
+
+fn value(b: &pb::MetricBucket, m: pb::Metric) -> common::Estimate {
+    b.values
+        .iter()
+        .find(|v| v.metric == m as i32)
+        .and_then(|v| v.estimate)
+        .unwrap_or_else(|| panic!("no {m:?} in {b:?}"))
+}
+
+fn close(a: f64, b: f64) {
+    assert!((a - b).abs() < 1e-4, "{a} != {b}");
+}
+
+async fn seeded() -> (cxloop_e2e::TestApp, cxloop_e2e::Client, Vec<String>, String) {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["A", "B"]).await;
+    let mut items = Vec::new();
+    for (tp, day, scores) in [(0, "2026-03-02", &A1[..]), (0, "2026-03-03", &A2[..]), (1, "2026-03-02", &B1[..])] {
+        for (i, s) in scores.iter().enumerate() {
+            let mut answers = vec![("nps", *s)];
+            if tp == 0 && day == "2026-03-02" && i < 5 {
+                answers.push(("csat", [5, 4, 4, 3, 2][i]));
+            }
+            items.push(response(
+                &format!("{tp}-{day}-{i}"),
+                &survey,
+                &tps[tp],
+                at(&format!("{day}T{:02}:30:00Z", 8 + i)),
+                &answers,
+            ));
+        }
+    }
+    let res = c.import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest { items }])).await.unwrap().into_inner();
+    assert_eq!(res.accepted, 24);
+    (app, c, tps, survey)
+}
+
+#[tokio::test]
+async fn nps_per_day_and_touchpoint_matches_reference_values() {
+    let (app, mut c, tps, survey) = seeded().await;
+    let res = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "nps".into(),
+            slice: Some(pb::Slice { touchpoint_id: tps[0].clone(), ..Default::default() }),
+            period: named("2026-W10"), // Monday 2026-03-02 to Sunday 2026-03-08
+            bucket: pb::Bucket::Day as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.kind, pb::QuestionKind::Nps as i32);
+    assert_eq!(res.buckets.len(), 7);
+    assert_eq!(res.buckets.iter().map(|b| b.count).collect::<Vec<_>>(), vec![10, 8, 0, 0, 0, 0, 0]);
+    // A1: n=10, 5 promoters, 3 detractors → NPS 20, se 27.5681, 95 % [-34.0325, 74.0325].
+    let d1 = value(&res.buckets[0], pb::Metric::Nps);
+    assert_eq!(d1.sample_size, 10);
+    close(d1.value, 20.0);
+    close(d1.standard_error, 27.568097504180443);
+    close(d1.interval_low, -34.03247823048222);
+    close(d1.interval_high, 74.03247823048221);
+    assert_eq!(d1.method, common::IntervalMethod::Wald as i32);
+    // A2: n=8 → NPS 12.5, [-41.5935, 66.5935].
+    let d2 = value(&res.buckets[1], pb::Metric::Nps);
+    close(d2.value, 12.5);
+    close(d2.interval_low, -41.59354130647765);
+    // No data: a bucket with n = 0 is reported, undefined, not a zero score.
+    let empty = value(&res.buckets[2], pb::Metric::Nps);
+    assert_eq!(empty.sample_size, 0);
+    assert!(!empty.defined);
+    // Whole week, A1 + A2: n=18 → 16.6667, [-21.8307, 55.1640].
+    let total = value(res.total.as_ref().unwrap(), pb::Metric::Nps);
+    assert_eq!(total.sample_size, 18);
+    close(total.value, 16.666666666666664);
+    close(total.interval_low, -21.830661787491053);
+    close(total.interval_high, 55.16399512082438);
+    // The histogram behind it.
+    let h: Vec<(i32, u64)> = res.total.unwrap().histogram.iter().map(|s| (s.score, s.count)).collect();
+    assert_eq!(h, vec![(0, 1), (3, 1), (5, 1), (6, 2), (7, 2), (8, 3), (9, 5), (10, 3)]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn slices_combine_and_all_slice_sums_touchpoints() {
+    let (app, mut c, tps, survey) = seeded().await;
+    let q = |slice: Option<pb::Slice>| pb::QueryMetricsRequest {
+        survey_id: survey.clone(),
+        question_key: "nps".into(),
+        slice,
+        period: named("2026-03-02"),
+        bucket: pb::Bucket::Total as i32,
+    };
+    // All touchpoints on 2026-03-02: A1 + B1, n=16 → NPS -6.25, [-50.3109, 37.8109].
+    let all = c.query_metrics(q(None)).await.unwrap().into_inner();
+    let e = value(all.total.as_ref().unwrap(), pb::Metric::Nps);
+    assert_eq!(e.sample_size, 16);
+    close(e.value, -6.25);
+    close(e.interval_low, -50.31089247631935);
+    // B alone: n=6 → NPS -50, interval clipped to the scale at -100; upper 11.1126.
+    let b = c
+        .query_metrics(q(Some(pb::Slice { touchpoint_id: tps[1].clone(), ..Default::default() })))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = value(b.total.as_ref().unwrap(), pb::Metric::Nps);
+    close(e.value, -50.0);
+    close(e.interval_low, -100.0);
+    close(e.interval_high, 11.112614338043166);
+    // Two filters at once (touchpoint and segment) read the full-grain rollup: same answer.
+    let both = c
+        .query_metrics(q(Some(pb::Slice {
+            touchpoint_id: tps[1].clone(),
+            segment: "family".into(),
+            channel: pb::Channel::Web as i32,
+            ..Default::default()
+        })))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(both.total, b.total);
+    let none = c
+        .query_metrics(q(Some(pb::Slice { touchpoint_id: tps[1].clone(), segment: "senior".into(), ..Default::default() })))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(none.total.unwrap().count, 0);
+    // Response counts without a question.
+    let counts = c
+        .query_metrics(pb::QueryMetricsRequest { question_key: String::new(), ..q(None) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(counts.total.as_ref().unwrap().count, 16);
+    assert!(counts.total.unwrap().values.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn csat_top2_uses_wilson() {
+    let (app, mut c, _tps, survey) = seeded().await;
+    let res = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey,
+            question_key: "csat".into(),
+            period: named("2026-03"),
+            bucket: pb::Bucket::Month as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // [5,4,4,3,2]: 3 of 5 in 4-5 → 0.6, Wilson 95 % [0.2307, 0.8824].
+    let e = value(&res.buckets[0], pb::Metric::Top2Share);
+    assert_eq!(e.sample_size, 5);
+    close(e.value, 0.6);
+    close(e.interval_low, 0.2307242812760128);
+    close(e.interval_high, 0.882379225767352);
+    assert_eq!(e.method, common::IntervalMethod::Wilson as i32);
+    // Mean 3.6, sd 1.140175, t(0.975, 4) = 2.776445 → [2.1843, 5.0157].
+    let m = value(&res.buckets[0], pb::Metric::Mean);
+    close(m.value, 3.6);
+    close(m.interval_low, 3.6 - 2.7764451051977987 * 1.140175425099138 / 5f64.sqrt());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn comparing_two_days_gives_difference_interval_and_p_value() {
+    let (app, mut c, tps, survey) = seeded().await;
+    let side = |day: &str| pb::ComparisonSide {
+        slice: Some(pb::Slice { touchpoint_id: tps[0].clone(), ..Default::default() }),
+        period: named(day),
+    };
+    let res = c
+        .compare_metrics(pb::CompareMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "nps".into(),
+            metric: pb::Metric::Nps as i32,
+            a: Some(side("2026-03-02")),
+            b: Some(side("2026-03-03")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .comparison
+        .unwrap();
+    // 12.5 - 20 = -7.5, se = 100·sqrt(0.076 + 0.076172) = 39.0092, [-83.9567, 68.9567], p = 0.8475.
+    close(res.difference, -7.5);
+    close(res.standard_error, 39.009213655237915);
+    close(res.interval_low, -83.95665382949439);
+    close(res.interval_high, 68.95665382949439);
+    close(res.p_value, 0.8475367705514583);
+    assert_eq!(res.a.unwrap().sample_size, 10);
+    assert_eq!(res.b.unwrap().sample_size, 8);
+    // A metric that does not fit the question is refused with its field.
+    let err = c
+        .compare_metrics(pb::CompareMetricsRequest {
+            survey_id: survey,
+            question_key: "nps".into(),
+            metric: pb::Metric::Top2Share as i32,
+            a: Some(side("2026-03-02")),
+            b: Some(side("2026-03-03")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["metric"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metric_requests_are_validated() {
+    let (app, mut c, _tps, survey) = seeded().await;
+    let err = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "nps".into(),
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Range(common::TimeRange {
+                    start: Some(prost_types::Timestamp { seconds: 1_772_409_600 + 3600, nanos: 0 }),
+                    end: Some(prost_types::Timestamp { seconds: 1_772_409_600 + 86_400, nanos: 0 }),
+                })),
+            }),
+            bucket: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["period", "bucket"]);
+    let err = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "why".into(),
+            period: named("2026-Q1"),
+            bucket: pb::Bucket::Quarter as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["question_key"]);
+    let err = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey,
+            question_key: "nps".into(),
+            period: named("2026-Q5"),
+            bucket: pb::Bucket::Quarter as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["period.named"]);
+    let err = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: "nope".into(),
+            question_key: "nps".into(),
+            period: named("2026-Q1"),
+            bucket: pb::Bucket::Quarter as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    app.stop().await;
+}
