@@ -114,9 +114,11 @@ fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -138,7 +140,11 @@ async fn channel(addr: &str) -> tonic::transport::Channel {
 }
 
 /// Runs `f` from `concurrency` tasks over 4 connections for `seconds`; returns (calls, errors, latencies).
-async fn drive<F, Fut>(concurrency: usize, seconds: u64, make: impl Fn(usize) -> F) -> (u64, u64, Vec<Duration>)
+async fn drive<F, Fut>(
+    concurrency: usize,
+    seconds: u64,
+    make: impl Fn(usize) -> F,
+) -> (u64, u64, Vec<Duration>)
 where
     F: FnMut(u64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -176,19 +182,34 @@ where
     (all.len() as u64, errors, all)
 }
 
-fn response(rid: String, survey: &str, tp: &str, day: i64, score: i32) -> pb::RecordResponseRequest {
+fn response(
+    rid: String,
+    survey: &str,
+    tp: &str,
+    day: i64,
+    score: i32,
+) -> pb::RecordResponseRequest {
     pb::RecordResponseRequest {
         request_id: rid,
         response: Some(pb::Response {
             survey_id: survey.into(),
             touchpoint_id: tp.into(),
-            occurred_at: Some(prost_types::Timestamp { seconds: day * 86_400 + 36_000, nanos: 0 }),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: day * 86_400 + 36_000,
+                nanos: 0,
+            }),
             channel: pb::Channel::Web as i32,
             org_unit_id: format!("ou-{}", score % 5),
             segment: ["family", "couple", "senior"][(score % 3) as usize].into(),
             answers: vec![
-                pb::Answer { question_key: "nps".into(), value: Some(pb::answer::Value::Score(score % 11)) },
-                pb::Answer { question_key: "csat".into(), value: Some(pb::answer::Value::Score(1 + score % 5)) },
+                pb::Answer {
+                    question_key: "nps".into(),
+                    value: Some(pb::answer::Value::Score(score % 11)),
+                },
+                pb::Answer {
+                    question_key: "csat".into(),
+                    value: Some(pb::answer::Value::Score(1 + score % 5)),
+                },
             ],
             ..Default::default()
         }),
@@ -203,8 +224,13 @@ fn today() -> i64 {
 async fn main() {
     match Cli::parse().cmd {
         Cmd::BareServer { listen } => {
-            let listener = tokio::net::TcpListener::bind(&listen).await.unwrap_or_else(|e| panic!("{e}"));
-            println!("{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            println!(
+                "{}",
+                listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+            );
             let (_reporter, health) = tonic_health::server::health_reporter();
             tonic::transport::Server::builder()
                 .add_service(health)
@@ -212,13 +238,23 @@ async fn main() {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        Cmd::Baseline { addr, concurrency, seconds } => {
+        Cmd::Baseline {
+            addr,
+            concurrency,
+            seconds,
+        } => {
             let chans = futures_chans(&addr, 4).await;
             let (n, errors, lat) = drive(concurrency, seconds, |w| {
-                let c = tonic_health::pb::health_client::HealthClient::new(chans[w % chans.len()].clone());
+                let c = tonic_health::pb::health_client::HealthClient::new(
+                    chans[w % chans.len()].clone(),
+                );
                 move |_| {
                     let mut c = c.clone();
-                    async move { c.check(tonic_health::pb::HealthCheckRequest::default()).await.is_ok() }
+                    async move {
+                        c.check(tonic_health::pb::HealthCheckRequest::default())
+                            .await
+                            .is_ok()
+                    }
                 }
             })
             .await;
@@ -229,13 +265,19 @@ async fn main() {
             );
         }
         Cmd::Setup { addr, token } => {
-            let mut c = cxloop::demo::connect(&addr, &token).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut c = cxloop::demo::connect(&addr, &token)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             let mut tps = Vec::new();
             for i in 0..20 {
                 let t = c
                     .create_touchpoint(pb::CreateTouchpointRequest {
                         request_id: format!("bench-tp-{i}"),
-                        touchpoint: Some(pb::Touchpoint { name: format!("Touchpoint {i}"), channel: pb::Channel::Web as i32, ..Default::default() }),
+                        touchpoint: Some(pb::Touchpoint {
+                            name: format!("Touchpoint {i}"),
+                            channel: pb::Channel::Web as i32,
+                            ..Default::default()
+                        }),
                     })
                     .await
                     .unwrap_or_else(|e| panic!("{e}"))
@@ -244,13 +286,21 @@ async fn main() {
                     .unwrap_or_default();
                 tps.push(t.id);
             }
-            let q = |k: &str, kind: pb::QuestionKind| pb::Question { key: k.into(), text: k.into(), kind: kind as i32, ..Default::default() };
+            let q = |k: &str, kind: pb::QuestionKind| pb::Question {
+                key: k.into(),
+                text: k.into(),
+                kind: kind as i32,
+                ..Default::default()
+            };
             let s = c
                 .create_survey(pb::CreateSurveyRequest {
                     request_id: "bench-survey".into(),
                     survey: Some(pb::Survey {
                         name: "Bench".into(),
-                        questions: vec![q("nps", pb::QuestionKind::Nps), q("csat", pb::QuestionKind::Csat)],
+                        questions: vec![
+                            q("nps", pb::QuestionKind::Nps),
+                            q("csat", pb::QuestionKind::Csat),
+                        ],
                         touchpoint_ids: tps.clone(),
                         ..Default::default()
                     }),
@@ -262,9 +312,19 @@ async fn main() {
                 .unwrap_or_default();
             println!("{} {}", s.id, tps.join(","));
         }
-        Cmd::Record { addr, token, survey, touchpoint, concurrency, seconds, server_pid } => {
+        Cmd::Record {
+            addr,
+            token,
+            survey,
+            touchpoint,
+            concurrency,
+            seconds,
+            server_pid,
+        } => {
             let chans = futures_chans(&addr, 4).await;
-            let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap_or_else(|e| panic!("{e}"));
+            let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}"));
             let run = uuid::Uuid::now_v7().simple().to_string();
             let peak = Arc::new(std::sync::Mutex::new(0f64));
             let sampler = server_pid.map(|pid| {
@@ -288,7 +348,13 @@ async fn main() {
                 let (survey, touchpoint, run) = (survey.clone(), touchpoint.clone(), run.clone());
                 move |i| {
                     let mut c = c.clone();
-                    let req = response(format!("{run}-{w}-{i}"), &survey, &touchpoint, day, (i % 11) as i32);
+                    let req = response(
+                        format!("{run}-{w}-{i}"),
+                        &survey,
+                        &touchpoint,
+                        day,
+                        (i % 11) as i32,
+                    );
                     async move { c.record_response(req).await.is_ok() }
                 }
             })
@@ -303,16 +369,34 @@ async fn main() {
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99), "server_peak_rss_mib": peak})
             );
         }
-        Cmd::Import { addr, token, survey, touchpoints, rows, batch, days, prefix, streams } => {
+        Cmd::Import {
+            addr,
+            token,
+            survey,
+            touchpoints,
+            rows,
+            batch,
+            days,
+            prefix,
+            streams,
+        } => {
             let tps: Vec<String> = touchpoints.split(',').map(str::to_owned).collect();
             let start = Instant::now();
             let last_day = today() - 1;
             let per_stream = rows / streams as u64;
             let mut tasks = Vec::new();
             for s in 0..streams {
-                let (addr, token, survey, tps, prefix) = (addr.clone(), token.clone(), survey.clone(), tps.clone(), prefix.clone());
+                let (addr, token, survey, tps, prefix) = (
+                    addr.clone(),
+                    token.clone(),
+                    survey.clone(),
+                    tps.clone(),
+                    prefix.clone(),
+                );
                 tasks.push(tokio::spawn(async move {
-                    let mut c = cxloop::demo::connect(&addr, &token).await.unwrap_or_else(|e| panic!("{e}"));
+                    let mut c = cxloop::demo::connect(&addr, &token)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
                     let (from, to) = (s as u64 * per_stream, (s as u64 + 1) * per_stream);
                     // One stream per task; messages are generated lazily so memory stays flat.
                     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -324,7 +408,13 @@ async fn main() {
                             let items = (i..end)
                                 .map(|k| {
                                     let day = last_day - (k as i64 % days);
-                                    response(format!("{prefix}-{k}"), &gen_survey, &tps[(k % tps.len() as u64) as usize], day, (k * 7 % 11) as i32)
+                                    response(
+                                        format!("{prefix}-{k}"),
+                                        &gen_survey,
+                                        &tps[(k % tps.len() as u64) as usize],
+                                        day,
+                                        (k * 7 % 11) as i32,
+                                    )
                                 })
                                 .collect();
                             if tx.send(pb::ImportResponsesRequest { items }).await.is_err() {
@@ -353,8 +443,14 @@ async fn main() {
                     "seconds": secs, "rows_per_s": acc.0 as f64 / secs})
             );
         }
-        Cmd::RawInsert { database_url, rows, batch } => {
-            let db = cxloop_platform::db::connect(&database_url).await.unwrap_or_else(|e| panic!("{e}"));
+        Cmd::RawInsert {
+            database_url,
+            rows,
+            batch,
+        } => {
+            let db = cxloop_platform::db::connect(&database_url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             let backend = db.get_database_backend();
             db.execute_unprepared("CREATE TABLE IF NOT EXISTS raw_responses (tenant_id TEXT NOT NULL, id TEXT NOT NULL, request_id TEXT NOT NULL, request_hash TEXT NOT NULL, survey_id TEXT NOT NULL, touchpoint_id TEXT NOT NULL, occurred_at BIGINT NOT NULL, channel BIGINT NOT NULL, org_unit_id TEXT NOT NULL, segment TEXT NOT NULL, customer_key TEXT NOT NULL, comment TEXT NOT NULL, answers TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, id))")
                 .await
@@ -365,7 +461,9 @@ async fn main() {
             let per_stmt = cxloop_platform::db::rows_per_statement(14);
             while i < rows {
                 let end = (i + batch as u64).min(rows);
-                let txn = sea_orm::TransactionTrait::begin(&db).await.unwrap_or_else(|e| panic!("{e}"));
+                let txn = sea_orm::TransactionTrait::begin(&db)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
                 let ids: Vec<u64> = (i..end).collect();
                 for chunk in ids.chunks(per_stmt) {
                     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 14);
@@ -391,36 +489,69 @@ async fn main() {
                         "INSERT INTO raw_responses (tenant_id, id, request_id, request_hash, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, customer_key, comment, answers, created_at) VALUES {}",
                         cxloop_platform::db::row_placeholders(chunk.len(), 14)
                     );
-                    txn.execute_raw(cxloop_platform::db::stmt(backend, &sql, values)).await.unwrap_or_else(|e| panic!("{e}"));
+                    txn.execute_raw(cxloop_platform::db::stmt(backend, &sql, values))
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
                 }
                 txn.commit().await.unwrap_or_else(|e| panic!("{e}"));
                 i = end;
             }
             let secs = start.elapsed().as_secs_f64();
-            println!("{}", serde_json::json!({"bench": "raw_insert", "rows": rows, "seconds": secs, "rows_per_s": rows as f64 / secs}));
+            println!(
+                "{}",
+                serde_json::json!({"bench": "raw_insert", "rows": rows, "seconds": secs, "rows_per_s": rows as f64 / secs})
+            );
         }
-        Cmd::Metrics { addr, token, survey, touchpoint, queries } => {
-            let mut c = cxloop::demo::connect(&addr, &token).await.unwrap_or_else(|e| panic!("{e}"));
+        Cmd::Metrics {
+            addr,
+            token,
+            survey,
+            touchpoint,
+            queries,
+        } => {
+            let mut c = cxloop::demo::connect(&addr, &token)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             let end = today();
-            let ts = |d: i64| Some(prost_types::Timestamp { seconds: d * 86_400, nanos: 0 });
+            let ts = |d: i64| {
+                Some(prost_types::Timestamp {
+                    seconds: d * 86_400,
+                    nanos: 0,
+                })
+            };
             let req = pb::QueryMetricsRequest {
                 survey_id: survey,
                 question_key: "nps".into(),
-                slice: Some(pb::Slice { touchpoint_id: touchpoint, ..Default::default() }),
+                slice: Some(pb::Slice {
+                    touchpoint_id: touchpoint,
+                    ..Default::default()
+                }),
                 period: Some(common::Period {
-                    kind: Some(common::period::Kind::Range(common::TimeRange { start: ts(end - 365), end: ts(end) })),
+                    kind: Some(common::period::Kind::Range(common::TimeRange {
+                        start: ts(end - 365),
+                        end: ts(end),
+                    })),
                 }),
                 bucket: pb::Bucket::Day as i32,
             };
             // Warm-up: first queries fill caches; the steady state is what a dashboard sees.
             let mut answered = 0u64;
             for _ in 0..20 {
-                answered = c.query_metrics(req.clone()).await.unwrap_or_else(|e| panic!("{e}")).into_inner().total.map_or(0, |t| t.count);
+                answered = c
+                    .query_metrics(req.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .into_inner()
+                    .total
+                    .map_or(0, |t| t.count);
             }
             let mut lat = Vec::with_capacity(queries);
             for _ in 0..queries {
                 let t = Instant::now();
-                let r = c.query_metrics(req.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+                let r = c
+                    .query_metrics(req.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
                 lat.push(t.elapsed());
                 assert_eq!(r.into_inner().buckets.len(), 365);
             }
@@ -431,7 +562,10 @@ async fn main() {
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
             );
         }
-        Cmd::Rss { pid } => println!("{}", serde_json::json!({"bench": "rss", "pid": pid, "rss_mib": rss_mib(pid)})),
+        Cmd::Rss { pid } => println!(
+            "{}",
+            serde_json::json!({"bench": "rss", "pid": pid, "rss_mib": rss_mib(pid)})
+        ),
     }
 }
 

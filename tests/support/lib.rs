@@ -52,12 +52,16 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.auth.dev_secret_file = dir.path().join("dev.secret").display().to_string();
     adjust(&mut settings);
     let secret = if settings.auth.public_keys_file.is_empty() {
-        cxloop_platform::auth::load_or_create_dev_secret(std::path::Path::new(&settings.auth.dev_secret_file))
-            .unwrap_or_else(|e| panic!("{e}"))
+        cxloop_platform::auth::load_or_create_dev_secret(std::path::Path::new(
+            &settings.auth.dev_secret_file,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
     } else {
         Vec::new()
     };
-    let app = Application::build(settings.clone()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let app = Application::build(settings.clone())
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
     TestApp {
         url: format!("http://{}", app.addr()),
         secret,
@@ -89,7 +93,9 @@ impl TestApp {
 
     /// A feedback client with a given token.
     pub async fn client_with_token(&self, token: &str) -> Client {
-        cxloop::demo::connect(&self.url, token).await.unwrap_or_else(|e| panic!("{e}"))
+        cxloop::demo::connect(&self.url, token)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Stops the server, draining calls.

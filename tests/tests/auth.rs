@@ -20,12 +20,20 @@ fn claims(iss: &str, aud: &str, exp: u64) -> serde_json::Value {
 }
 
 fn hs256(secret: &[u8], c: &serde_json::Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), c, &EncodingKey::from_secret(secret)).unwrap()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        c,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
 }
 
 async fn code_with(app: &cxloop_e2e::TestApp, token: &str) -> Code {
     let mut c = app.client_with_token(token).await;
-    match c.list_touchpoints(pb::ListTouchpointsRequest::default()).await {
+    match c
+        .list_touchpoints(pb::ListTouchpointsRequest::default())
+        .await
+    {
         Ok(_) => Code::Ok,
         Err(e) => e.code(),
     }
@@ -39,29 +47,63 @@ async fn dev_mode_rejects_every_bad_token() {
     assert_eq!(code_with(&app, &good).await, Code::Ok);
 
     // No token at all.
-    let channel = tonic::transport::Channel::from_shared(app.url.clone()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut bare = pb::feedback_service_client::FeedbackServiceClient::new(channel);
-    assert_eq!(bare.list_touchpoints(pb::ListTouchpointsRequest::default()).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        bare.list_touchpoints(pb::ListTouchpointsRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
 
     let cases = [
-        ("expired", hs256(&secret, &claims("cxloop", "cxloop", now() - 3600))),
-        ("wrong audience", hs256(&secret, &claims("cxloop", "someone-else", now() + 600))),
-        ("wrong issuer", hs256(&secret, &claims("evil", "cxloop", now() + 600))),
-        ("other secret", hs256(b"not-the-secret", &claims("cxloop", "cxloop", now() + 600))),
+        (
+            "expired",
+            hs256(&secret, &claims("cxloop", "cxloop", now() - 3600)),
+        ),
+        (
+            "wrong audience",
+            hs256(&secret, &claims("cxloop", "someone-else", now() + 600)),
+        ),
+        (
+            "wrong issuer",
+            hs256(&secret, &claims("evil", "cxloop", now() + 600)),
+        ),
+        (
+            "other secret",
+            hs256(b"not-the-secret", &claims("cxloop", "cxloop", now() + 600)),
+        ),
         ("garbage", "not.a.token".to_string()),
     ];
     for (what, token) in cases {
-        assert_eq!(code_with(&app, &token).await, Code::Unauthenticated, "{what}");
+        assert_eq!(
+            code_with(&app, &token).await,
+            Code::Unauthenticated,
+            "{what}"
+        );
     }
     // alg "none": an unsigned token with valid claims.
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let body = URL_SAFE_NO_PAD.encode(claims("cxloop", "cxloop", now() + 600).to_string());
-    assert_eq!(code_with(&app, &format!("{header}.{body}.")).await, Code::Unauthenticated);
+    assert_eq!(
+        code_with(&app, &format!("{header}.{body}.")).await,
+        Code::Unauthenticated
+    );
     // A tampered payload keeps the old signature: bad signature.
     let parts: Vec<&str> = good.split('.').collect();
     let mut c = claims("cxloop", "cxloop", now() + 600);
     c["tenant"] = "other".into();
-    let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(c.to_string()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(c.to_string()),
+        parts[2]
+    );
     assert_eq!(code_with(&app, &forged).await, Code::Unauthenticated);
     app.stop().await;
 }
@@ -96,30 +138,62 @@ async fn roles_limit_what_a_caller_may_do() {
     let err = hr
         .create_touchpoint(pb::CreateTouchpointRequest {
             request_id: "x".into(),
-            touchpoint: Some(pb::Touchpoint { name: "n".into(), channel: pb::Channel::Web as i32, ..Default::default() }),
+            touchpoint: Some(pb::Touchpoint {
+                name: "n".into(),
+                channel: pb::Channel::Web as i32,
+                ..Default::default()
+            }),
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let mut ingest = app.client(&t, &["ingest"]).await;
-    assert_eq!(ingest.list_touchpoints(pb::ListTouchpointsRequest::default()).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        ingest
+            .list_touchpoints(pb::ListTouchpointsRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
     let mut analyst = app.client(&t, &["analyst"]).await;
-    assert!(analyst.list_responses(pb::ListResponsesRequest::default()).await.is_ok());
+    assert!(
+        analyst
+            .list_responses(pb::ListResponsesRequest::default())
+            .await
+            .is_ok()
+    );
     let mut unknown = app.client(&t, &["superuser"]).await;
-    assert_eq!(unknown.list_touchpoints(pb::ListTouchpointsRequest::default()).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        unknown
+            .list_touchpoints(pb::ListTouchpointsRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn health_needs_no_token() {
     let app = spawn().await;
-    let channel = tonic::transport::Channel::from_shared(app.url.clone()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let res = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "cxloop.feedback.v1.FeedbackService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "cxloop.feedback.v1.FeedbackService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(res.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        res.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     app.stop().await;
 }

@@ -26,21 +26,46 @@ async fn touchpoint_crud_and_idempotent_create() {
             ..touchpoint("Hotel check-in", pb::Channel::InPerson)
         }),
     };
-    let created = c.create_touchpoint(req.clone()).await.unwrap().into_inner().touchpoint.unwrap();
+    let created = c
+        .create_touchpoint(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .touchpoint
+        .unwrap();
     assert_eq!(created.name, "Hotel check-in");
     assert!(created.moment_of_truth);
     assert_eq!(created.channel, pb::Channel::InPerson as i32);
     // Same request id and content: the first result, nothing new.
-    let again = c.create_touchpoint(req.clone()).await.unwrap().into_inner().touchpoint.unwrap();
+    let again = c
+        .create_touchpoint(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .touchpoint
+        .unwrap();
     assert_eq!(again.id, created.id);
     // Same request id, other content: refused.
     let mut other = req.clone();
     other.touchpoint.as_mut().unwrap().name = "Other".into();
-    assert_eq!(c.create_touchpoint(other).await.unwrap_err().code(), Code::AlreadyExists);
-    let list = c.list_touchpoints(pb::ListTouchpointsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(
+        c.create_touchpoint(other).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    let list = c
+        .list_touchpoints(pb::ListTouchpointsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.touchpoints.len(), 1);
 
-    let got = c.get_touchpoint(pb::GetTouchpointRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    let got = c
+        .get_touchpoint(pb::GetTouchpointRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.touchpoint.unwrap(), created);
 
     let updated = c
@@ -51,7 +76,9 @@ async fn touchpoint_crud_and_idempotent_create() {
                 channel: pb::Channel::Phone as i32,
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
         })
         .await
         .unwrap()
@@ -63,11 +90,23 @@ async fn touchpoint_crud_and_idempotent_create() {
     assert_eq!(updated.channel, pb::Channel::InPerson as i32);
     assert!(updated.moment_of_truth);
 
-    c.delete_touchpoint(pb::DeleteTouchpointRequest { id: created.id.clone() }).await.unwrap();
-    let err = c.get_touchpoint(pb::GetTouchpointRequest { id: created.id.clone() }).await.unwrap_err();
+    c.delete_touchpoint(pb::DeleteTouchpointRequest {
+        id: created.id.clone(),
+    })
+    .await
+    .unwrap();
+    let err = c
+        .get_touchpoint(pb::GetTouchpointRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(
-        c.delete_touchpoint(pb::DeleteTouchpointRequest { id: created.id }).await.unwrap_err().code(),
+        c.delete_touchpoint(pb::DeleteTouchpointRequest { id: created.id })
+            .await
+            .unwrap_err()
+            .code(),
         Code::NotFound
     );
     app.stop().await;
@@ -80,14 +119,21 @@ async fn bad_input_names_every_field_and_stores_nothing() {
     let err = c
         .create_touchpoint(pb::CreateTouchpointRequest {
             request_id: "".into(),
-            touchpoint: Some(pb::Touchpoint { name: "".into(), channel: 0, ..Default::default() }),
+            touchpoint: Some(pb::Touchpoint {
+                name: "".into(),
+                channel: 0,
+                ..Default::default()
+            }),
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let mut fields = violations(&err);
     fields.sort();
-    assert_eq!(fields, vec!["request_id", "touchpoint.channel", "touchpoint.name"]);
+    assert_eq!(
+        fields,
+        vec!["request_id", "touchpoint.channel", "touchpoint.name"]
+    );
 
     let tp = c
         .create_touchpoint(pb::CreateTouchpointRequest {
@@ -105,10 +151,32 @@ async fn bad_input_names_every_field_and_stores_nothing() {
             survey: Some(pb::Survey {
                 name: "S".into(),
                 questions: vec![
-                    pb::Question { key: "nps".into(), text: "Recommend?".into(), kind: pb::QuestionKind::Nps as i32, ..Default::default() },
-                    pb::Question { key: "r".into(), text: "Rate".into(), kind: pb::QuestionKind::Rating as i32, rating_min: 3, rating_max: 3, ..Default::default() },
-                    pb::Question { key: "nps".into(), text: "Again".into(), kind: pb::QuestionKind::Csat as i32, ..Default::default() },
-                    pb::Question { key: "x".into(), text: "Kind?".into(), kind: 0, ..Default::default() },
+                    pb::Question {
+                        key: "nps".into(),
+                        text: "Recommend?".into(),
+                        kind: pb::QuestionKind::Nps as i32,
+                        ..Default::default()
+                    },
+                    pb::Question {
+                        key: "r".into(),
+                        text: "Rate".into(),
+                        kind: pb::QuestionKind::Rating as i32,
+                        rating_min: 3,
+                        rating_max: 3,
+                        ..Default::default()
+                    },
+                    pb::Question {
+                        key: "nps".into(),
+                        text: "Again".into(),
+                        kind: pb::QuestionKind::Csat as i32,
+                        ..Default::default()
+                    },
+                    pb::Question {
+                        key: "x".into(),
+                        text: "Kind?".into(),
+                        kind: 0,
+                        ..Default::default()
+                    },
                 ],
                 touchpoint_ids: vec![tp.id.clone(), "missing".into()],
                 ..Default::default()
@@ -118,9 +186,18 @@ async fn bad_input_names_every_field_and_stores_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let fields = violations(&err);
-    assert!(fields.contains(&"survey.questions[1].rating_max".to_string()), "{fields:?}");
-    assert!(fields.contains(&"survey.questions[2].key".to_string()), "{fields:?}");
-    assert!(fields.contains(&"survey.questions[3].kind".to_string()), "{fields:?}");
+    assert!(
+        fields.contains(&"survey.questions[1].rating_max".to_string()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"survey.questions[2].key".to_string()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"survey.questions[3].kind".to_string()),
+        "{fields:?}"
+    );
 
     // Unknown touchpoint: named by position, and no survey is stored.
     let err = c
@@ -128,7 +205,12 @@ async fn bad_input_names_every_field_and_stores_nothing() {
             request_id: "s2".into(),
             survey: Some(pb::Survey {
                 name: "S".into(),
-                questions: vec![pb::Question { key: "nps".into(), text: "Recommend?".into(), kind: pb::QuestionKind::Nps as i32, ..Default::default() }],
+                questions: vec![pb::Question {
+                    key: "nps".into(),
+                    text: "Recommend?".into(),
+                    kind: pb::QuestionKind::Nps as i32,
+                    ..Default::default()
+                }],
                 touchpoint_ids: vec![tp.id.clone(), "missing".into()],
                 ..Default::default()
             }),
@@ -136,7 +218,11 @@ async fn bad_input_names_every_field_and_stores_nothing() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["survey.touchpoint_ids[1]"]);
-    let surveys = c.list_surveys(pb::ListSurveysRequest::default()).await.unwrap().into_inner();
+    let surveys = c
+        .list_surveys(pb::ListSurveysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(surveys.surveys.is_empty());
     app.stop().await;
 }
@@ -146,7 +232,15 @@ async fn survey_update_keeps_question_identity() {
     let app = spawn().await;
     let mut c = app.client(&tenant(), &["admin"]).await;
     let (tps, survey_id) = seed_survey(&mut c, &["a", "b"]).await;
-    let survey = c.get_survey(pb::GetSurveyRequest { id: survey_id.clone() }).await.unwrap().into_inner().survey.unwrap();
+    let survey = c
+        .get_survey(pb::GetSurveyRequest {
+            id: survey_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .survey
+        .unwrap();
     assert_eq!(survey.questions.len(), 5);
     assert_eq!(survey.touchpoint_ids, tps);
 
@@ -156,7 +250,9 @@ async fn survey_update_keeps_question_identity() {
     let err = c
         .update_survey(pb::UpdateSurveyRequest {
             survey: Some(changed),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["questions".into()] }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["questions".into()],
+            }),
         })
         .await
         .unwrap_err();
@@ -165,12 +261,19 @@ async fn survey_update_keeps_question_identity() {
     // Adding a question and rewording one is fine; touchpoints can shrink.
     let mut next = survey.clone();
     next.questions[0].text = "Would you recommend us?".into();
-    next.questions.push(pb::Question { key: "staff".into(), text: "Staff".into(), kind: pb::QuestionKind::Csat as i32, ..Default::default() });
+    next.questions.push(pb::Question {
+        key: "staff".into(),
+        text: "Staff".into(),
+        kind: pb::QuestionKind::Csat as i32,
+        ..Default::default()
+    });
     next.touchpoint_ids = vec![tps[1].clone()];
     let updated = c
         .update_survey(pb::UpdateSurveyRequest {
             survey: Some(next),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["questions".into(), "touchpoint_ids".into()] }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["questions".into(), "touchpoint_ids".into()],
+            }),
         })
         .await
         .unwrap()
@@ -181,7 +284,10 @@ async fn survey_update_keeps_question_identity() {
     assert_eq!(updated.questions[0].text, "Would you recommend us?");
     assert_eq!(updated.touchpoint_ids, vec![tps[1].clone()]);
     let listed = c
-        .list_surveys(pb::ListSurveysRequest { touchpoint_id: tps[0].clone(), ..Default::default() })
+        .list_surveys(pb::ListSurveysRequest {
+            touchpoint_id: tps[0].clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -190,13 +296,25 @@ async fn survey_update_keeps_question_identity() {
     let err = c
         .update_survey(pb::UpdateSurveyRequest {
             survey: Some(survey.clone()),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["id".into()] }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["id".into()],
+            }),
         })
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["update_mask.paths[0]"]);
-    c.delete_survey(pb::DeleteSurveyRequest { id: survey_id.clone() }).await.unwrap();
-    assert_eq!(c.get_survey(pb::GetSurveyRequest { id: survey_id }).await.unwrap_err().code(), Code::NotFound);
+    c.delete_survey(pb::DeleteSurveyRequest {
+        id: survey_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get_survey(pb::GetSurveyRequest { id: survey_id })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     app.stop().await;
 }
 
@@ -216,26 +334,53 @@ async fn record_response_is_idempotent_and_validated_against_the_survey() {
     assert_eq!(retry.response.unwrap(), stored);
     let mut reuse = req.clone();
     reuse.response.as_mut().unwrap().answers[0].value = Some(pb::answer::Value::Score(3));
-    assert_eq!(c.record_response(reuse).await.unwrap_err().code(), Code::AlreadyExists);
+    assert_eq!(
+        c.record_response(reuse).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
 
     // Scale violations name the answer by position.
-    let bad = response("resp-2", &survey, &tps[0], t, &[("nps", 11), ("csat", 0), ("nope", 1)]);
+    let bad = response(
+        "resp-2",
+        &survey,
+        &tps[0],
+        t,
+        &[("nps", 11), ("csat", 0), ("nope", 1)],
+    );
     let err = c.record_response(bad).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
         violations(&err),
-        vec!["response.answers[0].score", "response.answers[1].score", "response.answers[2].question_key"]
+        vec![
+            "response.answers[0].score",
+            "response.answers[1].score",
+            "response.answers[2].question_key"
+        ]
     );
     let mut no_time = response("resp-3", &survey, &tps[0], t, &[("nps", 5)]);
     no_time.response.as_mut().unwrap().occurred_at = None;
     no_time.response.as_mut().unwrap().channel = 0;
     let err = c.record_response(no_time).await.unwrap_err();
-    assert_eq!(violations(&err), vec!["response.channel", "response.occurred_at"]);
+    assert_eq!(
+        violations(&err),
+        vec!["response.channel", "response.occurred_at"]
+    );
     let wrong_tp = response("resp-4", &survey, "elsewhere", t, &[("nps", 5)]);
-    assert_eq!(violations(&c.record_response(wrong_tp).await.unwrap_err()), vec!["response.touchpoint_id"]);
+    assert_eq!(
+        violations(&c.record_response(wrong_tp).await.unwrap_err()),
+        vec!["response.touchpoint_id"]
+    );
 
-    let listed = c.list_responses(pb::ListResponsesRequest::default()).await.unwrap().into_inner();
-    assert_eq!(listed.responses.len(), 1, "rejected responses must not be stored");
+    let listed = c
+        .list_responses(pb::ListResponsesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.responses.len(),
+        1,
+        "rejected responses must not be stored"
+    );
     app.stop().await;
 }
 
@@ -255,7 +400,10 @@ async fn bulk_import_keeps_good_items_and_reports_each() {
     let second = vec![
         response("b-0", &survey, &tps[0], t, &[("nps", 10)]), // retry of item 0
         response("b-3", &survey, &tps[0], t, &[("ces", 9)]),
-        pb::RecordResponseRequest { request_id: "b-4".into(), response: None },
+        pb::RecordResponseRequest {
+            request_id: "b-4".into(),
+            response: None,
+        },
         response("b-5", &survey, &tps[0], t, &[("nps", 7)]),
     ];
     let res = c
@@ -268,19 +416,42 @@ async fn bulk_import_keeps_good_items_and_reports_each() {
         .into_inner();
     assert_eq!((res.accepted, res.duplicates, res.rejected), (3, 1, 3));
     let outcome = |i: usize| pb::ImportOutcome::try_from(res.results[i].outcome).unwrap();
-    assert_eq!(res.results.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        res.results.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5, 6]
+    );
     assert_eq!(outcome(0), pb::ImportOutcome::Accepted);
     assert_eq!(outcome(1), pb::ImportOutcome::Rejected);
-    assert_eq!(res.results[1].violations[0].field, "response.answers[0].score");
+    assert_eq!(
+        res.results[1].violations[0].field,
+        "response.answers[0].score"
+    );
     assert_eq!(outcome(3), pb::ImportOutcome::Duplicate);
     assert_eq!(res.results[3].response_id, res.results[0].response_id);
-    assert_eq!(res.results[4].violations[0].field, "response.answers[0].score");
+    assert_eq!(
+        res.results[4].violations[0].field,
+        "response.answers[0].score"
+    );
     assert_eq!(res.results[5].violations[0].field, "response");
     assert_eq!(outcome(6), pb::ImportOutcome::Accepted);
     // The ingest role writes only.
-    assert_eq!(c.list_responses(pb::ListResponsesRequest::default()).await.unwrap_err().code(), Code::PermissionDenied);
-    let stored = admin.list_responses(pb::ListResponsesRequest::default()).await.unwrap().into_inner();
-    let mut ids: Vec<String> = stored.responses.iter().map(|r| r.request_id.clone()).collect();
+    assert_eq!(
+        c.list_responses(pb::ListResponsesRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let stored = admin
+        .list_responses(pb::ListResponsesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<String> = stored
+        .responses
+        .iter()
+        .map(|r| r.request_id.clone())
+        .collect();
     ids.sort();
     assert_eq!(ids, vec!["b-0", "b-2", "b-5"]);
     app.stop().await;
@@ -293,16 +464,34 @@ async fn paging_walks_every_row_once_and_tokens_cannot_be_bent() {
     let mut c = app.client(&tenant_a, &["admin"]).await;
     let (tps, survey) = seed_survey(&mut c, &["a", "b"]).await;
     let items: Vec<_> = (0..25)
-        .map(|i| response(&format!("p-{i}"), &survey, &tps[i % 2], at("2026-03-02T10:00:00Z"), &[("nps", (i % 11) as i32)]))
+        .map(|i| {
+            response(
+                &format!("p-{i}"),
+                &survey,
+                &tps[i % 2],
+                at("2026-03-02T10:00:00Z"),
+                &[("nps", (i % 11) as i32)],
+            )
+        })
         .collect();
-    c.import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest { items }])).await.unwrap();
-    let slice = Some(pb::Slice { touchpoint_id: tps[0].clone(), ..Default::default() });
+    c.import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
+        items,
+    }]))
+    .await
+    .unwrap();
+    let slice = Some(pb::Slice {
+        touchpoint_id: tps[0].clone(),
+        ..Default::default()
+    });
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
         let page = c
             .list_responses(pb::ListResponsesRequest {
-                page: Some(common::PageRequest { page_size: 5, page_token: token.clone() }),
+                page: Some(common::PageRequest {
+                    page_size: 5,
+                    page_token: token.clone(),
+                }),
                 slice: slice.clone(),
                 ..Default::default()
             })
@@ -318,7 +507,10 @@ async fn paging_walks_every_row_once_and_tokens_cannot_be_bent() {
         // A token is bound to its filters: reusing it without the slice is refused.
         let err = c
             .list_responses(pb::ListResponsesRequest {
-                page: Some(common::PageRequest { page_size: 5, page_token: token.clone() }),
+                page: Some(common::PageRequest {
+                    page_size: 5,
+                    page_token: token.clone(),
+                }),
                 ..Default::default()
             })
             .await
@@ -328,7 +520,10 @@ async fn paging_walks_every_row_once_and_tokens_cannot_be_bent() {
         let mut other = app.client(&tenant(), &["admin"]).await;
         let err = other
             .list_responses(pb::ListResponsesRequest {
-                page: Some(common::PageRequest { page_size: 5, page_token: token.clone() }),
+                page: Some(common::PageRequest {
+                    page_size: 5,
+                    page_token: token.clone(),
+                }),
                 slice: slice.clone(),
                 ..Default::default()
             })
@@ -343,7 +538,10 @@ async fn paging_walks_every_row_once_and_tokens_cannot_be_bent() {
     assert_eq!(dedup.len(), 13);
     let err = c
         .list_responses(pb::ListResponsesRequest {
-            page: Some(common::PageRequest { page_size: 5000, page_token: String::new() }),
+            page: Some(common::PageRequest {
+                page_size: 5000,
+                page_token: String::new(),
+            }),
             ..Default::default()
         })
         .await
@@ -359,30 +557,93 @@ async fn another_tenant_sees_nothing() {
     let mut b = app.client(&tenant(), &["admin"]).await;
     let (tps, survey) = seed_survey(&mut a, &["a"]).await;
     let r = a
-        .record_response(response("x", &survey, &tps[0], at("2026-03-02T10:00:00Z"), &[("nps", 9)]))
+        .record_response(response(
+            "x",
+            &survey,
+            &tps[0],
+            at("2026-03-02T10:00:00Z"),
+            &[("nps", 9)],
+        ))
         .await
         .unwrap()
         .into_inner()
         .response
         .unwrap();
-    assert_eq!(b.get_touchpoint(pb::GetTouchpointRequest { id: tps[0].clone() }).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(b.get_survey(pb::GetSurveyRequest { id: survey.clone() }).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(b.get_response(pb::GetResponseRequest { id: r.id.clone() }).await.unwrap_err().code(), Code::NotFound);
-    assert!(b.list_touchpoints(pb::ListTouchpointsRequest::default()).await.unwrap().into_inner().touchpoints.is_empty());
-    assert!(b.list_surveys(pb::ListSurveysRequest::default()).await.unwrap().into_inner().surveys.is_empty());
-    assert!(b.list_responses(pb::ListResponsesRequest::default()).await.unwrap().into_inner().responses.is_empty());
+    assert_eq!(
+        b.get_touchpoint(pb::GetTouchpointRequest { id: tps[0].clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        b.get_survey(pb::GetSurveyRequest { id: survey.clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        b.get_response(pb::GetResponseRequest { id: r.id.clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert!(
+        b.list_touchpoints(pb::ListTouchpointsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .touchpoints
+            .is_empty()
+    );
+    assert!(
+        b.list_surveys(pb::ListSurveysRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .surveys
+            .is_empty()
+    );
+    assert!(
+        b.list_responses(pb::ListResponsesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .responses
+            .is_empty()
+    );
     let err = b
         .update_touchpoint(pb::UpdateTouchpointRequest {
-            touchpoint: Some(pb::Touchpoint { id: tps[0].clone(), name: "mine".into(), ..Default::default() }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
+            touchpoint: Some(pb::Touchpoint {
+                id: tps[0].clone(),
+                name: "mine".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(b.delete_survey(pb::DeleteSurveyRequest { id: survey.clone() }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        b.delete_survey(pb::DeleteSurveyRequest { id: survey.clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     // B cannot record into A's survey or read its metrics.
     let err = b
-        .record_response(response("y", &survey, &tps[0], at("2026-03-02T10:00:00Z"), &[("nps", 9)]))
+        .record_response(response(
+            "y",
+            &survey,
+            &tps[0],
+            at("2026-03-02T10:00:00Z"),
+            &[("nps", 9)],
+        ))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["response.survey_id"]);
@@ -390,7 +651,9 @@ async fn another_tenant_sees_nothing() {
         .query_metrics(pb::QueryMetricsRequest {
             survey_id: survey.clone(),
             question_key: "nps".into(),
-            period: Some(common::Period { kind: Some(common::period::Kind::Named("2026-03".into())) }),
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03".into())),
+            }),
             bucket: pb::Bucket::Total as i32,
             ..Default::default()
         })
@@ -398,6 +661,15 @@ async fn another_tenant_sees_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // A's data are untouched.
-    assert_eq!(a.get_response(pb::GetResponseRequest { id: r.id }).await.unwrap().into_inner().response.unwrap().request_id, "x");
+    assert_eq!(
+        a.get_response(pb::GetResponseRequest { id: r.id })
+            .await
+            .unwrap()
+            .into_inner()
+            .response
+            .unwrap()
+            .request_id,
+        "x"
+    );
     app.stop().await;
 }

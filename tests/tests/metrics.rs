@@ -12,7 +12,9 @@ const A2: [i32; 8] = [10, 9, 9, 8, 8, 7, 6, 5]; // touchpoint A, 2026-03-03
 const B1: [i32; 6] = [6, 5, 4, 10, 2, 8]; // touchpoint B, 2026-03-02
 
 fn named(p: &str) -> Option<common::Period> {
-    Some(common::Period { kind: Some(common::period::Kind::Named(p.into())) })
+    Some(common::Period {
+        kind: Some(common::period::Kind::Named(p.into())),
+    })
 }
 
 fn value(b: &pb::MetricBucket, m: pb::Metric) -> common::Estimate {
@@ -32,7 +34,11 @@ async fn seeded() -> (cxloop_e2e::TestApp, cxloop_e2e::Client, Vec<String>, Stri
     let mut c = app.client(&tenant(), &["admin"]).await;
     let (tps, survey) = seed_survey(&mut c, &["A", "B"]).await;
     let mut items = Vec::new();
-    for (tp, day, scores) in [(0, "2026-03-02", &A1[..]), (0, "2026-03-03", &A2[..]), (1, "2026-03-02", &B1[..])] {
+    for (tp, day, scores) in [
+        (0, "2026-03-02", &A1[..]),
+        (0, "2026-03-03", &A2[..]),
+        (1, "2026-03-02", &B1[..]),
+    ] {
         for (i, s) in scores.iter().enumerate() {
             let mut answers = vec![("nps", *s)];
             if tp == 0 && day == "2026-03-02" && i < 5 {
@@ -47,7 +53,13 @@ async fn seeded() -> (cxloop_e2e::TestApp, cxloop_e2e::Client, Vec<String>, Stri
             ));
         }
     }
-    let res = c.import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest { items }])).await.unwrap().into_inner();
+    let res = c
+        .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
+            items,
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(res.accepted, 24);
     (app, c, tps, survey)
 }
@@ -59,7 +71,10 @@ async fn nps_per_day_and_touchpoint_matches_reference_values() {
         .query_metrics(pb::QueryMetricsRequest {
             survey_id: survey.clone(),
             question_key: "nps".into(),
-            slice: Some(pb::Slice { touchpoint_id: tps[0].clone(), ..Default::default() }),
+            slice: Some(pb::Slice {
+                touchpoint_id: tps[0].clone(),
+                ..Default::default()
+            }),
             period: named("2026-W10"), // Monday 2026-03-02 to Sunday 2026-03-08
             bucket: pb::Bucket::Day as i32,
         })
@@ -68,7 +83,10 @@ async fn nps_per_day_and_touchpoint_matches_reference_values() {
         .into_inner();
     assert_eq!(res.kind, pb::QuestionKind::Nps as i32);
     assert_eq!(res.buckets.len(), 7);
-    assert_eq!(res.buckets.iter().map(|b| b.count).collect::<Vec<_>>(), vec![10, 8, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        res.buckets.iter().map(|b| b.count).collect::<Vec<_>>(),
+        vec![10, 8, 0, 0, 0, 0, 0]
+    );
     // A1: n=10, 5 promoters, 3 detractors → NPS 20, se 27.5681, 95 % [-34.0325, 74.0325].
     let d1 = value(&res.buckets[0], pb::Metric::Nps);
     assert_eq!(d1.sample_size, 10);
@@ -92,8 +110,26 @@ async fn nps_per_day_and_touchpoint_matches_reference_values() {
     close(total.interval_low, -21.830661787491053);
     close(total.interval_high, 55.16399512082438);
     // The histogram behind it.
-    let h: Vec<(i32, u64)> = res.total.unwrap().histogram.iter().map(|s| (s.score, s.count)).collect();
-    assert_eq!(h, vec![(0, 1), (3, 1), (5, 1), (6, 2), (7, 2), (8, 3), (9, 5), (10, 3)]);
+    let h: Vec<(i32, u64)> = res
+        .total
+        .unwrap()
+        .histogram
+        .iter()
+        .map(|s| (s.score, s.count))
+        .collect();
+    assert_eq!(
+        h,
+        vec![
+            (0, 1),
+            (3, 1),
+            (5, 1),
+            (6, 2),
+            (7, 2),
+            (8, 3),
+            (9, 5),
+            (10, 3)
+        ]
+    );
     app.stop().await;
 }
 
@@ -115,7 +151,10 @@ async fn slices_combine_and_all_slice_sums_touchpoints() {
     close(e.interval_low, -50.31089247631935);
     // B alone: n=6 → NPS -50, interval clipped to the scale at -100; upper 11.1126.
     let b = c
-        .query_metrics(q(Some(pb::Slice { touchpoint_id: tps[1].clone(), ..Default::default() })))
+        .query_metrics(q(Some(pb::Slice {
+            touchpoint_id: tps[1].clone(),
+            ..Default::default()
+        })))
         .await
         .unwrap()
         .into_inner();
@@ -136,14 +175,21 @@ async fn slices_combine_and_all_slice_sums_touchpoints() {
         .into_inner();
     assert_eq!(both.total, b.total);
     let none = c
-        .query_metrics(q(Some(pb::Slice { touchpoint_id: tps[1].clone(), segment: "senior".into(), ..Default::default() })))
+        .query_metrics(q(Some(pb::Slice {
+            touchpoint_id: tps[1].clone(),
+            segment: "senior".into(),
+            ..Default::default()
+        })))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(none.total.unwrap().count, 0);
     // Response counts without a question.
     let counts = c
-        .query_metrics(pb::QueryMetricsRequest { question_key: String::new(), ..q(None) })
+        .query_metrics(pb::QueryMetricsRequest {
+            question_key: String::new(),
+            ..q(None)
+        })
         .await
         .unwrap()
         .into_inner();
@@ -176,7 +222,10 @@ async fn csat_top2_uses_wilson() {
     // Mean 3.6, sd 1.140175, t(0.975, 4) = 2.776445 → [2.1843, 5.0157].
     let m = value(&res.buckets[0], pb::Metric::Mean);
     close(m.value, 3.6);
-    close(m.interval_low, 3.6 - 2.7764451051977987 * 1.140175425099138 / 5f64.sqrt());
+    close(
+        m.interval_low,
+        3.6 - 2.7764451051977987 * 1.140175425099138 / 5f64.sqrt(),
+    );
     app.stop().await;
 }
 
@@ -184,7 +233,10 @@ async fn csat_top2_uses_wilson() {
 async fn comparing_two_days_gives_difference_interval_and_p_value() {
     let (app, mut c, tps, survey) = seeded().await;
     let side = |day: &str| pb::ComparisonSide {
-        slice: Some(pb::Slice { touchpoint_id: tps[0].clone(), ..Default::default() }),
+        slice: Some(pb::Slice {
+            touchpoint_id: tps[0].clone(),
+            ..Default::default()
+        }),
         period: named(day),
     };
     let res = c
@@ -232,8 +284,14 @@ async fn metric_requests_are_validated() {
             question_key: "nps".into(),
             period: Some(common::Period {
                 kind: Some(common::period::Kind::Range(common::TimeRange {
-                    start: Some(prost_types::Timestamp { seconds: 1_772_409_600 + 3600, nanos: 0 }),
-                    end: Some(prost_types::Timestamp { seconds: 1_772_409_600 + 86_400, nanos: 0 }),
+                    start: Some(prost_types::Timestamp {
+                        seconds: 1_772_409_600 + 3600,
+                        nanos: 0,
+                    }),
+                    end: Some(prost_types::Timestamp {
+                        seconds: 1_772_409_600 + 86_400,
+                        nanos: 0,
+                    }),
                 })),
             }),
             bucket: 0,

@@ -62,7 +62,10 @@ impl Histogram {
 
     /// Sum of score × count.
     pub fn sum(&self) -> f64 {
-        self.counts.iter().map(|(s, c)| f64::from(*s) * *c as f64).sum()
+        self.counts
+            .iter()
+            .map(|(s, c)| f64::from(*s) * *c as f64)
+            .sum()
     }
 
     /// True when there are no observations.
@@ -182,8 +185,9 @@ pub fn share(successes: u64, n: u64) -> Estimate {
         value: p,
         n,
         confidence: CONFIDENCE,
-        low: (center - half).max(0.0),
-        high: (center + half).min(1.0),
+        // Rounding can put a bound a hair past the estimate at p = 0 or 1.
+        low: (center - half).clamp(0.0, p),
+        high: (center + half).clamp(p, 1.0),
         standard_error: (p * (1.0 - p) / nf).sqrt(),
         method: Method::Wilson,
         defined: true,
@@ -201,7 +205,10 @@ fn mean_var(h: &Histogram) -> (f64, f64, u64) {
         return (m, 0.0, n);
     }
     // Two passes: sums of squares around the mean keep precision at millions of answers.
-    let ss: f64 = h.iter().map(|(s, c)| c as f64 * (f64::from(s) - m).powi(2)).sum();
+    let ss: f64 = h
+        .iter()
+        .map(|(s, c)| c as f64 * (f64::from(s) - m).powi(2))
+        .sum();
     (m, ss / (n - 1) as f64, n)
 }
 
@@ -258,7 +265,11 @@ pub struct Comparison {
 }
 
 fn untestable(a: Estimate, b: Estimate) -> Comparison {
-    let difference = if a.n > 0 && b.n > 0 { b.value - a.value } else { 0.0 };
+    let difference = if a.n > 0 && b.n > 0 {
+        b.value - a.value
+    } else {
+        0.0
+    };
     Comparison {
         a,
         b,
@@ -299,7 +310,8 @@ pub fn compare_nps(a: &Histogram, b: &Histogram) -> Comparison {
     if na == 0 || nb == 0 {
         return untestable(ea, eb);
     }
-    let se = (nps_unit_variance(pa, da) / na as f64 + nps_unit_variance(pb, db) / nb as f64).sqrt() * 100.0;
+    let se = (nps_unit_variance(pa, da) / na as f64 + nps_unit_variance(pb, db) / nb as f64).sqrt()
+        * 100.0;
     z_comparison(ea, eb, se, se)
 }
 
@@ -431,7 +443,11 @@ fn gamma_q_cf(a: f64, x: f64) -> f64 {
 fn erfc(x: f64) -> f64 {
     let x2 = x * x;
     if x >= 0.0 {
-        if x2 < 1.5 { 1.0 - gamma_p(0.5, x2) } else { gamma_q_cf(0.5, x2) }
+        if x2 < 1.5 {
+            1.0 - gamma_p(0.5, x2)
+        } else {
+            gamma_q_cf(0.5, x2)
+        }
     } else if x2 < 1.5 {
         1.0 + gamma_p(0.5, x2)
     } else {
@@ -455,14 +471,40 @@ pub fn normal_quantile(p: f64) -> f64 {
     if p >= 1.0 {
         return f64::INFINITY;
     }
-    const A: [f64; 6] = [-3.969_683_028_665_376e1, 2.209_460_984_245_205e2, -2.759_285_104_469_687e2, 1.383_577_518_672_69e2, -3.066_479_806_614_716e1, 2.506_628_277_459_239];
-    const B: [f64; 5] = [-5.447_609_879_822_406e1, 1.615_858_368_580_409e2, -1.556_989_798_598_866e2, 6.680_131_188_771_972e1, -1.328_068_155_288_572e1];
-    const C: [f64; 6] = [-7.784_894_002_430_293e-3, -3.223_964_580_411_365e-1, -2.400_758_277_161_838, -2.549_732_539_343_734, 4.374_664_141_464_968, 2.938_163_982_698_783];
-    const D: [f64; 4] = [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
     let plow = 0.02425;
     let x = if p < plow {
         let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     } else if p <= 1.0 - plow {
         let q = p - 0.5;
         let r = q * q;
@@ -470,7 +512,8 @@ pub fn normal_quantile(p: f64) -> f64 {
             / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     } else {
         let q = (-2.0 * (1.0 - p).ln()).sqrt();
-        -(((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        -(((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     };
     // One Halley step brings Acklam's 1e-9 to machine precision.
     let e = normal_cdf(x) - p;
@@ -486,7 +529,8 @@ fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
     if x >= 1.0 {
         return 1.0;
     }
-    let front = (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
     // The continued fraction converges fast on this side of the mean; use symmetry otherwise.
     if x < (a + 1.0) / (a + b + 2.0) {
         front * beta_cf(x, a, b) / a
@@ -552,7 +596,9 @@ pub fn student_t_cdf(t: f64, df: f64) -> f64 {
 }
 
 fn student_t_pdf(t: f64, df: f64) -> f64 {
-    (ln_gamma((df + 1.0) / 2.0) - ln_gamma(df / 2.0) - 0.5 * (df * std::f64::consts::PI).ln()
+    (ln_gamma((df + 1.0) / 2.0)
+        - ln_gamma(df / 2.0)
+        - 0.5 * (df * std::f64::consts::PI).ln()
         - (df + 1.0) / 2.0 * (1.0 + t * t / df).ln())
     .exp()
 }
@@ -623,12 +669,18 @@ mod tests {
     fn nps_matches_hand_computation() {
         // {10:50, 9:30, 8:20, 7:10, 5:15, 2:5}: n=130, p+=80/130, p-=20/130 → NPS 46.153846,
         // var = 100/130 − (60/130)² = 0.556213, se = 100·sqrt(var/130) = 6.541072.
-        let h: Histogram = [(10, 50), (9, 30), (8, 20), (7, 10), (5, 15), (2, 5)].into_iter().collect();
+        let h: Histogram = [(10, 50), (9, 30), (8, 20), (7, 10), (5, 15), (2, 5)]
+            .into_iter()
+            .collect();
         let e = nps(&h);
         assert_eq!(e.n, 130);
         close(e.value, 46.153_846_153_846, 1e-9);
         close(e.standard_error, 6.541_071_529_200_226, 1e-9);
-        close(e.low, 46.153_846_153_846 - Z95 * 6.541_071_529_200_226, 1e-9);
+        close(
+            e.low,
+            46.153_846_153_846 - Z95 * 6.541_071_529_200_226,
+            1e-9,
+        );
         assert_eq!(e.method, Method::Wald);
         // A1 of the end-to-end tests: [10,10,9,9,9,8,7,6,3,0] → 20, se 27.568098, [-34.0325, 74.0325].
         let e = nps(&hist(&[10, 10, 9, 9, 9, 8, 7, 6, 3, 0]));
@@ -670,7 +722,11 @@ mod tests {
         let e = mean(&hist(&[5, 4, 4, 3, 2]));
         close(e.value, 3.6, 1e-12);
         close(e.standard_error, 1.140_175_425_099_138 / 5f64.sqrt(), 1e-12);
-        close(e.low, 3.6 - 2.776_445_105_197_799 * 1.140_175_425_099_138 / 5f64.sqrt(), 1e-9);
+        close(
+            e.low,
+            3.6 - 2.776_445_105_197_799 * 1.140_175_425_099_138 / 5f64.sqrt(),
+            1e-9,
+        );
         let one = mean(&hist(&[4]));
         assert!(!one.defined);
         assert_eq!((one.value, one.low, one.high), (4.0, 4.0, 4.0));
@@ -697,7 +753,10 @@ mod tests {
     #[test]
     fn comparisons() {
         // NPS A1 vs A2 (see the end-to-end tests): −7.5, se 39.009214, p 0.847537.
-        let c = compare_nps(&hist(&[10, 10, 9, 9, 9, 8, 7, 6, 3, 0]), &hist(&[10, 9, 9, 8, 8, 7, 6, 5]));
+        let c = compare_nps(
+            &hist(&[10, 10, 9, 9, 9, 8, 7, 6, 3, 0]),
+            &hist(&[10, 9, 9, 8, 8, 7, 6, 5]),
+        );
         close(c.difference, -7.5, 1e-12);
         close(c.standard_error, 39.009_213_655_237_915, 1e-9);
         close(c.p_value, 0.847_536_770_551_458_3, 1e-9);
@@ -711,7 +770,11 @@ mod tests {
         // Shares 30/100 vs 45/100: diff 0.15; pooled se 0.068465, z 2.190890, p 0.028460.
         let c = compare_share(30, 100, 45, 100);
         close(c.difference, 0.15, 1e-12);
-        close(c.standard_error, (0.3f64 * 0.7 / 100.0 + 0.45 * 0.55 / 100.0).sqrt(), 1e-12);
+        close(
+            c.standard_error,
+            (0.3f64 * 0.7 / 100.0 + 0.45 * 0.55 / 100.0).sqrt(),
+            1e-12,
+        );
         close(c.p_value, 0.028_459_736_910_431, 1e-9);
         // Degenerate inputs give p = 1 and never NaN.
         let c = compare_mean(&hist(&[3, 3]), &hist(&[3, 3, 3]));

@@ -25,9 +25,8 @@ impl TenantId {
         let ok = !s.is_empty()
             && s.len() <= 63
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-            });
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -225,7 +224,11 @@ impl Verifier {
 
     /// Verifies RS256 or EdDSA tokens with public keys from a file: a PEM public key
     /// (RSA or Ed25519), or a JWKS document (JSON with a `keys` array; keys matched by `kid`).
-    pub fn from_public_keys_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, String> {
+    pub fn from_public_keys_file(
+        path: &Path,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = String::from_utf8_lossy(&bytes);
         let mut keys = Vec::new();
@@ -236,21 +239,33 @@ impl Verifier {
                 let alg = match &jwk.algorithm {
                     jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
                     jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    _ => return Err("JWKS: only RSA (RS256) and OKP (EdDSA) keys are accepted".into()),
+                    _ => {
+                        return Err(
+                            "JWKS: only RSA (RS256) and OKP (EdDSA) keys are accepted".into()
+                        );
+                    }
                 };
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key: {e}"))?;
-                keys.push((jwk.common.key_id.clone(), key, validation(alg, issuer, audience)));
+                keys.push((
+                    jwk.common.key_id.clone(),
+                    key,
+                    validation(alg, issuer, audience),
+                ));
             }
         } else if text.contains("BEGIN PUBLIC KEY") || text.contains("BEGIN RSA PUBLIC KEY") {
             if let Ok(key) = DecodingKey::from_rsa_pem(&bytes) {
                 keys.push((None, key, validation(Algorithm::RS256, issuer, audience)));
             } else {
-                let key = DecodingKey::from_ed_pem(&bytes)
-                    .map_err(|e| format!("{}: not an RSA or Ed25519 public key: {e}", path.display()))?;
+                let key = DecodingKey::from_ed_pem(&bytes).map_err(|e| {
+                    format!("{}: not an RSA or Ed25519 public key: {e}", path.display())
+                })?;
                 keys.push((None, key, validation(Algorithm::EdDSA, issuer, audience)));
             }
         } else {
-            return Err(format!("{}: expected a PEM public key or a JWKS document", path.display()));
+            return Err(format!(
+                "{}: expected a PEM public key or a JWKS document",
+                path.display()
+            ));
         }
         if keys.is_empty() {
             return Err(format!("{}: no keys", path.display()));
@@ -443,7 +458,13 @@ where
 }
 
 fn bearer<B>(req: &http::Request<B>) -> Option<&str> {
-    let v = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }

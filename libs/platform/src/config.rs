@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Everything a cxloop process needs to start.
@@ -94,7 +94,10 @@ impl Settings {
             ));
         }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
-            return Err(format!("log_format must be pretty or json, got {:?}", self.log_format));
+            return Err(format!(
+                "log_format must be pretty or json, got {:?}",
+                self.log_format
+            ));
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err("auth.issuer and auth.audience must not be empty".into());

@@ -8,7 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+    Value,
+};
 
 /// Opens the pool. SQLite files are created if missing and put in WAL mode with full fsync on
 /// commit: an acknowledged write survives a crash of the process and of the machine.
@@ -38,7 +41,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
 
 /// The file behind a SQLite URL, if it is one.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         None
@@ -110,7 +115,10 @@ pub fn new_id() -> String {
 
 /// True when the error is a unique-constraint violation (a concurrent duplicate).
 pub fn is_unique_violation(e: &DbErr) -> bool {
-    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }
 
 /// Runs a batch of `;`-separated DDL statements (migrations).
@@ -127,13 +135,32 @@ pub async fn execute_script<C: ConnectionTrait>(c: &C, script: &str) -> Result<(
 /// Creates an empty PostgreSQL database next to the one `admin_url` names and returns its
 /// URL. Tests and benchmarks use it to start from nothing on every run.
 pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, DbErr> {
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(DbErr::Custom(format!("database name {name:?} must be [a-z0-9_]")));
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(DbErr::Custom(format!(
+            "database name {name:?} must be [a-z0-9_]"
+        )));
     }
     let admin = connect(admin_url).await?;
-    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await?;
     let _ = admin.close().await;
     let base = admin_url.split('?').next().unwrap_or(admin_url);
     let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
     Ok(format!("{prefix}/{name}"))
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock at BEGIN
+/// (IMMEDIATE): a deferred transaction that reads first and writes later fails with "database
+/// is locked" when another writer commits in between, and no busy timeout can save it.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    use sea_orm::TransactionTrait;
+    let mut options = sea_orm::TransactionOptions::default();
+    if db.get_database_backend() == DbBackend::Sqlite {
+        options.sqlite_transaction_mode = Some(sea_orm::SqliteTransactionMode::Immediate);
+    }
+    db.begin_with_options(options).await
 }

@@ -88,7 +88,11 @@ pub fn table_ddl(table: &str) -> String {
 }
 
 /// Writes events inside the caller's transaction, in multi-row statements.
-pub async fn write<C: ConnectionTrait>(c: &C, table: &str, events: &[Event]) -> Result<(), sea_orm::DbErr> {
+pub async fn write<C: ConnectionTrait>(
+    c: &C,
+    table: &str,
+    events: &[Event],
+) -> Result<(), sea_orm::DbErr> {
     let now = db::now_micros();
     for chunk in events.chunks(db::rows_per_statement(5)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
@@ -103,7 +107,8 @@ pub async fn write<C: ConnectionTrait>(c: &C, table: &str, events: &[Event]) -> 
             "INSERT INTO {table} (id, tenant_id, topic, payload, created_at) VALUES {}",
             db::row_placeholders(chunk.len(), 5)
         );
-        c.execute_raw(db::stmt(c.get_database_backend(), &sql, values)).await?;
+        c.execute_raw(db::stmt(c.get_database_backend(), &sql, values))
+            .await?;
     }
     Ok(())
 }
@@ -133,7 +138,11 @@ pub async fn dispatch(
 }
 
 /// Publishes one batch; true when there may be more.
-async fn drain(db: &DatabaseConnection, table: &str, publisher: &dyn EventPublisher) -> Result<bool, String> {
+async fn drain(
+    db: &DatabaseConnection,
+    table: &str,
+    publisher: &dyn EventPublisher,
+) -> Result<bool, String> {
     const BATCH: usize = 1000;
     let backend = db.get_database_backend();
     let rows = db
@@ -161,7 +170,10 @@ async fn drain(db: &DatabaseConnection, table: &str, publisher: &dyn EventPublis
     let ids: Vec<Value> = events.iter().map(|e| e.id.clone().into()).collect();
     db.execute_raw(db::stmt(
         backend,
-        &format!("DELETE FROM {table} WHERE id IN ({})", db::list_placeholders(ids.len())),
+        &format!(
+            "DELETE FROM {table} WHERE id IN ({})",
+            db::list_placeholders(ids.len())
+        ),
         ids,
     ))
     .await

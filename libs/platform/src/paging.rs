@@ -128,13 +128,23 @@ mod tests {
         let tok = s.token(&t("a"), "f1", "0190-id");
         assert_eq!(
             s.parse(&t("a"), "f1", 10, &tok).ok(),
-            Some(Page { size: 10, after: Some("0190-id".into()) })
+            Some(Page {
+                size: 10,
+                after: Some("0190-id".into())
+            })
         );
         assert!(s.parse(&t("b"), "f1", 10, &tok).is_err());
         assert!(s.parse(&t("a"), "f2", 10, &tok).is_err());
-        let forged = format!("{}.{}", URL_SAFE_NO_PAD.encode("0000"), tok.split_once('.').map(|x| x.1).unwrap_or(""));
+        let forged = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode("0000"),
+            tok.split_once('.').map(|x| x.1).unwrap_or("")
+        );
         assert!(s.parse(&t("a"), "f1", 10, &forged).is_err());
         assert!(s.parse(&t("a"), "f1", 1001, "").is_err());
-        assert_eq!(s.parse(&t("a"), "f1", 0, "").ok().map(|p| p.size), Some(DEFAULT_PAGE_SIZE));
+        assert_eq!(
+            s.parse(&t("a"), "f1", 0, "").ok().map(|p| p.size),
+            Some(DEFAULT_PAGE_SIZE)
+        );
     }
 }

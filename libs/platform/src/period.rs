@@ -58,7 +58,10 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
     let range = match parts.as_slice() {
         [_] => {
             let start = ymd(year, 1, 1).ok_or_else(err)?;
-            Range { start, end: ymd(year + 1, 1, 1).ok_or_else(err)? }
+            Range {
+                start,
+                end: ymd(year + 1, 1, 1).ok_or_else(err)?,
+            }
         }
         [_, q] if q.starts_with('Q') => {
             let n: u32 = q[1..].parse().map_err(|_| err())?;
@@ -66,23 +69,40 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
                 return Err(err());
             }
             let start = ymd(year, (n - 1) * 3 + 1, 1).ok_or_else(err)?;
-            Range { start, end: add_months(start, 3).ok_or_else(err)? }
+            Range {
+                start,
+                end: add_months(start, 3).ok_or_else(err)?,
+            }
         }
         [_, w] if w.starts_with('W') => {
             let n: u32 = w[1..].parse().map_err(|_| err())?;
-            let monday = NaiveDate::from_isoywd_opt(year, n, chrono::Weekday::Mon).ok_or_else(err)?;
+            let monday =
+                NaiveDate::from_isoywd_opt(year, n, chrono::Weekday::Mon).ok_or_else(err)?;
             let start = midnight(monday);
-            Range { start, end: start + Duration::days(7) }
+            Range {
+                start,
+                end: start + Duration::days(7),
+            }
         }
         [_, m] if m.len() == 2 => {
             let m: u32 = m.parse().map_err(|_| err())?;
             let start = ymd(year, m, 1).ok_or_else(err)?;
-            Range { start, end: add_months(start, 1).ok_or_else(err)? }
+            Range {
+                start,
+                end: add_months(start, 1).ok_or_else(err)?,
+            }
         }
         [_, m, d] if m.len() == 2 && d.len() == 2 => {
-            let start = ymd(year, m.parse().map_err(|_| err())?, d.parse().map_err(|_| err())?)
-                .ok_or_else(err)?;
-            Range { start, end: start + Duration::days(1) }
+            let start = ymd(
+                year,
+                m.parse().map_err(|_| err())?,
+                d.parse().map_err(|_| err())?,
+            )
+            .ok_or_else(err)?;
+            Range {
+                start,
+                end: start + Duration::days(1),
+            }
         }
         _ => return Err(err()),
     };
@@ -102,7 +122,8 @@ pub fn day_start(day: i64) -> DateTime<Utc> {
 impl Range {
     /// True when both ends are at midnight UTC (daily rollups can answer it exactly).
     pub fn is_day_aligned(&self) -> bool {
-        self.start.timestamp().rem_euclid(86_400) == 0 && self.end.timestamp().rem_euclid(86_400) == 0
+        self.start.timestamp().rem_euclid(86_400) == 0
+            && self.end.timestamp().rem_euclid(86_400) == 0
     }
 
     /// First and one-past-last day number.
@@ -128,7 +149,9 @@ impl Range {
                 BucketSize::Week => {
                     midnight(d) + Duration::days(7 - i64::from(d.weekday().num_days_from_monday()))
                 }
-                BucketSize::Month => add_months(midnight(d.with_day(1).unwrap_or(d)), 1).unwrap_or(self.end),
+                BucketSize::Month => {
+                    add_months(midnight(d.with_day(1).unwrap_or(d)), 1).unwrap_or(self.end)
+                }
                 BucketSize::Quarter => {
                     let q0 = ymd(d.year(), d.month0() / 3 * 3 + 1, 1).unwrap_or(cur);
                     add_months(q0, 3).unwrap_or(self.end)
@@ -157,11 +180,25 @@ mod tests {
         assert_eq!(r("2026-Q3").end.to_rfc3339(), "2026-10-01T00:00:00+00:00");
         assert_eq!(r("2026-Q4").end.to_rfc3339(), "2027-01-01T00:00:00+00:00");
         // ISO week 14 of 2026 starts on Monday 30 March 2026.
-        assert_eq!(r("2026-W14").start.to_rfc3339(), "2026-03-30T00:00:00+00:00");
+        assert_eq!(
+            r("2026-W14").start.to_rfc3339(),
+            "2026-03-30T00:00:00+00:00"
+        );
         assert_eq!(r("2026-11").end.to_rfc3339(), "2026-12-01T00:00:00+00:00");
-        assert_eq!(r("2026-11-24").end.to_rfc3339(), "2026-11-25T00:00:00+00:00");
+        assert_eq!(
+            r("2026-11-24").end.to_rfc3339(),
+            "2026-11-25T00:00:00+00:00"
+        );
         assert_eq!(r("2026").end.to_rfc3339(), "2027-01-01T00:00:00+00:00");
-        for bad in ["", "26-Q1", "2026-Q5", "2026-W54", "2026-13", "2026-02-30", "2026-1"] {
+        for bad in [
+            "",
+            "26-Q1",
+            "2026-Q5",
+            "2026-W54",
+            "2026-13",
+            "2026-02-30",
+            "2026-1",
+        ] {
             assert!(parse_named(bad).is_err(), "{bad}");
         }
     }

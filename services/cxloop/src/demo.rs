@@ -25,7 +25,8 @@ impl Interceptor for Bearer {
 }
 
 /// A feedback client with a bearer token.
-pub type Client = FeedbackServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+pub type Client =
+    FeedbackServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
 /// Connects a feedback client to `addr` (e.g. "http://127.0.0.1:50051") with a token.
 pub async fn connect(addr: &str, token: &str) -> Result<Client, String> {
@@ -37,8 +38,10 @@ pub async fn connect(addr: &str, token: &str) -> Result<Client, String> {
     let value = format!("Bearer {token}")
         .parse()
         .map_err(|_| "the token is not valid header text".to_string())?;
-    Ok(FeedbackServiceClient::with_interceptor(channel, Bearer(value))
-        .max_decoding_message_size(64 * 1024 * 1024))
+    Ok(
+        FeedbackServiceClient::with_interceptor(channel, Bearer(value))
+            .max_decoding_message_size(64 * 1024 * 1024),
+    )
 }
 
 /// A stage of the charter-holiday journey and how its customers feel over the six months.
@@ -55,20 +58,112 @@ struct Stage {
 }
 
 const STAGES: &[Stage] = &[
-    Stage { key: "booking", name: "Booking", channel: pb::Channel::Web, moment_of_truth: false, weight: 1.4, quality_from: 0.70, quality_to: 0.74 },
-    Stage { key: "pre-departure", name: "Pre-departure information", channel: pb::Channel::Email, moment_of_truth: false, weight: 0.9, quality_from: 0.55, quality_to: 0.68 },
-    Stage { key: "airport", name: "Airport check-in", channel: pb::Channel::InPerson, moment_of_truth: true, weight: 1.2, quality_from: 0.45, quality_to: 0.50 },
-    Stage { key: "flight", name: "Flight", channel: pb::Channel::InPerson, moment_of_truth: false, weight: 1.0, quality_from: 0.60, quality_to: 0.58 },
-    Stage { key: "transfer", name: "Transfer to hotel", channel: pb::Channel::InPerson, moment_of_truth: false, weight: 0.8, quality_from: 0.62, quality_to: 0.40 },
-    Stage { key: "hotel-check-in", name: "Hotel check-in", channel: pb::Channel::InPerson, moment_of_truth: true, weight: 1.1, quality_from: 0.40, quality_to: 0.72 },
-    Stage { key: "stay", name: "Stay", channel: pb::Channel::InPerson, moment_of_truth: true, weight: 1.3, quality_from: 0.75, quality_to: 0.78 },
-    Stage { key: "excursion", name: "Excursion", channel: pb::Channel::InPerson, moment_of_truth: false, weight: 0.6, quality_from: 0.82, quality_to: 0.85 },
-    Stage { key: "return", name: "Return journey", channel: pb::Channel::InPerson, moment_of_truth: false, weight: 0.9, quality_from: 0.50, quality_to: 0.52 },
-    Stage { key: "after-sales", name: "Invoice and after-sales", channel: pb::Channel::Email, moment_of_truth: false, weight: 0.5, quality_from: 0.58, quality_to: 0.66 },
+    Stage {
+        key: "booking",
+        name: "Booking",
+        channel: pb::Channel::Web,
+        moment_of_truth: false,
+        weight: 1.4,
+        quality_from: 0.70,
+        quality_to: 0.74,
+    },
+    Stage {
+        key: "pre-departure",
+        name: "Pre-departure information",
+        channel: pb::Channel::Email,
+        moment_of_truth: false,
+        weight: 0.9,
+        quality_from: 0.55,
+        quality_to: 0.68,
+    },
+    Stage {
+        key: "airport",
+        name: "Airport check-in",
+        channel: pb::Channel::InPerson,
+        moment_of_truth: true,
+        weight: 1.2,
+        quality_from: 0.45,
+        quality_to: 0.50,
+    },
+    Stage {
+        key: "flight",
+        name: "Flight",
+        channel: pb::Channel::InPerson,
+        moment_of_truth: false,
+        weight: 1.0,
+        quality_from: 0.60,
+        quality_to: 0.58,
+    },
+    Stage {
+        key: "transfer",
+        name: "Transfer to hotel",
+        channel: pb::Channel::InPerson,
+        moment_of_truth: false,
+        weight: 0.8,
+        quality_from: 0.62,
+        quality_to: 0.40,
+    },
+    Stage {
+        key: "hotel-check-in",
+        name: "Hotel check-in",
+        channel: pb::Channel::InPerson,
+        moment_of_truth: true,
+        weight: 1.1,
+        quality_from: 0.40,
+        quality_to: 0.72,
+    },
+    Stage {
+        key: "stay",
+        name: "Stay",
+        channel: pb::Channel::InPerson,
+        moment_of_truth: true,
+        weight: 1.3,
+        quality_from: 0.75,
+        quality_to: 0.78,
+    },
+    Stage {
+        key: "excursion",
+        name: "Excursion",
+        channel: pb::Channel::InPerson,
+        moment_of_truth: false,
+        weight: 0.6,
+        quality_from: 0.82,
+        quality_to: 0.85,
+    },
+    Stage {
+        key: "return",
+        name: "Return journey",
+        channel: pb::Channel::InPerson,
+        moment_of_truth: false,
+        weight: 0.9,
+        quality_from: 0.50,
+        quality_to: 0.52,
+    },
+    Stage {
+        key: "after-sales",
+        name: "Invoice and after-sales",
+        channel: pb::Channel::Email,
+        moment_of_truth: false,
+        weight: 0.5,
+        quality_from: 0.58,
+        quality_to: 0.66,
+    },
 ];
 
-const ORG_UNITS: &[&str] = &["sales-web", "airport-cph", "airport-arn", "guides-mallorca", "guides-crete", "customer-service"];
-const SEGMENTS: &[(&str, f64)] = &[("family", 0.45), ("couple", 0.3), ("senior", 0.15), ("single", 0.1)];
+const ORG_UNITS: &[&str] = &[
+    "sales-web",
+    "airport-cph",
+    "airport-arn",
+    "guides-mallorca",
+    "guides-crete",
+    "customer-service",
+];
+const SEGMENTS: &[(&str, f64)] = &[
+    ("family", 0.45),
+    ("couple", 0.3),
+    ("senior", 0.15),
+    ("single", 0.1),
+];
 
 /// A small deterministic generator, so the demo data are the same on every machine.
 struct SplitMix(u64);
@@ -132,14 +227,17 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
             .ok_or("no touchpoint returned")?;
         touchpoint_ids.push(t.id);
     }
-    let question = |key: &str, text: &str, kind: pb::QuestionKind, min: i32, max: i32, required: bool| pb::Question {
-        key: key.into(),
-        text: text.into(),
-        kind: kind as i32,
-        rating_min: min,
-        rating_max: max,
-        required,
-    };
+    let question =
+        |key: &str, text: &str, kind: pb::QuestionKind, min: i32, max: i32, required: bool| {
+            pb::Question {
+                key: key.into(),
+                text: text.into(),
+                kind: kind as i32,
+                rating_min: min,
+                rating_max: max,
+                required,
+            }
+        };
     let survey = client
         .create_survey(pb::CreateSurveyRequest {
             request_id: "demo-survey-holiday".into(),
@@ -147,11 +245,46 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
                 name: "Holiday touchpoint survey".into(),
                 description: "Asked right after each contact of the charter-holiday journey".into(),
                 questions: vec![
-                    question("nps", "How likely are you to recommend us to a friend or colleague?", pb::QuestionKind::Nps, 0, 0, true),
-                    question("csat", "How satisfied were you with this part of your holiday?", pb::QuestionKind::Csat, 0, 0, false),
-                    question("ces", "The company made it easy for me to handle this.", pb::QuestionKind::Ces, 0, 0, false),
-                    question("value", "How do you rate the value for money?", pb::QuestionKind::Rating, 1, 10, false),
-                    question("why", "What is the main reason for your score?", pb::QuestionKind::Text, 0, 0, false),
+                    question(
+                        "nps",
+                        "How likely are you to recommend us to a friend or colleague?",
+                        pb::QuestionKind::Nps,
+                        0,
+                        0,
+                        true,
+                    ),
+                    question(
+                        "csat",
+                        "How satisfied were you with this part of your holiday?",
+                        pb::QuestionKind::Csat,
+                        0,
+                        0,
+                        false,
+                    ),
+                    question(
+                        "ces",
+                        "The company made it easy for me to handle this.",
+                        pb::QuestionKind::Ces,
+                        0,
+                        0,
+                        false,
+                    ),
+                    question(
+                        "value",
+                        "How do you rate the value for money?",
+                        pb::QuestionKind::Rating,
+                        1,
+                        10,
+                        false,
+                    ),
+                    question(
+                        "why",
+                        "What is the main reason for your score?",
+                        pb::QuestionKind::Text,
+                        0,
+                        0,
+                        false,
+                    ),
                 ],
                 touchpoint_ids: touchpoint_ids.clone(),
                 ..Default::default()
@@ -177,7 +310,8 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
         let progress = f64::from(d) / f64::from(opts.days.max(1));
         // Volume varies by weekday: more contacts at weekends, when holidays start.
         let weekday = chrono::Datelike::weekday(&day).num_days_from_monday();
-        let volume = (f64::from(opts.per_day) * if weekday >= 5 { 1.3 } else { 0.88 }).round() as u32;
+        let volume =
+            (f64::from(opts.per_day) * if weekday >= 5 { 1.3 } else { 0.88 }).round() as u32;
         for i in 0..volume {
             let mut pick = rng.unit() * total_weight;
             let mut si = 0;
@@ -204,7 +338,10 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
                 "senior" => 0.05,
                 _ => 0.0,
             };
-            let q = (stage.quality_from + (stage.quality_to - stage.quality_from) * progress + segment_shift).clamp(0.0, 1.0);
+            let q = (stage.quality_from
+                + (stage.quality_to - stage.quality_from) * progress
+                + segment_shift)
+                .clamp(0.0, 1.0);
             let org = match stage.key {
                 "booking" => ORG_UNITS[0],
                 "airport" | "return" => ORG_UNITS[1 + rng.below(2)],
@@ -212,17 +349,30 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
                 _ => ORG_UNITS[5],
             };
             let secs = 8 * 3600 + rng.below(14 * 3600) as i64;
-            let occurred = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + chrono::Duration::seconds(secs);
+            let occurred = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+                + chrono::Duration::seconds(secs);
             let nps = score(&mut rng, q, 0, 10);
-            let mut answers = vec![pb::Answer { question_key: "nps".into(), value: Some(pb::answer::Value::Score(nps)) }];
+            let mut answers = vec![pb::Answer {
+                question_key: "nps".into(),
+                value: Some(pb::answer::Value::Score(nps)),
+            }];
             if rng.unit() < 0.8 {
-                answers.push(pb::Answer { question_key: "csat".into(), value: Some(pb::answer::Value::Score(score(&mut rng, q, 1, 5))) });
+                answers.push(pb::Answer {
+                    question_key: "csat".into(),
+                    value: Some(pb::answer::Value::Score(score(&mut rng, q, 1, 5))),
+                });
             }
             if rng.unit() < 0.6 {
-                answers.push(pb::Answer { question_key: "ces".into(), value: Some(pb::answer::Value::Score(score(&mut rng, q + 0.05, 1, 7))) });
+                answers.push(pb::Answer {
+                    question_key: "ces".into(),
+                    value: Some(pb::answer::Value::Score(score(&mut rng, q + 0.05, 1, 7))),
+                });
             }
             if rng.unit() < 0.5 {
-                answers.push(pb::Answer { question_key: "value".into(), value: Some(pb::answer::Value::Score(score(&mut rng, q - 0.05, 1, 10))) });
+                answers.push(pb::Answer {
+                    question_key: "value".into(),
+                    value: Some(pb::answer::Value::Score(score(&mut rng, q - 0.05, 1, 10))),
+                });
             }
             let comment = if nps <= 6 && rng.unit() < 0.4 {
                 match stage.key {
@@ -237,14 +387,20 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
                 ""
             };
             if !comment.is_empty() {
-                answers.push(pb::Answer { question_key: "why".into(), value: Some(pb::answer::Value::Text(comment.into())) });
+                answers.push(pb::Answer {
+                    question_key: "why".into(),
+                    value: Some(pb::answer::Value::Text(comment.into())),
+                });
             }
             batch.push(pb::RecordResponseRequest {
                 request_id: format!("demo-{day}-{i}"),
                 response: Some(pb::Response {
                     survey_id: survey.id.clone(),
                     touchpoint_id: touchpoint_ids[si].clone(),
-                    occurred_at: Some(prost_types::Timestamp { seconds: occurred.timestamp(), nanos: 0 }),
+                    occurred_at: Some(prost_types::Timestamp {
+                        seconds: occurred.timestamp(),
+                        nanos: 0,
+                    }),
                     channel: stage.channel as i32,
                     org_unit_id: org.into(),
                     segment: segment.into(),
@@ -259,7 +415,9 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
             sent += batch.len() as u64;
             let items = std::mem::take(&mut batch);
             let res = client
-                .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest { items }]))
+                .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
+                    items,
+                }]))
                 .await
                 .map_err(|e| format!("importing responses: {}", e.message()))?
                 .into_inner();
@@ -267,7 +425,10 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
             duplicates += res.duplicates;
             if res.rejected > 0 {
                 let first = res.results.iter().find(|r| !r.violations.is_empty());
-                return Err(format!("{} responses were rejected, e.g. {:?}", res.rejected, first));
+                return Err(format!(
+                    "{} responses were rejected, e.g. {:?}",
+                    res.rejected, first
+                ));
             }
             progress_bar(sent, expected.max(sent));
         }

@@ -12,12 +12,12 @@ pub mod demo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use cxloop_platform::ServiceContext;
 use cxloop_platform::auth::{AuthLayer, Verifier};
 use cxloop_platform::config::Settings;
 use cxloop_platform::outbox::InProcessBus;
 use cxloop_platform::paging::PageSigner;
 use cxloop_platform::telemetry::RpcSpanLayer;
-use cxloop_platform::ServiceContext;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -44,7 +44,12 @@ fn selected(settings: &Settings) -> Result<Vec<&'static str>, String> {
                 .iter()
                 .find(|s| **s == n.as_str())
                 .copied()
-                .ok_or_else(|| format!("unknown service {n:?}; this build has: {}", SERVICES.join(", ")))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown service {n:?}; this build has: {}",
+                        SERVICES.join(", ")
+                    )
+                })
         })
         .collect()
 }
@@ -56,7 +61,9 @@ pub async fn migrate(settings: &Settings) -> Result<(), String> {
         .map_err(|e| format!("database: {e}"))?;
     for name in selected(settings)? {
         if name == cxloop_feedback::NAME {
-            cxloop_feedback::migrate(&db).await.map_err(|e| format!("migrating {name}: {e}"))?;
+            cxloop_feedback::migrate(&db)
+                .await
+                .map_err(|e| format!("migrating {name}: {e}"))?;
         }
     }
     Ok(())
@@ -94,7 +101,9 @@ fn page_key(settings: &Settings, dev_secret: Option<&[u8]>) -> Result<Vec<u8>, S
             k
         }
         None => {
-            tracing::warn!("no paging_secret configured: page tokens will not survive a restart or work across replicas");
+            tracing::warn!(
+                "no paging_secret configured: page tokens will not survive a restart or work across replicas"
+            );
             uuid::Uuid::new_v4().as_bytes().to_vec()
         }
     })
@@ -147,7 +156,10 @@ impl Application {
             if *name == cxloop_feedback::NAME {
                 router = router.add_service(cxloop_feedback::service(&ctx));
                 health
-                    .set_service_status(cxloop_feedback::SERVICE_NAME, tonic_health::ServingStatus::Serving)
+                    .set_service_status(
+                        cxloop_feedback::SERVICE_NAME,
+                        tonic_health::ServingStatus::Serving,
+                    )
                     .await;
             }
         }
@@ -164,7 +176,12 @@ impl Application {
                 .await
                 .map_err(|e| e.to_string())
         });
-        Ok(Self { addr, stop, task, bus })
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            bus,
+        })
     }
 
     /// The address actually bound (port 0 becomes a real port).
@@ -178,7 +195,10 @@ impl Application {
     }
 
     /// Serves until `signal` resolves, then drains in-flight calls and returns.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), String> {
         let Application { stop, mut task, .. } = self;
         tokio::select! {
             r = &mut task => return r.map_err(|e| e.to_string())?,

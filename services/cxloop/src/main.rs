@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use cxloop_platform::config::Settings;
 
 #[derive(Parser)]
-#[command(name = "cxloop", version, about = "Closed-loop customer-experience suite (gRPC)")]
+#[command(
+    name = "cxloop",
+    version,
+    about = "Closed-loop customer-experience suite (gRPC)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,26 +101,53 @@ fn settings(common: &Common) -> Result<Settings, String> {
     Ok(s)
 }
 
-fn dev_token(s: &Settings, tenant: &str, roles: &[&str], subject: &str, ttl: Duration) -> Result<String, String> {
+fn dev_token(
+    s: &Settings,
+    tenant: &str,
+    roles: &[&str],
+    subject: &str,
+    ttl: Duration,
+) -> Result<String, String> {
     if !s.auth.public_keys_file.is_empty() {
-        return Err("this server verifies tokens with public keys; get a token from your identity provider".into());
+        return Err(
+            "this server verifies tokens with public keys; get a token from your identity provider"
+                .into(),
+        );
     }
     cxloop_platform::auth::TenantId::parse(tenant)?;
     for r in roles {
         if cxloop_platform::Role::parse(r).is_none() {
             return Err(format!(
                 "unknown role {r:?}; roles: {}",
-                cxloop_platform::Role::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                cxloop_platform::Role::ALL
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
     let secret = cxloop_platform::auth::load_or_create_dev_secret(&s.dev_secret_path())?;
-    cxloop_platform::auth::mint_hs256(&secret, &s.auth.issuer, &s.auth.audience, tenant, subject, roles, ttl)
+    cxloop_platform::auth::mint_hs256(
+        &secret,
+        &s.auth.issuer,
+        &s.auth.audience,
+        tenant,
+        subject,
+        roles,
+        ttl,
+    )
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { common, listen, only, log_format, print_config } => {
+        Command::Serve {
+            common,
+            listen,
+            only,
+            log_format,
+            print_config,
+        } => {
             let mut s = settings(&common)?;
             if let Some(l) = listen {
                 s.listen = l;
@@ -139,30 +170,67 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate { common } => {
             let s = settings(&common)?;
             cxloop::migrate(&s).await?;
-            println!("migrated {}", cxloop_platform::config::redact_url(&s.database_url));
+            println!(
+                "migrated {}",
+                cxloop_platform::config::redact_url(&s.database_url)
+            );
             Ok(())
         }
-        Command::Token { common, tenant, role, subject, ttl_hours } => {
+        Command::Token {
+            common,
+            tenant,
+            role,
+            subject,
+            ttl_hours,
+        } => {
             let s = settings(&common)?;
             let roles: Vec<&str> = role.iter().map(String::as_str).collect();
-            let token = dev_token(&s, &tenant, &roles, &subject, Duration::from_secs(ttl_hours * 3600))?;
+            let token = dev_token(
+                &s,
+                &tenant,
+                &roles,
+                &subject,
+                Duration::from_secs(ttl_hours * 3600),
+            )?;
             eprintln!("token for tenant {tenant}, roles {roles:?}, valid {ttl_hours} h:");
             println!("{token}");
             Ok(())
         }
-        Command::Demo { common, addr, tenant, token, days, per_day } => {
+        Command::Demo {
+            common,
+            addr,
+            tenant,
+            token,
+            days,
+            per_day,
+        } => {
             let token = match token {
                 Some(t) => t,
-                None => dev_token(&settings(&common)?, &tenant, &["admin"], "demo-seeder", Duration::from_secs(3600))?,
+                None => dev_token(
+                    &settings(&common)?,
+                    &tenant,
+                    &["admin"],
+                    "demo-seeder",
+                    Duration::from_secs(3600),
+                )?,
             };
-            cxloop::demo::run(cxloop::demo::DemoOptions { addr, token, days, per_day }).await
+            cxloop::demo::run(cxloop::demo::DemoOptions {
+                addr,
+                token,
+                days,
+                per_day,
+            })
+            .await
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cxloop: cannot start the runtime: {e}");

@@ -16,17 +16,36 @@ fn cxloop(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn token_is_the_last_line_and_verifies_with_the_secret_beside_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cxloop(dir.path(), &["token", "--tenant", "acme", "--role", "admin", "--role", "analyst"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cxloop(
+        dir.path(),
+        &[
+            "token", "--tenant", "acme", "--role", "admin", "--role", "analyst",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let token = stdout.lines().last().unwrap().trim().to_owned();
     // The secret was created beside the default database file, where `serve` looks too.
-    let secret = cxloop_platform::auth::load_or_create_dev_secret(&dir.path().join("cxloop.db.secret")).unwrap();
-    let caller = cxloop_platform::auth::Verifier::hs256(&secret, "cxloop", "cxloop").verify(&token).unwrap();
+    let secret =
+        cxloop_platform::auth::load_or_create_dev_secret(&dir.path().join("cxloop.db.secret"))
+            .unwrap();
+    let caller = cxloop_platform::auth::Verifier::hs256(&secret, "cxloop", "cxloop")
+        .verify(&token)
+        .unwrap();
     assert_eq!(caller.tenant.as_str(), "acme");
-    assert_eq!(caller.roles, vec![cxloop_platform::Role::Admin, cxloop_platform::Role::Analyst]);
+    assert_eq!(
+        caller.roles,
+        vec![cxloop_platform::Role::Admin, cxloop_platform::Role::Analyst]
+    );
 
-    let bad = cxloop(dir.path(), &["token", "--tenant", "acme", "--role", "wizard"]);
+    let bad = cxloop(
+        dir.path(),
+        &["token", "--tenant", "acme", "--role", "wizard"],
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
 }
@@ -41,10 +60,17 @@ fn print_config_shows_layers_and_redacts_secrets() {
         .env("CXLOOP_AUTH__ISSUER", "https://id.example")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains(r#"listen = "127.0.0.1:6000""#), "{text}");
     assert!(text.contains(r#"issuer = "https://id.example""#), "{text}");
-    assert!(text.contains("postgres://cx:<redacted>@db:5432/cx"), "{text}");
+    assert!(
+        text.contains("postgres://cx:<redacted>@db:5432/cx"),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"));
 }

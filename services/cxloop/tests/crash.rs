@@ -26,7 +26,15 @@ struct Server {
 
 fn start(db_url: &str, secret: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cxloop"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database-url", db_url])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--database-url",
+            db_url,
+        ])
         .env("CXLOOP_AUTH__DEV_SECRET_FILE", secret)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -37,7 +45,10 @@ fn start(db_url: &str, secret: &std::path::Path) -> Server {
     let mut lines = BufReader::new(stderr).lines();
     // The server logs its bound address once it listens; port 0 means we must read it.
     let addr = loop {
-        let line = lines.next().unwrap_or_else(|| panic!("server exited before listening")).unwrap();
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("server exited before listening"))
+            .unwrap();
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
             if v["fields"]["message"] == "cxloop listening" {
                 break v["fields"]["addr"].as_str().unwrap().to_owned();
@@ -46,14 +57,19 @@ fn start(db_url: &str, secret: &std::path::Path) -> Server {
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, url: format!("http://{addr}") }
+    Server {
+        child,
+        url: format!("http://{addr}"),
+    }
 }
 
 async fn database_url(dir: &std::path::Path) -> String {
     match std::env::var("CXLOOP_TEST_DATABASE_URL") {
         Ok(base) if !base.is_empty() => {
             let name = format!("cxloop_crash_{}", uuid::Uuid::now_v7().simple());
-            cxloop_platform::db::create_postgres_database(&base, &name).await.unwrap()
+            cxloop_platform::db::create_postgres_database(&base, &name)
+                .await
+                .unwrap()
         }
         _ => format!("sqlite://{}?mode=rwc", dir.join("crash.db").display()),
     }
@@ -65,9 +81,15 @@ fn request(request_id: &str, survey: &str, tp: &str, score: i32) -> pb::RecordRe
         response: Some(pb::Response {
             survey_id: survey.into(),
             touchpoint_id: tp.into(),
-            occurred_at: Some(prost_types::Timestamp { seconds: 1_772_445_600, nanos: 0 }), // 2026-03-02T10:00Z
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: 1_772_445_600,
+                nanos: 0,
+            }), // 2026-03-02T10:00Z
             channel: pb::Channel::Web as i32,
-            answers: vec![pb::Answer { question_key: "nps".into(), value: Some(pb::answer::Value::Score(score)) }],
+            answers: vec![pb::Answer {
+                question_key: "nps".into(),
+                value: Some(pb::answer::Value::Score(score)),
+            }],
             ..Default::default()
         }),
     }
@@ -83,14 +105,27 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     let db_url = database_url(dir.path()).await;
     let secret_path = dir.path().join("dev.secret");
     let secret = cxloop_platform::auth::load_or_create_dev_secret(&secret_path).unwrap();
-    let token = cxloop_platform::auth::mint_hs256(&secret, "cxloop", "cxloop", "crash", "t", &["admin"], Duration::from_secs(600)).unwrap();
+    let token = cxloop_platform::auth::mint_hs256(
+        &secret,
+        "cxloop",
+        "cxloop",
+        "crash",
+        "t",
+        &["admin"],
+        Duration::from_secs(600),
+    )
+    .unwrap();
 
     let mut server = start(&db_url, &secret_path);
     let mut admin = cxloop::demo::connect(&server.url, &token).await.unwrap();
     let tp = admin
         .create_touchpoint(pb::CreateTouchpointRequest {
             request_id: "tp".into(),
-            touchpoint: Some(pb::Touchpoint { name: "Checkout".into(), channel: pb::Channel::Web as i32, ..Default::default() }),
+            touchpoint: Some(pb::Touchpoint {
+                name: "Checkout".into(),
+                channel: pb::Channel::Web as i32,
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
@@ -103,7 +138,12 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
             request_id: "s".into(),
             survey: Some(pb::Survey {
                 name: "S".into(),
-                questions: vec![pb::Question { key: "nps".into(), text: "Recommend?".into(), kind: pb::QuestionKind::Nps as i32, ..Default::default() }],
+                questions: vec![pb::Question {
+                    key: "nps".into(),
+                    text: "Recommend?".into(),
+                    kind: pb::QuestionKind::Nps as i32,
+                    ..Default::default()
+                }],
                 touchpoint_ids: vec![tp.clone()],
                 ..Default::default()
             }),
@@ -118,7 +158,13 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     let acks = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (url, token, survey, tp, acks) = (server.url.clone(), token.clone(), survey.clone(), tp.clone(), acks.clone());
+        let (url, token, survey, tp, acks) = (
+            server.url.clone(),
+            token.clone(),
+            survey.clone(),
+            tp.clone(),
+            acks.clone(),
+        );
         writers.push(tokio::spawn(async move {
             let mut client = cxloop::demo::connect(&url, &token).await.unwrap();
             let mut acked = Vec::new();
@@ -126,7 +172,10 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
             for i in 0.. {
                 let rid = format!("w{w}-{i}");
                 sent.push(rid.clone());
-                match client.record_response(request(&rid, &survey, &tp, score_of(&rid))).await {
+                match client
+                    .record_response(request(&rid, &survey, &tp, score_of(&rid)))
+                    .await
+                {
                     Ok(_) => {
                         acked.push(rid);
                         acks.fetch_add(1, Ordering::Relaxed);
@@ -157,9 +206,16 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     let server = start(&db_url, &secret_path);
     let mut client = cxloop::demo::connect(&server.url, &token).await.unwrap();
     for rid in &sent {
-        let res = client.record_response(request(rid, &survey, &tp, score_of(rid))).await.unwrap().into_inner();
+        let res = client
+            .record_response(request(rid, &survey, &tp, score_of(rid)))
+            .await
+            .unwrap()
+            .into_inner();
         if acked.contains(rid) {
-            assert!(res.duplicate, "acknowledged response {rid} was lost in the crash");
+            assert!(
+                res.duplicate,
+                "acknowledged response {rid} was lost in the crash"
+            );
         }
     }
 
@@ -169,7 +225,10 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     loop {
         let page = client
             .list_responses(pb::ListResponsesRequest {
-                page: Some(common::PageRequest { page_size: 1000, page_token: token_page.clone() }),
+                page: Some(common::PageRequest {
+                    page_size: 1000,
+                    page_token: token_page.clone(),
+                }),
                 ..Default::default()
             })
             .await
@@ -196,7 +255,9 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
         .query_metrics(pb::QueryMetricsRequest {
             survey_id: survey.clone(),
             question_key: "nps".into(),
-            period: Some(common::Period { kind: Some(common::period::Kind::Named("2026-03-02".into())) }),
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03-02".into())),
+            }),
             bucket: pb::Bucket::Total as i32,
             ..Default::default()
         })
@@ -211,7 +272,9 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
         .query_metrics(pb::QueryMetricsRequest {
             survey_id: survey,
             question_key: String::new(),
-            period: Some(common::Period { kind: Some(common::period::Kind::Named("2026-03".into())) }),
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03".into())),
+            }),
             bucket: pb::Bucket::Total as i32,
             ..Default::default()
         })

@@ -84,7 +84,10 @@ fn parse_channel(v: &mut Violations, field: &str, code: i32, allow_all: bool) ->
     match pb::Channel::try_from(code) {
         Ok(pb::Channel::Unspecified) if allow_all => 0,
         Ok(pb::Channel::Unspecified) | Err(_) => {
-            v.add(field, "must be a known channel other than CHANNEL_UNSPECIFIED");
+            v.add(
+                field,
+                "must be a known channel other than CHANNEL_UNSPECIFIED",
+            );
             0
         }
         Ok(c) => c as i32,
@@ -140,7 +143,10 @@ fn parse_range(v: &mut Violations, field: &str, p: Option<&common::Period>) -> O
                     None
                 }
                 _ => {
-                    v.add(format!("{field}.range"), "start and end are required and valid");
+                    v.add(
+                        format!("{field}.range"),
+                        "start and end are required and valid",
+                    );
                     None
                 }
             }
@@ -152,7 +158,13 @@ fn parse_slice(v: &mut Violations, field: &str, s: Option<&pb::Slice>) -> SliceF
     let Some(s) = s else {
         return SliceFilter::default();
     };
-    check_len(v, &format!("{field}.touchpoint_id"), &s.touchpoint_id, 0, 128);
+    check_len(
+        v,
+        &format!("{field}.touchpoint_id"),
+        &s.touchpoint_id,
+        0,
+        128,
+    );
     check_len(v, &format!("{field}.org_unit_id"), &s.org_unit_id, 0, 128);
     check_len(v, &format!("{field}.segment"), &s.segment, 0, 64);
     SliceFilter {
@@ -181,7 +193,13 @@ fn touchpoint_pb(r: TouchpointRow) -> pb::Touchpoint {
 fn touchpoint_input(v: &mut Violations, t: &pb::Touchpoint) -> TouchpointInput {
     check_len(v, "touchpoint.name", &t.name, 1, 200);
     check_len(v, "touchpoint.description", &t.description, 0, 2000);
-    check_len(v, "touchpoint.journey_stage_id", &t.journey_stage_id, 0, 128);
+    check_len(
+        v,
+        "touchpoint.journey_stage_id",
+        &t.journey_stage_id,
+        0,
+        128,
+    );
     TouchpointInput {
         name: t.name.clone(),
         description: t.description.clone(),
@@ -197,9 +215,14 @@ fn mask_paths<'a>(
     prefix: &str,
     allowed: &[&str],
 ) -> Vec<&'a str> {
-    let paths: Vec<&str> = mask.map(|m| m.paths.iter().map(String::as_str).collect()).unwrap_or_default();
+    let paths: Vec<&str> = mask
+        .map(|m| m.paths.iter().map(String::as_str).collect())
+        .unwrap_or_default();
     if paths.is_empty() {
-        v.add("update_mask", format!("name the fields to change: {}", allowed.join(", ")));
+        v.add(
+            "update_mask",
+            format!("name the fields to change: {}", allowed.join(", ")),
+        );
     }
     let mut out = Vec::new();
     for (i, p) in paths.into_iter().enumerate() {
@@ -249,13 +272,26 @@ fn parse_questions(v: &mut Violations, qs: &[pb::Question]) -> Vec<Question> {
     let mut out: Vec<Question> = Vec::new();
     for (i, q) in qs.iter().enumerate() {
         let Some(kind) = QuestionKind::from_code(q.kind) else {
-            v.add(format!("survey.questions[{i}].kind"), "must be a known kind other than QUESTION_KIND_UNSPECIFIED");
+            v.add(
+                format!("survey.questions[{i}].kind"),
+                "must be a known kind other than QUESTION_KIND_UNSPECIFIED",
+            );
             continue;
         };
-        match Question::new(&q.key, &q.text, kind, q.rating_min, q.rating_max, q.required) {
+        match Question::new(
+            &q.key,
+            &q.text,
+            kind,
+            q.rating_min,
+            q.rating_max,
+            q.required,
+        ) {
             Ok(q) => {
                 if out.iter().any(|o| o.key == q.key) {
-                    v.add(format!("survey.questions[{i}].key"), format!("duplicate key {:?}", q.key));
+                    v.add(
+                        format!("survey.questions[{i}].key"),
+                        format!("duplicate key {:?}", q.key),
+                    );
                 }
                 out.push(q);
             }
@@ -275,7 +311,10 @@ fn parse_touchpoint_ids(v: &mut Violations, ids: &[String]) -> Vec<String> {
     }
     for (i, id) in ids.iter().enumerate() {
         if ids[..i].contains(id) {
-            v.add(format!("survey.touchpoint_ids[{i}]"), "duplicate touchpoint");
+            v.add(
+                format!("survey.touchpoint_ids[{i}]"),
+                "duplicate touchpoint",
+            );
         }
     }
     ids.to_vec()
@@ -323,7 +362,9 @@ fn response_pb(r: ResponseRow) -> pb::Response {
 
 /// Shape-checks one RecordResponse request into a domain value; violations name fields
 /// relative to the request ("response.answers[1].score").
-pub fn parse_new_response(req: &pb::RecordResponseRequest) -> Result<NewResponse, Vec<(String, String)>> {
+pub fn parse_new_response(
+    req: &pb::RecordResponseRequest,
+) -> Result<NewResponse, Vec<(String, String)>> {
     let mut v = Violations::new();
     let request_id = v.check(idempotency::parse_request_id("request_id", &req.request_id));
     let Some(r) = req.response.as_ref() else {
@@ -362,13 +403,23 @@ pub fn parse_new_response(req: &pb::RecordResponseRequest) -> Result<NewResponse
     }
     let mut answers = Vec::with_capacity(r.answers.len());
     for (i, a) in r.answers.iter().enumerate() {
-        if r.answers[..i].iter().any(|b| b.question_key == a.question_key) {
-            v.add(format!("response.answers[{i}].question_key"), "answers the same question twice");
+        if r.answers[..i]
+            .iter()
+            .any(|b| b.question_key == a.question_key)
+        {
+            v.add(
+                format!("response.answers[{i}].question_key"),
+                "answers the same question twice",
+            );
         }
         match &a.value {
             None => v.add(format!("response.answers[{i}]"), "set score or text"),
-            Some(pb::answer::Value::Score(s)) => answers.push((a.question_key.clone(), AnswerValue::Score(*s))),
-            Some(pb::answer::Value::Text(t)) => answers.push((a.question_key.clone(), AnswerValue::Text(t.clone()))),
+            Some(pb::answer::Value::Score(s)) => {
+                answers.push((a.question_key.clone(), AnswerValue::Score(*s)))
+            }
+            Some(pb::answer::Value::Text(t)) => {
+                answers.push((a.question_key.clone(), AnswerValue::Text(t.clone())))
+            }
         }
     }
     if !v.is_empty() {
@@ -456,7 +507,9 @@ fn bucket_pb(range: Range, kind: Option<QuestionKind>, h: &Histogram) -> pb::Met
             })
             .unwrap_or_default(),
         histogram: if kind.is_some() {
-            h.iter().map(|(score, count)| pb::ScoreCount { score, count }).collect()
+            h.iter()
+                .map(|(score, count)| pb::ScoreCount { score, count })
+                .collect()
         } else {
             Vec::new()
         },
@@ -471,7 +524,10 @@ fn bucket_size(v: &mut Violations, code: i32) -> BucketSize {
         Ok(pb::Bucket::Quarter) => BucketSize::Quarter,
         Ok(pb::Bucket::Total) => BucketSize::Total,
         _ => {
-            v.add("bucket", "must be BUCKET_DAY, _WEEK, _MONTH, _QUARTER or _TOTAL");
+            v.add(
+                "bucket",
+                "must be BUCKET_DAY, _WEEK, _MONTH, _QUARTER or _TOTAL",
+            );
             BucketSize::Total
         }
     }
@@ -480,7 +536,10 @@ fn bucket_size(v: &mut Violations, code: i32) -> BucketSize {
 fn check_metric_range(v: &mut Violations, field: &str, r: Option<Range>) -> Option<Range> {
     let r = r?;
     if !r.is_day_aligned() {
-        v.add(field, "metrics are kept per UTC day: start and end must be at 00:00 UTC");
+        v.add(
+            field,
+            "metrics are kept per UTC day: start and end must be at 00:00 UTC",
+        );
         return None;
     }
     let (d0, d1) = r.days();
@@ -504,7 +563,10 @@ impl FeedbackApi {
             return Ok(None);
         }
         match survey.questions.iter().find(|q| q.key == key) {
-            None => Err(ApiError::invalid("question_key", format!("the survey has no question {key:?}"))),
+            None => Err(ApiError::invalid(
+                "question_key",
+                format!("the survey has no question {key:?}"),
+            )),
             Some(q) if q.kind == QuestionKind::Text => Err(ApiError::invalid(
                 "question_key",
                 "a text question has no numeric metrics",
@@ -548,17 +610,19 @@ impl FeedbackService for FeedbackApi {
         };
         let input = touchpoint_input(&mut v, t);
         v.finish()?;
-        let hash = idempotency::fingerprint(&touchpoint_pb(TouchpointRow {
-            id: String::new(),
-            name: input.name.clone(),
-            description: input.description.clone(),
-            channel: input.channel,
-            journey_stage_id: input.journey_stage_id.clone(),
-            moment_of_truth: input.moment_of_truth,
-            created_at: 0,
-            updated_at: 0,
-        })
-        .encode_to_vec());
+        let hash = idempotency::fingerprint(
+            &touchpoint_pb(TouchpointRow {
+                id: String::new(),
+                name: input.name.clone(),
+                description: input.description.clone(),
+                channel: input.channel,
+                journey_stage_id: input.journey_stage_id.clone(),
+                moment_of_truth: input.moment_of_truth,
+                created_at: 0,
+                updated_at: 0,
+            })
+            .encode_to_vec(),
+        );
         let row = self
             .store
             .create_touchpoint(&tenant, &request_id.unwrap_or_default(), &hash, &input)
@@ -573,7 +637,10 @@ impl FeedbackService for FeedbackApi {
         req: Request<pb::GetTouchpointRequest>,
     ) -> Result<Response<pb::GetTouchpointResponse>, Status> {
         let tenant = auth(&req, Permission::ConfigRead)?;
-        let row = self.store.get_touchpoint(&tenant, &req.get_ref().id).await?;
+        let row = self
+            .store
+            .get_touchpoint(&tenant, &req.get_ref().id)
+            .await?;
         Ok(Response::new(pb::GetTouchpointResponse {
             touchpoint: Some(touchpoint_pb(row)),
         }))
@@ -592,7 +659,9 @@ impl FeedbackService for FeedbackApi {
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
         let rows = self.store.list_touchpoints(&tenant, channel, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |t| t.id.clone());
+        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |t| {
+            t.id.clone()
+        });
         Ok(Response::new(pb::ListTouchpointsResponse {
             touchpoints: rows.into_iter().map(touchpoint_pb).collect(),
             page: Some(page),
@@ -613,7 +682,13 @@ impl FeedbackService for FeedbackApi {
             &mut v,
             r.update_mask.as_ref(),
             "touchpoint.",
-            &["name", "description", "channel", "journey_stage_id", "moment_of_truth"],
+            &[
+                "name",
+                "description",
+                "channel",
+                "journey_stage_id",
+                "moment_of_truth",
+            ],
         );
         let mut field_v = Violations::new();
         let input = touchpoint_input(&mut field_v, t);
@@ -645,7 +720,9 @@ impl FeedbackService for FeedbackApi {
         req: Request<pb::DeleteTouchpointRequest>,
     ) -> Result<Response<pb::DeleteTouchpointResponse>, Status> {
         let tenant = auth(&req, Permission::ConfigWrite)?;
-        self.store.delete_touchpoint(&tenant, &req.get_ref().id).await?;
+        self.store
+            .delete_touchpoint(&tenant, &req.get_ref().id)
+            .await?;
         Ok(Response::new(pb::DeleteTouchpointResponse {}))
     }
 
@@ -696,8 +773,13 @@ impl FeedbackService for FeedbackApi {
         let filters = format!("surveys|{}", r.touchpoint_id);
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
-        let rows = self.store.list_surveys(&tenant, &r.touchpoint_id, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |s| s.id.clone());
+        let rows = self
+            .store
+            .list_surveys(&tenant, &r.touchpoint_id, &page)
+            .await?;
+        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |s| {
+            s.id.clone()
+        });
         Ok(Response::new(pb::ListSurveysResponse {
             surveys: rows.into_iter().map(survey_pb).collect(),
             page: Some(page),
@@ -742,11 +824,10 @@ impl FeedbackService for FeedbackApi {
                         "name" => cur.name = input.name.clone(),
                         "description" => cur.description = input.description.clone(),
                         "questions" => {
-                            domain::check_question_change(&cur.questions, &input.questions).map_err(
-                                |(subject, description)| {
+                            domain::check_question_change(&cur.questions, &input.questions)
+                                .map_err(|(subject, description)| {
                                     ApiError::precondition("QUESTION_CHANGED", subject, description)
-                                },
-                            )?;
+                                })?;
                             cur.questions = input.questions.clone();
                         }
                         _ => cur.touchpoint_ids = input.touchpoint_ids.clone(),
@@ -784,7 +865,10 @@ impl FeedbackService for FeedbackApi {
             .ok_or_else(|| ApiError::Internal("no outcome for the response".into()))?;
         let (response, duplicate) = match outcome {
             Outcome::Accepted { id, created_at } => (accepted_pb(item, id, created_at), false),
-            Outcome::Duplicate { id } => (response_pb(self.store.get_response(&tenant, &id).await?), true),
+            Outcome::Duplicate { id } => (
+                response_pb(self.store.get_response(&tenant, &id).await?),
+                true,
+            ),
             Outcome::Conflict => {
                 return Err(ApiError::AlreadyExists(format!(
                     "request_id {:?} was already used for a different response",
@@ -827,7 +911,8 @@ impl FeedbackService for FeedbackApi {
                 }
                 continue;
             }
-            let mut results: Vec<Option<pb::ImportItemResult>> = Vec::with_capacity(msg.items.len());
+            let mut results: Vec<Option<pb::ImportItemResult>> =
+                Vec::with_capacity(msg.items.len());
             let mut good = Vec::new();
             let mut good_at = Vec::new();
             for (i, item) in msg.items.iter().enumerate() {
@@ -925,7 +1010,9 @@ impl FeedbackService for FeedbackApi {
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &fingerprint, size, token)?;
         let rows = self.store.list_responses(&tenant, &filter, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &fingerprint, &page, rows, |r| r.id.clone());
+        let (rows, page) = finish_page(&self.pages, &tenant, &fingerprint, &page, rows, |r| {
+            r.id.clone()
+        });
         Ok(Response::new(pb::ListResponsesResponse {
             responses: rows.into_iter().map(response_pb).collect(),
             page: Some(page),
@@ -950,7 +1037,9 @@ impl FeedbackService for FeedbackApi {
         let Some(range) = range else {
             return Err(ApiError::invalid("period", "is required").into());
         };
-        let kind = self.question_kind(&tenant, &r.survey_id, &r.question_key).await?;
+        let kind = self
+            .question_kind(&tenant, &r.survey_id, &r.question_key)
+            .await?;
         let days = self
             .store
             .daily_histograms(&tenant, &r.survey_id, &r.question_key, &slice, range.days())
@@ -989,7 +1078,10 @@ impl FeedbackService for FeedbackApi {
         }
         let metric = MetricKind::from_code(r.metric);
         if metric.is_none() {
-            v.add("metric", "must be a known metric other than METRIC_UNSPECIFIED");
+            v.add(
+                "metric",
+                "must be a known metric other than METRIC_UNSPECIFIED",
+            );
         }
         let mut side = |name: &str, s: Option<&pb::ComparisonSide>| {
             let Some(s) = s else {
@@ -1011,10 +1103,18 @@ impl FeedbackService for FeedbackApi {
             .await?
             .ok_or_else(|| ApiError::invalid("question_key", "is required"))?;
         if !dm::metrics_of(kind).contains(&metric) {
-            return Err(ApiError::invalid("metric", format!("does not apply to a {kind:?} question")).into());
+            return Err(ApiError::invalid(
+                "metric",
+                format!("does not apply to a {kind:?} question"),
+            )
+            .into());
         }
-        let ha = self.histogram_total(&tenant, &r.survey_id, &r.question_key, &a.0, a.1).await?;
-        let hb = self.histogram_total(&tenant, &r.survey_id, &r.question_key, &b.0, b.1).await?;
+        let ha = self
+            .histogram_total(&tenant, &r.survey_id, &r.question_key, &a.0, a.1)
+            .await?;
+        let hb = self
+            .histogram_total(&tenant, &r.survey_id, &r.question_key, &b.0, b.1)
+            .await?;
         let c = dm::compare(metric, &ha, &hb);
         Ok(Response::new(pb::CompareMetricsResponse {
             comparison: Some(common::Comparison {

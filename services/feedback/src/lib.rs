@@ -43,6 +43,5 @@ pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> 
         ctx.stopped(),
     ));
     let api = api::FeedbackApi::new(store::Store::new(ctx.db.clone()), ingest, ctx.pages.clone());
-    FeedbackServiceServer::new(api)
-        .max_decoding_message_size(64 * 1024 * 1024)
+    FeedbackServiceServer::new(api).max_decoding_message_size(64 * 1024 * 1024)
 }

@@ -83,7 +83,10 @@ pub fn estimate(metric: MetricKind, h: &Histogram) -> Estimate {
 
 /// Every metric of a question kind for a histogram.
 pub fn estimates(kind: QuestionKind, h: &Histogram) -> Vec<(MetricKind, Estimate)> {
-    metrics_of(kind).iter().map(|m| (*m, estimate(*m, h))).collect()
+    metrics_of(kind)
+        .iter()
+        .map(|m| (*m, estimate(*m, h)))
+        .collect()
 }
 
 /// The difference b - a of one metric between two independent samples.

@@ -81,7 +81,10 @@ impl Question {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         {
-            errs.push(("key", "must be 1-64 characters of a-z, 0-9, '_' or '-'".to_string()));
+            errs.push((
+                "key",
+                "must be 1-64 characters of a-z, 0-9, '_' or '-'".to_string(),
+            ));
         }
         let text_len = text.chars().count();
         if text_len == 0 || text_len > 500 {
@@ -176,7 +179,10 @@ pub fn check_question_change(old: &[Question], new: &[Question]) -> Result<(), (
             None => {
                 return Err((
                     format!("survey.questions[{i}]"),
-                    format!("question {:?} has answers keyed by it and cannot be removed", q.key),
+                    format!(
+                        "question {:?} has answers keyed by it and cannot be removed",
+                        q.key
+                    ),
                 ));
             }
             Some(n) if n.kind != q.kind || n.min != q.min || n.max != q.max => {
@@ -236,13 +242,20 @@ impl NewResponse {
             v.push(("response.survey_id".into(), "the survey was deleted".into()));
             return v;
         }
-        if !survey.touchpoint_ids.iter().any(|t| *t == self.touchpoint_id) {
+        if !survey
+            .touchpoint_ids
+            .iter()
+            .any(|t| *t == self.touchpoint_id)
+        {
             v.push((
                 "response.touchpoint_id".into(),
                 "is not one of the survey's touchpoints".into(),
             ));
         } else if !touchpoint_ok {
-            v.push(("response.touchpoint_id".into(), "the touchpoint was deleted".into()));
+            v.push((
+                "response.touchpoint_id".into(),
+                "the touchpoint was deleted".into(),
+            ));
         }
         for (i, (key, value)) in self.answers.iter().enumerate() {
             match survey.question(key) {
@@ -336,12 +349,19 @@ mod tests {
 
     #[test]
     fn scales_are_fixed_by_kind() {
-        assert_eq!((q(QuestionKind::Nps).min, q(QuestionKind::Nps).max), (0, 10));
+        assert_eq!(
+            (q(QuestionKind::Nps).min, q(QuestionKind::Nps).max),
+            (0, 10)
+        );
         assert!(q(QuestionKind::Nps).check(&AnswerValue::Score(10)).is_ok());
         assert!(q(QuestionKind::Nps).check(&AnswerValue::Score(11)).is_err());
         assert!(q(QuestionKind::Csat).check(&AnswerValue::Score(0)).is_err());
         assert!(q(QuestionKind::Ces).check(&AnswerValue::Score(7)).is_ok());
-        assert!(q(QuestionKind::Rating).check(&AnswerValue::Score(10)).is_ok());
+        assert!(
+            q(QuestionKind::Rating)
+                .check(&AnswerValue::Score(10))
+                .is_ok()
+        );
         assert!(q(QuestionKind::Text).check(&AnswerValue::Score(1)).is_err());
         assert!(Question::new("r", "x", QuestionKind::Rating, 5, 5, false).is_err());
         assert!(Question::new("Bad Key", "x", QuestionKind::Nps, 0, 0, false).is_err());

@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cxloop_platform::TenantId;
 use cxloop_platform::db::{self, stmt};
 use cxloop_platform::error::{ApiError, ApiResult};
 use cxloop_platform::outbox::{self, Event};
-use cxloop_platform::TenantId;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Store, answers_json};
@@ -64,10 +64,18 @@ impl Ingest {
     }
 
     /// Stores items (already shape-checked) and returns one outcome per item, in order.
-    pub async fn submit(&self, tenant: TenantId, items: Vec<NewResponse>) -> ApiResult<Vec<Outcome>> {
+    pub async fn submit(
+        &self,
+        tenant: TenantId,
+        items: Vec<NewResponse>,
+    ) -> ApiResult<Vec<Outcome>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { tenant, items, reply })
+            .send(Job {
+                tenant,
+                items,
+                reply,
+            })
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
         rx.await
@@ -101,7 +109,9 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, wake: Arc<Noti
                 for job in jobs {
                     let err = match &e {
                         ApiError::Unavailable(_) => ApiError::Unavailable(message.clone()),
-                        _ => ApiError::Internal("storing responses failed; retry with the same request_id".into()),
+                        _ => ApiError::Internal(
+                            "storing responses failed; retry with the same request_id".into(),
+                        ),
                     };
                     let _ = job.reply.send(Err(err));
                 }
@@ -131,7 +141,13 @@ impl Increments {
             for slice in &slice_keys {
                 *self
                     .slices
-                    .entry((r.survey_id.clone(), measure.clone(), slice.clone(), day, score))
+                    .entry((
+                        r.survey_id.clone(),
+                        measure.clone(),
+                        slice.clone(),
+                        day,
+                        score,
+                    ))
                     .or_default() += 1;
             }
             *self
@@ -152,7 +168,7 @@ impl Increments {
 }
 
 async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> ApiResult<Vec<Vec<Outcome>>> {
-    let txn = db.begin().await?;
+    let txn = db::begin_write(db).await?;
     let mut all = Vec::with_capacity(jobs.len());
     // Jobs of one tenant are decided together so that duplicates across jobs are caught.
     let mut by_tenant: Vec<(&TenantId, Vec<usize>)> = Vec::new();
@@ -227,7 +243,10 @@ async fn decide_and_write(
             continue;
         }
         let violations = match surveys.iter().find(|s| s.id == r.survey_id) {
-            None => vec![("response.survey_id".to_string(), format!("no survey {:?}", r.survey_id))],
+            None => vec![(
+                "response.survey_id".to_string(),
+                format!("no survey {:?}", r.survey_id),
+            )],
             Some(s) => r.check_against(s, live_tps.contains(&r.touchpoint_id)),
         };
         if !violations.is_empty() {
@@ -237,7 +256,10 @@ async fn decide_and_write(
         let id = db::new_id();
         // Later items of this batch with the same request id are retries of this one.
         known.insert(r.request_id.clone(), (id.clone(), r.request_hash.clone()));
-        outcomes.push(Outcome::Accepted { id: id.clone(), created_at: now });
+        outcomes.push(Outcome::Accepted {
+            id: id.clone(),
+            created_at: now,
+        });
         accepted.push((r, id));
     }
     if accepted.is_empty() {
@@ -305,7 +327,11 @@ async fn decide_and_write(
     Ok(outcomes)
 }
 
-async fn write_increments(txn: &DatabaseTransaction, tenant: &TenantId, inc: Increments) -> ApiResult<()> {
+async fn write_increments(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    inc: Increments,
+) -> ApiResult<()> {
     let backend = txn.get_database_backend();
     let slices: Vec<(SliceKey, i64)> = inc.slices.into_iter().collect();
     const SC: usize = 7;

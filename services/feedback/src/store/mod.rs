@@ -4,12 +4,12 @@
 pub mod ingest;
 
 use cxloop_metrics::Histogram;
+use cxloop_platform::TenantId;
 use cxloop_platform::db::{self, stmt};
 use cxloop_platform::error::{ApiError, ApiResult};
 use cxloop_platform::idempotency::{self, Prior};
 use cxloop_platform::paging::Page;
-use cxloop_platform::TenantId;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Value};
 
 use crate::domain::{AnswerValue, Question, SliceFilter, SurveyDef};
 
@@ -160,12 +160,18 @@ fn answers_from_json(s: &str) -> ApiResult<Vec<(String, AnswerValue)>> {
     let v: Vec<serde_json::Value> = serde_json::from_str(s).map_err(|_| corrupt("answers"))?;
     v.into_iter()
         .map(|a| {
-            let k = a.get("k").and_then(|k| k.as_str()).ok_or_else(|| corrupt("answers"))?;
+            let k = a
+                .get("k")
+                .and_then(|k| k.as_str())
+                .ok_or_else(|| corrupt("answers"))?;
             let value = if let Some(s) = a.get("s").and_then(|s| s.as_i64()) {
                 AnswerValue::Score(i32::try_from(s).map_err(|_| corrupt("answers"))?)
             } else {
                 AnswerValue::Text(
-                    a.get("t").and_then(|t| t.as_str()).ok_or_else(|| corrupt("answers"))?.to_owned(),
+                    a.get("t")
+                        .and_then(|t| t.as_str())
+                        .ok_or_else(|| corrupt("answers"))?
+                        .to_owned(),
                 )
             };
             Ok((k.to_owned(), value))
@@ -233,9 +239,16 @@ impl Store {
         hash: &str,
         input: &TouchpointInput,
     ) -> ApiResult<TouchpointRow> {
-        let txn = self.db.begin().await?;
-        if let Prior::Same(id) =
-            idempotency::check(&txn, IDEMPOTENCY, tenant, "CreateTouchpoint", request_id, hash).await?
+        let txn = db::begin_write(&self.db).await?;
+        if let Prior::Same(id) = idempotency::check(
+            &txn,
+            IDEMPOTENCY,
+            tenant,
+            "CreateTouchpoint",
+            request_id,
+            hash,
+        )
+        .await?
         {
             txn.commit().await?;
             return self.get_touchpoint_any(tenant, &id).await;
@@ -258,7 +271,16 @@ impl Store {
             ],
         ))
         .await?;
-        idempotency::remember(&txn, IDEMPOTENCY, tenant, "CreateTouchpoint", request_id, hash, &id).await?;
+        idempotency::remember(
+            &txn,
+            IDEMPOTENCY,
+            tenant,
+            "CreateTouchpoint",
+            request_id,
+            hash,
+            &id,
+        )
+        .await?;
         txn.commit().await?;
         Ok(TouchpointRow {
             id,
@@ -278,7 +300,9 @@ impl Store {
             .db
             .query_one_raw(stmt(
                 self.backend(),
-                &format!("SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND id = ?"),
+                &format!(
+                    "SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND id = ?"
+                ),
                 vec![tenant.as_str().into(), id.into()],
             ))
             .await?
@@ -320,12 +344,19 @@ impl Store {
             values.push(after.clone().into());
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
-        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        let rows = self
+            .db
+            .query_all_raw(stmt(self.backend(), &sql, values))
+            .await?;
         rows.iter().map(touchpoint_row).collect()
     }
 
     /// Replaces a live touchpoint's fields.
-    pub async fn update_touchpoint(&self, tenant: &TenantId, row: &TouchpointRow) -> ApiResult<TouchpointRow> {
+    pub async fn update_touchpoint(
+        &self,
+        tenant: &TenantId,
+        row: &TouchpointRow,
+    ) -> ApiResult<TouchpointRow> {
         let now = db::now_micros();
         let res = self
             .db
@@ -347,7 +378,10 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(ApiError::not_found(TOUCHPOINT, row.id.clone()));
         }
-        Ok(TouchpointRow { updated_at: now, ..row.clone() })
+        Ok(TouchpointRow {
+            updated_at: now,
+            ..row.clone()
+        })
     }
 
     /// Marks a touchpoint deleted; its responses stay.
@@ -402,7 +436,12 @@ impl Store {
             .iter()
             .enumerate()
             .filter(|(_, id)| !live.contains(id))
-            .map(|(i, id)| (format!("survey.touchpoint_ids[{i}]"), format!("no touchpoint {id:?}")))
+            .map(|(i, id)| {
+                (
+                    format!("survey.touchpoint_ids[{i}]"),
+                    format!("no touchpoint {id:?}"),
+                )
+            })
             .collect();
         if missing.is_empty() {
             Ok(())
@@ -453,7 +492,7 @@ impl Store {
         hash: &str,
         input: &SurveyInput,
     ) -> ApiResult<SurveyRow> {
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         if let Prior::Same(id) =
             idempotency::check(&txn, IDEMPOTENCY, tenant, "CreateSurvey", request_id, hash).await?
         {
@@ -480,7 +519,16 @@ impl Store {
         ))
         .await?;
         Self::write_survey_touchpoints(&txn, tenant, &id, &input.touchpoint_ids).await?;
-        idempotency::remember(&txn, IDEMPOTENCY, tenant, "CreateSurvey", request_id, hash, &id).await?;
+        idempotency::remember(
+            &txn,
+            IDEMPOTENCY,
+            tenant,
+            "CreateSurvey",
+            request_id,
+            hash,
+            &id,
+        )
+        .await?;
         txn.commit().await?;
         Ok(SurveyRow {
             id,
@@ -507,7 +555,9 @@ impl Store {
         if let Some(l) = limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
-        let rows = c.query_all_raw(stmt(c.get_database_backend(), &sql, values)).await?;
+        let rows = c
+            .query_all_raw(stmt(c.get_database_backend(), &sql, values))
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let questions: Vec<Question> =
@@ -551,7 +601,11 @@ impl Store {
     }
 
     /// A survey for metrics: deleted surveys keep their history, so they still answer.
-    pub async fn get_survey_for_metrics(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
+    pub async fn get_survey_for_metrics(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> ApiResult<SurveyRow> {
         self.get_survey_any(tenant, id).await
     }
 
@@ -566,12 +620,18 @@ impl Store {
 
     /// A live survey.
     pub async fn get_survey(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
-        Self::load_surveys(&self.db, tenant, "AND id = ? AND deleted_at IS NULL", vec![id.into()], None)
-            .await?
-            .into_iter()
-            .next()
-            .map(|(s, _)| s)
-            .ok_or_else(|| ApiError::not_found(SURVEY, id))
+        Self::load_surveys(
+            &self.db,
+            tenant,
+            "AND id = ? AND deleted_at IS NULL",
+            vec![id.into()],
+            None,
+        )
+        .await?
+        .into_iter()
+        .next()
+        .map(|(s, _)| s)
+        .ok_or_else(|| ApiError::not_found(SURVEY, id))
     }
 
     /// Survey definitions by id, deleted ones included (ingest refuses those with a reason).
@@ -623,11 +683,13 @@ impl Store {
             where_sql.push_str(" AND id > ?");
             values.push(after.clone().into());
         }
-        Ok(Self::load_surveys(&self.db, tenant, &where_sql, values, Some(page.size + 1))
-            .await?
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect())
+        Ok(
+            Self::load_surveys(&self.db, tenant, &where_sql, values, Some(page.size + 1))
+                .await?
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
+        )
     }
 
     /// Replaces a live survey's fields after `check` approves the change against the stored
@@ -638,13 +700,19 @@ impl Store {
         id: &str,
         change: impl FnOnce(SurveyRow) -> ApiResult<SurveyRow>,
     ) -> ApiResult<SurveyRow> {
-        let txn = self.db.begin().await?;
-        let current = Self::load_surveys(&txn, tenant, "AND id = ? AND deleted_at IS NULL", vec![id.into()], None)
-            .await?
-            .into_iter()
-            .next()
-            .map(|(s, _)| s)
-            .ok_or_else(|| ApiError::not_found(SURVEY, id))?;
+        let txn = db::begin_write(&self.db).await?;
+        let current = Self::load_surveys(
+            &txn,
+            tenant,
+            "AND id = ? AND deleted_at IS NULL",
+            vec![id.into()],
+            None,
+        )
+        .await?
+        .into_iter()
+        .next()
+        .map(|(s, _)| s)
+        .ok_or_else(|| ApiError::not_found(SURVEY, id))?;
         let touchpoints_before = current.touchpoint_ids.clone();
         let mut next = change(current)?;
         if next.touchpoint_ids != touchpoints_before {
@@ -741,7 +809,10 @@ impl Store {
             values.push(after.clone().into());
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
-        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        let rows = self
+            .db
+            .query_all_raw(stmt(self.backend(), &sql, values))
+            .await?;
         rows.iter().map(response_row).collect()
     }
 
@@ -790,7 +861,10 @@ impl Store {
         };
         values.push(days.0.into());
         values.push(days.1.into());
-        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        let rows = self
+            .db
+            .query_all_raw(stmt(self.backend(), &sql, values))
+            .await?;
         let mut out: Vec<(i64, Histogram)> = Vec::new();
         for r in &rows {
             let day: i64 = get(r, 0)?;
