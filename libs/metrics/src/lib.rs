@@ -585,7 +585,7 @@ fn beta_cf(x: f64, a: f64, b: f64) -> f64 {
 
 /// Student t cumulative distribution with `df` (> 0, may be fractional) degrees of freedom.
 pub fn student_t_cdf(t: f64, df: f64) -> f64 {
-    if !(df > 0.0) || t.is_nan() {
+    if df.is_nan() || df <= 0.0 || t.is_nan() {
         return f64::NAN;
     }
     if df > 1e7 {
@@ -606,7 +606,7 @@ fn student_t_pdf(t: f64, df: f64) -> f64 {
 /// Student t quantile: closed forms for 1 and 2 degrees of freedom, otherwise Newton's method
 /// from the normal quantile, kept inside a shrinking bracket.
 pub fn student_t_quantile(p: f64, df: f64) -> f64 {
-    if !(df > 0.0) || !(0.0..=1.0).contains(&p) {
+    if df.is_nan() || df <= 0.0 || !(0.0..=1.0).contains(&p) {
         return f64::NAN;
     }
     if p == 0.0 {
@@ -638,7 +638,7 @@ pub fn student_t_quantile(p: f64, df: f64) -> f64 {
         }
         let step = f / student_t_pdf(x, df);
         let mut next = x - step;
-        if !(next > lo && next < hi) || !next.is_finite() {
+        if !(next > lo && next < hi && next.is_finite()) {
             next = 0.5 * (lo + hi);
         }
         if (next - x).abs() < 1e-13 * x.abs().max(1.0) {

@@ -49,10 +49,10 @@ fn start(db_url: &str, secret: &std::path::Path) -> Server {
             .next()
             .unwrap_or_else(|| panic!("server exited before listening"))
             .unwrap();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["fields"]["message"] == "cxloop listening" {
-                break v["fields"]["addr"].as_str().unwrap().to_owned();
-            }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["fields"]["message"] == "cxloop listening"
+        {
+            break v["fields"]["addr"].as_str().unwrap().to_owned();
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.

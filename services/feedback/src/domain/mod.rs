@@ -242,11 +242,7 @@ impl NewResponse {
             v.push(("response.survey_id".into(), "the survey was deleted".into()));
             return v;
         }
-        if !survey
-            .touchpoint_ids
-            .iter()
-            .any(|t| *t == self.touchpoint_id)
-        {
+        if !survey.touchpoint_ids.contains(&self.touchpoint_id) {
             v.push((
                 "response.touchpoint_id".into(),
                 "is not one of the survey's touchpoints".into(),
