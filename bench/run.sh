@@ -54,9 +54,10 @@ TOKEN=$(token)
 read -r SURVEY TPS < <($BIN/cxloop-load setup --addr "$ADDR" --token "$TOKEN")
 TP=${TPS%%,*}
 $BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows 100000 --prefix small
+$BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows 100000 --prefix spread --order spread | sed 's/"import"/"import_spread"/'
 $BIN/cxloop-load raw-insert --database-url "sqlite://$WORK/raw.db?mode=rwc" --rows 100000
 $BIN/cxloop-load metrics --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" | sed 's/"metrics"/"metrics_100k"/'
-$BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows $((LARGE - 100000)) --prefix large
+$BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows $((LARGE - 200000)) --prefix large --streams 2 --batch 10000
 $BIN/cxloop-load rss --pid "$PID" | sed 's/"rss"/"rss_after_import"/'
 $BIN/cxloop-load metrics --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" | sed 's/"metrics"/"metrics_large"/'
 ls -l "$WORK"/metrics.db* | awk '{print "# " $5 " bytes " $9}'

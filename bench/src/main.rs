@@ -80,6 +80,10 @@ enum Cmd {
         /// Parallel import streams.
         #[arg(long, default_value_t = 2)]
         streams: usize,
+        /// Row order: "time" (oldest first, as a historical export comes) or "spread" (each
+        /// batch touches every day: the worst case for rollup aggregation).
+        #[arg(long, default_value = "time")]
+        order: String,
     },
     /// Raw multi-row inserts of the same rows into a table shaped like fb_responses.
     RawInsert {
@@ -379,7 +383,9 @@ async fn main() {
             days,
             prefix,
             streams,
+            order,
         } => {
+            let spread = order == "spread";
             let tps: Vec<String> = touchpoints.split(',').map(str::to_owned).collect();
             let start = Instant::now();
             let last_day = today() - 1;
@@ -393,6 +399,7 @@ async fn main() {
                     tps.clone(),
                     prefix.clone(),
                 );
+                let rows_total = rows as i64;
                 tasks.push(tokio::spawn(async move {
                     let mut c = cxloop::demo::connect(&addr, &token)
                         .await
@@ -407,7 +414,11 @@ async fn main() {
                             let end = (i + batch as u64).min(to);
                             let items = (i..end)
                                 .map(|k| {
-                                    let day = last_day - (k as i64 % days);
+                                    let day = if spread {
+                                        last_day - (k as i64 % days)
+                                    } else {
+                                        last_day - days + 1 + k as i64 * days / rows_total
+                                    };
                                     response(
                                         format!("{prefix}-{k}"),
                                         &gen_survey,

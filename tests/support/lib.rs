@@ -98,6 +98,14 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Subscribes to the events the services publish from their outboxes.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<cxloop_platform::outbox::Event>> {
+        match &self.app {
+            Some(app) => app.events().subscribe(),
+            None => panic!("the server was stopped"),
+        }
+    }
+
     /// Stops the server, draining calls.
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {

@@ -673,3 +673,34 @@ async fn another_tenant_sees_nothing() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_recorded_response_leaves_an_event_through_the_outbox() {
+    let app = spawn().await;
+    let tenant_id = tenant();
+    let mut c = app.client(&tenant_id, &["admin"]).await;
+    let mut events = app.subscribe();
+    let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    let r = c
+        .record_response(response("ev-1", &survey, &tps[0], at("2026-03-02T10:00:00Z"), &[("nps", 3)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .response
+        .unwrap();
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.topic == "feedback.responses.recorded" {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("no event within 10 s");
+    assert_eq!(event.tenant, tenant_id);
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+    assert_eq!(payload["responses"][0]["response_id"], r.id);
+    assert_eq!(payload["responses"][0]["scores"]["nps"], 3);
+    app.stop().await;
+}

@@ -401,7 +401,7 @@ fn gamma_p(a: f64, x: f64) -> f64 {
             ap += 1.0;
             term *= x / ap;
             sum += term;
-            if term.abs() < sum.abs() * 1e-17 {
+            if term.abs() < sum.abs() * 1e-16 {
                 break;
             }
         }
@@ -432,7 +432,7 @@ fn gamma_q_cf(a: f64, x: f64) -> f64 {
         d = 1.0 / d;
         let del = d * c;
         h *= del;
-        if (del - 1.0).abs() < 1e-16 {
+        if (del - 1.0).abs() < 4.0 * f64::EPSILON {
             break;
         }
     }
@@ -576,7 +576,7 @@ fn beta_cf(x: f64, a: f64, b: f64) -> f64 {
         d = 1.0 / d;
         let del = d * c;
         h *= del;
-        if (del - 1.0).abs() < 1e-16 {
+        if (del - 1.0).abs() < 4.0 * f64::EPSILON {
             break;
         }
     }

@@ -26,6 +26,9 @@ use crate::store::{
 
 /// Most items in one ImportResponses message.
 pub const MAX_IMPORT_BATCH: usize = 10_000;
+/// Most items in one ImportResponses stream: the per-item results are held until the stream
+/// ends, so this bounds the server's memory per stream (about 15 MB).
+pub const MAX_IMPORT_STREAM: u64 = 100_000;
 /// Longest metrics period, in days.
 const MAX_METRIC_DAYS: i64 = 3660;
 
@@ -551,27 +554,25 @@ fn check_metric_range(v: &mut Violations, field: &str, r: Option<Range>) -> Opti
 }
 
 impl FeedbackApi {
-    /// The survey's question kind for a metrics call (None for response counts).
-    async fn question_kind(
+    /// The question of a metrics call: its kind (None for response counts) and the lowest
+    /// point of its scale.
+    async fn question_scale(
         &self,
         tenant: &TenantId,
         survey_id: &str,
         key: &str,
-    ) -> ApiResult<Option<QuestionKind>> {
+    ) -> ApiResult<(Option<QuestionKind>, i32)> {
         let survey = self.store.get_survey_for_metrics(tenant, survey_id).await?;
         if key.is_empty() {
-            return Ok(None);
+            return Ok((None, 0));
         }
         match survey.questions.iter().find(|q| q.key == key) {
-            None => Err(ApiError::invalid(
-                "question_key",
-                format!("the survey has no question {key:?}"),
-            )),
+            None => Err(ApiError::invalid("question_key", format!("the survey has no question {key:?}"))),
             Some(q) if q.kind == QuestionKind::Text => Err(ApiError::invalid(
                 "question_key",
                 "a text question has no numeric metrics",
             )),
-            Some(q) => Ok(Some(q.kind)),
+            Some(q) => Ok((Some(q.kind), q.min)),
         }
     }
 
@@ -580,13 +581,14 @@ impl FeedbackApi {
         tenant: &TenantId,
         survey_id: &str,
         key: &str,
+        min: i32,
         slice: &SliceFilter,
         range: Range,
     ) -> ApiResult<Histogram> {
         let mut total = Histogram::new();
         for (_, h) in self
             .store
-            .daily_histograms(tenant, survey_id, key, slice, range.days())
+            .daily_histograms(tenant, survey_id, key, min, slice, range.days())
             .await?
         {
             total.merge(&h);
@@ -896,7 +898,16 @@ impl FeedbackService for FeedbackApi {
             let msg = msg?;
             let base = index;
             index += msg.items.len() as u64;
-            if msg.items.len() > MAX_IMPORT_BATCH {
+            let refusal = if msg.items.len() > MAX_IMPORT_BATCH {
+                Some(format!("a message carries at most {MAX_IMPORT_BATCH} items"))
+            } else if index > MAX_IMPORT_STREAM {
+                Some(format!(
+                    "a stream carries at most {MAX_IMPORT_STREAM} items; open another stream for more"
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
                 for (i, item) in msg.items.iter().enumerate() {
                     out.results.push(pb::ImportItemResult {
                         index: base + i as u64,
@@ -905,7 +916,7 @@ impl FeedbackService for FeedbackApi {
                         response_id: String::new(),
                         violations: violations_pb(vec![(
                             "items".into(),
-                            format!("a message carries at most {MAX_IMPORT_BATCH} items"),
+                            reason.clone(),
                         )]),
                     });
                 }
@@ -1037,12 +1048,12 @@ impl FeedbackService for FeedbackApi {
         let Some(range) = range else {
             return Err(ApiError::invalid("period", "is required").into());
         };
-        let kind = self
-            .question_kind(&tenant, &r.survey_id, &r.question_key)
+        let (kind, min) = self
+            .question_scale(&tenant, &r.survey_id, &r.question_key)
             .await?;
         let days = self
             .store
-            .daily_histograms(&tenant, &r.survey_id, &r.question_key, &slice, range.days())
+            .daily_histograms(&tenant, &r.survey_id, &r.question_key, min, &slice, range.days())
             .await?;
         let mut buckets = Vec::new();
         let mut total = Histogram::new();
@@ -1098,10 +1109,8 @@ impl FeedbackService for FeedbackApi {
         let (Some(metric), Some(a), Some(b)) = (metric, a, b) else {
             return Err(ApiError::invalid("a", "is required").into());
         };
-        let kind = self
-            .question_kind(&tenant, &r.survey_id, &r.question_key)
-            .await?
-            .ok_or_else(|| ApiError::invalid("question_key", "is required"))?;
+        let (kind, min) = self.question_scale(&tenant, &r.survey_id, &r.question_key).await?;
+        let kind = kind.ok_or_else(|| ApiError::invalid("question_key", "is required"))?;
         if !dm::metrics_of(kind).contains(&metric) {
             return Err(ApiError::invalid(
                 "metric",
@@ -1110,10 +1119,10 @@ impl FeedbackService for FeedbackApi {
             .into());
         }
         let ha = self
-            .histogram_total(&tenant, &r.survey_id, &r.question_key, &a.0, a.1)
+            .histogram_total(&tenant, &r.survey_id, &r.question_key, min, &a.0, a.1)
             .await?;
         let hb = self
-            .histogram_total(&tenant, &r.survey_id, &r.question_key, &b.0, b.1)
+            .histogram_total(&tenant, &r.survey_id, &r.question_key, min, &b.0, b.1)
             .await?;
         let c = dm::compare(metric, &ha, &hb);
         Ok(Response::new(pb::CompareMetricsResponse {

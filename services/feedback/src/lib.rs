@@ -4,7 +4,7 @@
 //!
 //! Requests flow one way: [`api`] (decode, validate, authorize) → [`domain`] (rules, no I/O)
 //! → [`store`] (the `fb_*` tables) and back. Other services reach this one only through its
-//! gRPC API or its events (`feedback.response.recorded`); none reads its tables.
+//! gRPC API or its events (`feedback.responses.recorded`); none reads its tables.
 
 #![deny(missing_docs)]
 

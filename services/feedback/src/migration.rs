@@ -25,9 +25,11 @@ impl MigrationName for Initial {
     }
 }
 
-/// Rollups: a response adds 1 to one row per (measure, score) in each of five
-/// single-dimension slices ("" = all, t: touchpoint, o: org unit, c: channel, s: segment) and
-/// in the full-grain cell table. Slice queries with zero or one filter read the slice table,
+/// Rollups: one row per (measure, slice, day) holds the day's score histogram in eleven
+/// columns (h0 counts the scale's lowest point, h1 the next, …; scales have at most 11
+/// points). A response adds 1 to one column of its row in each of five single-dimension
+/// slices ("" = all, t: touchpoint, o: org unit, c: channel, s: segment) and in the
+/// full-grain cell table. The measure "" counts responses (in h0). Slice queries with zero or one filter read the slice table,
 /// whose size per day does not grow with the number of responses; queries combining several
 /// filters read the cells.
 const SCHEMA: &str = "
@@ -87,9 +89,18 @@ CREATE TABLE fb_rollup_slices (
     measure TEXT NOT NULL,
     slice TEXT NOT NULL,
     day BIGINT NOT NULL,
-    score BIGINT NOT NULL,
-    n BIGINT NOT NULL,
-    PRIMARY KEY (tenant_id, survey_id, measure, slice, day, score)
+    h0 BIGINT NOT NULL,
+    h1 BIGINT NOT NULL,
+    h2 BIGINT NOT NULL,
+    h3 BIGINT NOT NULL,
+    h4 BIGINT NOT NULL,
+    h5 BIGINT NOT NULL,
+    h6 BIGINT NOT NULL,
+    h7 BIGINT NOT NULL,
+    h8 BIGINT NOT NULL,
+    h9 BIGINT NOT NULL,
+    h10 BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, survey_id, measure, slice, day)
 );
 CREATE TABLE fb_rollup_cells (
     tenant_id TEXT NOT NULL,
@@ -100,9 +111,18 @@ CREATE TABLE fb_rollup_cells (
     channel BIGINT NOT NULL,
     segment TEXT NOT NULL,
     day BIGINT NOT NULL,
-    score BIGINT NOT NULL,
-    n BIGINT NOT NULL,
-    PRIMARY KEY (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day, score)
+    h0 BIGINT NOT NULL,
+    h1 BIGINT NOT NULL,
+    h2 BIGINT NOT NULL,
+    h3 BIGINT NOT NULL,
+    h4 BIGINT NOT NULL,
+    h5 BIGINT NOT NULL,
+    h6 BIGINT NOT NULL,
+    h7 BIGINT NOT NULL,
+    h8 BIGINT NOT NULL,
+    h9 BIGINT NOT NULL,
+    h10 BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day)
 )
 ";
 

@@ -6,6 +6,10 @@ pub mod metrics;
 
 use serde::{Deserialize, Serialize};
 
+/// Most points a scale may have (0-10 is 11 points). Rollups keep one count per point, so
+/// every metric of any slice comes from a fixed-width row.
+pub const MAX_SCALE_POINTS: i32 = 11;
+
 /// What a question measures. The numbers are the wire values of `QuestionKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QuestionKind {
@@ -97,10 +101,10 @@ impl Question {
             QuestionKind::Text => (0, 0),
             QuestionKind::Rating => {
                 let span = i64::from(rating_max) - i64::from(rating_min);
-                if !(1..=100).contains(&span) {
+                if !(1..=i64::from(MAX_SCALE_POINTS - 1)).contains(&span) {
                     errs.push((
                         "rating_max",
-                        "rating_max - rating_min must be 1-100".to_string(),
+                        format!("a rating scale has 2-{MAX_SCALE_POINTS} points: rating_max - rating_min must be 1-{}", MAX_SCALE_POINTS - 1),
                     ));
                 }
                 (rating_min, rating_max)

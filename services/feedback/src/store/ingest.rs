@@ -14,12 +14,14 @@ use cxloop_platform::outbox::{self, Event};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Store, answers_json};
-use crate::domain::{NewResponse, SliceFilter};
+use super::{HIST_WIDTH, Store, answers_json};
+use crate::domain::{NewResponse, SliceFilter, SurveyDef};
 
 /// Most response rows committed in one transaction.
 const MAX_BATCH_ROWS: usize = 20_000;
 const DAY_US: i64 = 86_400_000_000;
+/// Topic of the event each committed batch of responses leaves in the outbox.
+pub const RESPONSES_RECORDED: &str = "feedback.responses.recorded";
 
 /// What happened to one item.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,49 +122,46 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, wake: Arc<Noti
     }
 }
 
-/// Keys of rollup increments.
-type SliceKey = (String, String, String, i64, i64); // survey, measure, slice, day, score
-type CellKey = (String, String, String, String, i64, String, i64, i64); // survey, measure, tp, ou, ch, seg, day, score
+/// Rollup rows touched by a batch: (survey, measure, slice, day) and
+/// (survey, measure, touchpoint, org unit, channel, segment, day), each with its histogram
+/// increments.
+type SliceKey = (String, String, String, i64);
+type CellKey = (String, String, String, String, i64, String, i64);
+type Counts = [i64; HIST_WIDTH];
 
 #[derive(Default)]
 struct Increments {
-    slices: HashMap<SliceKey, i64>,
-    cells: HashMap<CellKey, i64>,
+    slices: HashMap<SliceKey, Counts>,
+    cells: HashMap<CellKey, Counts>,
 }
 
 impl Increments {
-    fn add(&mut self, r: &NewResponse) {
+    fn add(&mut self, r: &NewResponse, survey: &SurveyDef) {
         let day = r.occurred_at_us.div_euclid(DAY_US);
-        // "" counts responses; each scored answer counts under its question key.
-        let measures = std::iter::once((String::new(), 0i64))
-            .chain(r.scores().map(|(k, s)| (k.to_owned(), i64::from(s))));
+        // "" counts responses (in h0); each scored answer counts under its question key, in
+        // the column of its point on the question's scale.
+        let measures = std::iter::once(("", 0usize)).chain(r.scores().filter_map(|(k, s)| {
+            let q = survey.question(k)?;
+            usize::try_from(s - q.min).ok().filter(|i| *i < HIST_WIDTH).map(|i| (k, i))
+        }));
         let slice_keys = SliceFilter::marginal_keys_of(r);
-        for (measure, score) in measures {
+        for (measure, column) in measures {
             for slice in &slice_keys {
-                *self
-                    .slices
-                    .entry((
-                        r.survey_id.clone(),
-                        measure.clone(),
-                        slice.clone(),
-                        day,
-                        score,
-                    ))
-                    .or_default() += 1;
+                self.slices
+                    .entry((r.survey_id.clone(), measure.to_owned(), slice.clone(), day))
+                    .or_insert([0; HIST_WIDTH])[column] += 1;
             }
-            *self
-                .cells
+            self.cells
                 .entry((
                     r.survey_id.clone(),
-                    measure,
+                    measure.to_owned(),
                     r.touchpoint_id.clone(),
                     r.org_unit_id.clone(),
                     i64::from(r.channel),
                     r.segment.clone(),
                     day,
-                    score,
                 ))
-                .or_default() += 1;
+                .or_insert([0; HIST_WIDTH])[column] += 1;
         }
     }
 }
@@ -232,7 +231,7 @@ async fn decide_and_write(
 
     let now = db::now_micros();
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut accepted: Vec<(&NewResponse, String)> = Vec::new();
+    let mut accepted: Vec<(&NewResponse, String, &SurveyDef)> = Vec::new();
     for r in items {
         if let Some((id, hash)) = known.get(&r.request_id) {
             outcomes.push(if *hash == r.request_hash {
@@ -242,17 +241,18 @@ async fn decide_and_write(
             });
             continue;
         }
-        let violations = match surveys.iter().find(|s| s.id == r.survey_id) {
+        let survey = surveys.iter().find(|s| s.id == r.survey_id);
+        let violations = match survey {
             None => vec![(
                 "response.survey_id".to_string(),
                 format!("no survey {:?}", r.survey_id),
             )],
             Some(s) => r.check_against(s, live_tps.contains(&r.touchpoint_id)),
         };
-        if !violations.is_empty() {
+        let Some(survey) = survey.filter(|_| violations.is_empty()) else {
             outcomes.push(Outcome::Rejected(violations));
             continue;
-        }
+        };
         let id = db::new_id();
         // Later items of this batch with the same request id are retries of this one.
         known.insert(r.request_id.clone(), (id.clone(), r.request_hash.clone()));
@@ -260,7 +260,7 @@ async fn decide_and_write(
             id: id.clone(),
             created_at: now,
         });
-        accepted.push((r, id));
+        accepted.push((r, id, survey));
     }
     if accepted.is_empty() {
         return Ok(outcomes);
@@ -269,7 +269,7 @@ async fn decide_and_write(
     const COLS: usize = 14;
     for chunk in accepted.chunks(db::rows_per_statement(COLS)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLS);
-        for (r, id) in chunk {
+        for (r, id, _) in chunk {
             values.extend([
                 Value::from(tenant.as_str()),
                 id.clone().into(),
@@ -299,18 +299,17 @@ async fn decide_and_write(
     }
 
     let mut inc = Increments::default();
-    for (r, _) in &accepted {
-        inc.add(r);
+    for (r, _, survey) in &accepted {
+        inc.add(r, survey);
     }
     write_increments(txn, tenant, inc).await?;
 
-    let events: Vec<Event> = accepted
+    // One event per committed batch: consumers get every response, and a bulk import does
+    // not double its writes with one outbox row per response.
+    let recorded: Vec<serde_json::Value> = accepted
         .iter()
-        .map(|(r, id)| Event {
-            id: db::new_id(),
-            tenant: tenant.to_string(),
-            topic: "feedback.response.recorded".into(),
-            payload: serde_json::json!({
+        .map(|(r, id, _)| {
+            serde_json::json!({
                 "response_id": id,
                 "survey_id": r.survey_id,
                 "touchpoint_id": r.touchpoint_id,
@@ -320,9 +319,14 @@ async fn decide_and_write(
                 "segment": r.segment,
                 "scores": r.scores().map(|(k, s)| (k.to_owned(), s)).collect::<HashMap<_, _>>(),
             })
-            .to_string(),
         })
         .collect();
+    let events = [Event {
+        id: db::new_id(),
+        tenant: tenant.to_string(),
+        topic: RESPONSES_RECORDED.into(),
+        payload: serde_json::json!({ "responses": recorded }).to_string(),
+    }];
     outbox::write(txn, "fb_outbox", &events).await?;
     Ok(outcomes)
 }
@@ -333,36 +337,43 @@ async fn write_increments(
     inc: Increments,
 ) -> ApiResult<()> {
     let backend = txn.get_database_backend();
-    let slices: Vec<(SliceKey, i64)> = inc.slices.into_iter().collect();
-    const SC: usize = 7;
+    let hist_cols = (0..HIST_WIDTH).map(|i| format!("h{i}")).collect::<Vec<_>>().join(", ");
+    let merge = |table: &str| {
+        (0..HIST_WIDTH)
+            .map(|i| format!("h{i} = {table}.h{i} + excluded.h{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    const SC: usize = 5 + HIST_WIDTH;
+    let slices: Vec<(SliceKey, Counts)> = inc.slices.into_iter().collect();
     for chunk in slices.chunks(db::rows_per_statement(SC)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * SC);
-        for ((survey, measure, slice, day, score), n) in chunk {
+        for ((survey, measure, slice, day), counts) in chunk {
             values.extend([
                 Value::from(tenant.as_str()),
                 survey.clone().into(),
                 measure.clone().into(),
                 slice.clone().into(),
                 (*day).into(),
-                (*score).into(),
-                (*n).into(),
             ]);
+            values.extend(counts.iter().map(|c| Value::from(*c)));
         }
         txn.execute_raw(stmt(
             backend,
             &format!(
-                "INSERT INTO fb_rollup_slices (tenant_id, survey_id, measure, slice, day, score, n) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, slice, day, score) DO UPDATE SET n = fb_rollup_slices.n + excluded.n",
-                db::row_placeholders(chunk.len(), SC)
+                "INSERT INTO fb_rollup_slices (tenant_id, survey_id, measure, slice, day, {hist_cols}) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, slice, day) DO UPDATE SET {}",
+                db::row_placeholders(chunk.len(), SC),
+                merge("fb_rollup_slices")
             ),
             values,
         ))
         .await?;
     }
-    let cells: Vec<(CellKey, i64)> = inc.cells.into_iter().collect();
-    const CC: usize = 10;
+    const CC: usize = 8 + HIST_WIDTH;
+    let cells: Vec<(CellKey, Counts)> = inc.cells.into_iter().collect();
     for chunk in cells.chunks(db::rows_per_statement(CC)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * CC);
-        for ((survey, measure, tp, ou, ch, seg, day, score), n) in chunk {
+        for ((survey, measure, tp, ou, ch, seg, day), counts) in chunk {
             values.extend([
                 Value::from(tenant.as_str()),
                 survey.clone().into(),
@@ -372,15 +383,15 @@ async fn write_increments(
                 (*ch).into(),
                 seg.clone().into(),
                 (*day).into(),
-                (*score).into(),
-                (*n).into(),
             ]);
+            values.extend(counts.iter().map(|c| Value::from(*c)));
         }
         txn.execute_raw(stmt(
             backend,
             &format!(
-                "INSERT INTO fb_rollup_cells (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day, score, n) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day, score) DO UPDATE SET n = fb_rollup_cells.n + excluded.n",
-                db::row_placeholders(chunk.len(), CC)
+                "INSERT INTO fb_rollup_cells (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day, {hist_cols}) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day) DO UPDATE SET {}",
+                db::row_placeholders(chunk.len(), CC),
+                merge("fb_rollup_cells")
             ),
             values,
         ))

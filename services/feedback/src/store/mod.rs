@@ -818,14 +818,15 @@ impl Store {
 
     // ---- rollups ----
 
-    /// Per-day histograms of one measure (a question key, or "" for response counts) over
-    /// days [from, to), for a slice. Reads rollups only: the cost grows with days and
-    /// distinct scores, not with the number of responses.
+    /// Per-day histograms of one measure (a question key, or "" for response counts, whose
+    /// scale starts at `min`) over days [from, to), for a slice. Reads rollups only: the cost
+    /// grows with days, not with the number of responses.
     pub async fn daily_histograms(
         &self,
         tenant: &TenantId,
         survey_id: &str,
         measure: &str,
+        min: i32,
         slice: &SliceFilter,
         days: (i64, i64),
     ) -> ApiResult<Vec<(i64, Histogram)>> {
@@ -833,11 +834,15 @@ impl Store {
         let sql = match slice.marginal_key() {
             Some(key) => {
                 values.push(key.into());
-                "SELECT day, score, n FROM fb_rollup_slices WHERE tenant_id = ? AND survey_id = ? AND measure = ? AND slice = ? AND day >= ? AND day < ? ORDER BY day".to_string()
+                format!(
+                    "SELECT day, {HIST_COLS} FROM fb_rollup_slices WHERE tenant_id = ? AND survey_id = ? AND measure = ? AND slice = ? AND day >= ? AND day < ? ORDER BY day"
+                )
             }
             None => {
-                let mut sql = String::from(
-                    "SELECT day, score, CAST(SUM(n) AS BIGINT) FROM fb_rollup_cells WHERE tenant_id = ? AND survey_id = ? AND measure = ?",
+                let sums: Vec<String> = (0..HIST_WIDTH).map(|i| format!("CAST(SUM(h{i}) AS BIGINT)")).collect();
+                let mut sql = format!(
+                    "SELECT day, {} FROM fb_rollup_cells WHERE tenant_id = ? AND survey_id = ? AND measure = ?",
+                    sums.join(", ")
                 );
                 if !slice.touchpoint_id.is_empty() {
                     sql.push_str(" AND touchpoint_id = ?");
@@ -855,28 +860,27 @@ impl Store {
                     sql.push_str(" AND segment = ?");
                     values.push(slice.segment.clone().into());
                 }
-                sql.push_str(" AND day >= ? AND day < ? GROUP BY day, score ORDER BY day");
+                sql.push_str(" AND day >= ? AND day < ? GROUP BY day ORDER BY day");
                 sql
             }
         };
         values.push(days.0.into());
         values.push(days.1.into());
-        let rows = self
-            .db
-            .query_all_raw(stmt(self.backend(), &sql, values))
-            .await?;
-        let mut out: Vec<(i64, Histogram)> = Vec::new();
+        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let day: i64 = get(r, 0)?;
-            let score: i64 = get(r, 1)?;
-            let n: i64 = get(r, 2)?;
-            if out.last().is_none_or(|(d, _)| *d != day) {
-                out.push((day, Histogram::new()));
+            let mut h = Histogram::new();
+            for i in 0..HIST_WIDTH {
+                let n: i64 = get(r, i + 1)?;
+                h.add(min + i as i32, n.max(0) as u64);
             }
-            if let Some((_, h)) = out.last_mut() {
-                h.add(score as i32, n.max(0) as u64);
-            }
+            out.push((day, h));
         }
         Ok(out)
     }
 }
+
+/// Histogram columns of a rollup row.
+pub(crate) const HIST_WIDTH: usize = crate::domain::MAX_SCALE_POINTS as usize;
+const HIST_COLS: &str = "h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10";
