@@ -238,7 +238,7 @@ async fn main() {
             let (_reporter, health) = tonic_health::server::health_reporter();
             tonic::transport::Server::builder()
                 .add_service(health)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
@@ -405,41 +405,54 @@ async fn main() {
                         .await
                         .unwrap_or_else(|e| panic!("{e}"));
                     let (from, to) = (s as u64 * per_stream, (s as u64 + 1) * per_stream);
-                    // One stream per task; messages are generated lazily so memory stays flat.
-                    let (tx, rx) = tokio::sync::mpsc::channel(2);
-                    let gen_survey = survey.clone();
-                    tokio::spawn(async move {
-                        let mut i = from;
-                        while i < to {
-                            let end = (i + batch as u64).min(to);
-                            let items = (i..end)
-                                .map(|k| {
-                                    let day = if spread {
-                                        last_day - (k as i64 % days)
-                                    } else {
-                                        last_day - days + 1 + k as i64 * days / rows_total
-                                    };
-                                    response(
-                                        format!("{prefix}-{k}"),
-                                        &gen_survey,
-                                        &tps[(k % tps.len() as u64) as usize],
-                                        day,
-                                        (k * 7 % 11) as i32,
-                                    )
-                                })
-                                .collect();
-                            if tx.send(pb::ImportResponsesRequest { items }).await.is_err() {
-                                break;
+                    let mut acc = (0, 0, 0);
+                    // A stream carries at most 100k items, so a large import opens several in
+                    // turn; messages are generated lazily so memory stays flat.
+                    let mut stream_from = from;
+                    while stream_from < to {
+                        let stream_to = (stream_from + 100_000).min(to);
+                        let (tx, rx) = tokio::sync::mpsc::channel(2);
+                        let (gen_survey, gen_tps, gen_prefix) =
+                            (survey.clone(), tps.clone(), prefix.clone());
+                        tokio::spawn(async move {
+                            let mut i = stream_from;
+                            while i < stream_to {
+                                let end = (i + batch as u64).min(stream_to);
+                                let items = (i..end)
+                                    .map(|k| {
+                                        let day = if spread {
+                                            last_day - (k as i64 % days)
+                                        } else {
+                                            last_day - days + 1 + k as i64 * days / rows_total
+                                        };
+                                        response(
+                                            format!("{gen_prefix}-{k}"),
+                                            &gen_survey,
+                                            &gen_tps[(k % gen_tps.len() as u64) as usize],
+                                            day,
+                                            (k * 7 % 11) as i32,
+                                        )
+                                    })
+                                    .collect();
+                                if tx.send(pb::ImportResponsesRequest { items }).await.is_err() {
+                                    break;
+                                }
+                                i = end;
                             }
-                            i = end;
-                        }
-                    });
-                    let res = c
-                        .import_responses(tokio_stream::wrappers::ReceiverStream::new(rx))
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"))
-                        .into_inner();
-                    (res.accepted, res.duplicates, res.rejected)
+                        });
+                        let res = c
+                            .import_responses(tokio_stream::wrappers::ReceiverStream::new(rx))
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"))
+                            .into_inner();
+                        acc = (
+                            acc.0 + res.accepted,
+                            acc.1 + res.duplicates,
+                            acc.2 + res.rejected,
+                        );
+                        stream_from = stream_to;
+                    }
+                    acc
                 }));
             }
             let mut acc = (0, 0, 0);

@@ -99,7 +99,9 @@ impl TestApp {
     }
 
     /// Subscribes to the events the services publish from their outboxes.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<cxloop_platform::outbox::Event>> {
+    pub fn subscribe(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<cxloop_platform::outbox::Event>> {
         match &self.app {
             Some(app) => app.events().subscribe(),
             None => panic!("the server was stopped"),

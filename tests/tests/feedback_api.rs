@@ -682,7 +682,13 @@ async fn a_recorded_response_leaves_an_event_through_the_outbox() {
     let mut events = app.subscribe();
     let (tps, survey) = seed_survey(&mut c, &["a"]).await;
     let r = c
-        .record_response(response("ev-1", &survey, &tps[0], at("2026-03-02T10:00:00Z"), &[("nps", 3)]))
+        .record_response(response(
+            "ev-1",
+            &survey,
+            &tps[0],
+            at("2026-03-02T10:00:00Z"),
+            &[("nps", 3)],
+        ))
         .await
         .unwrap()
         .into_inner()

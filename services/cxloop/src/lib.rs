@@ -168,7 +168,8 @@ impl Application {
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // Small responses must not wait for delayed ACKs (a 40 ms stall per call).
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async move {
                         let _ = shutdown.wait_for(|s| *s).await;
                     },

@@ -567,7 +567,10 @@ impl FeedbackApi {
             return Ok((None, 0));
         }
         match survey.questions.iter().find(|q| q.key == key) {
-            None => Err(ApiError::invalid("question_key", format!("the survey has no question {key:?}"))),
+            None => Err(ApiError::invalid(
+                "question_key",
+                format!("the survey has no question {key:?}"),
+            )),
             Some(q) if q.kind == QuestionKind::Text => Err(ApiError::invalid(
                 "question_key",
                 "a text question has no numeric metrics",
@@ -899,7 +902,9 @@ impl FeedbackService for FeedbackApi {
             let base = index;
             index += msg.items.len() as u64;
             let refusal = if msg.items.len() > MAX_IMPORT_BATCH {
-                Some(format!("a message carries at most {MAX_IMPORT_BATCH} items"))
+                Some(format!(
+                    "a message carries at most {MAX_IMPORT_BATCH} items"
+                ))
             } else if index > MAX_IMPORT_STREAM {
                 Some(format!(
                     "a stream carries at most {MAX_IMPORT_STREAM} items; open another stream for more"
@@ -914,10 +919,7 @@ impl FeedbackService for FeedbackApi {
                         request_id: item.request_id.clone(),
                         outcome: pb::ImportOutcome::Rejected as i32,
                         response_id: String::new(),
-                        violations: violations_pb(vec![(
-                            "items".into(),
-                            reason.clone(),
-                        )]),
+                        violations: violations_pb(vec![("items".into(), reason.clone())]),
                     });
                 }
                 continue;
@@ -1053,7 +1055,14 @@ impl FeedbackService for FeedbackApi {
             .await?;
         let days = self
             .store
-            .daily_histograms(&tenant, &r.survey_id, &r.question_key, min, &slice, range.days())
+            .daily_histograms(
+                &tenant,
+                &r.survey_id,
+                &r.question_key,
+                min,
+                &slice,
+                range.days(),
+            )
             .await?;
         let mut buckets = Vec::new();
         let mut total = Histogram::new();
@@ -1109,7 +1118,9 @@ impl FeedbackService for FeedbackApi {
         let (Some(metric), Some(a), Some(b)) = (metric, a, b) else {
             return Err(ApiError::invalid("a", "is required").into());
         };
-        let (kind, min) = self.question_scale(&tenant, &r.survey_id, &r.question_key).await?;
+        let (kind, min) = self
+            .question_scale(&tenant, &r.survey_id, &r.question_key)
+            .await?;
         let kind = kind.ok_or_else(|| ApiError::invalid("question_key", "is required"))?;
         if !dm::metrics_of(kind).contains(&metric) {
             return Err(ApiError::invalid(

@@ -142,7 +142,10 @@ impl Increments {
         // the column of its point on the question's scale.
         let measures = std::iter::once(("", 0usize)).chain(r.scores().filter_map(|(k, s)| {
             let q = survey.question(k)?;
-            usize::try_from(s - q.min).ok().filter(|i| *i < HIST_WIDTH).map(|i| (k, i))
+            usize::try_from(s - q.min)
+                .ok()
+                .filter(|i| *i < HIST_WIDTH)
+                .map(|i| (k, i))
         }));
         let slice_keys = SliceFilter::marginal_keys_of(r);
         for (measure, column) in measures {
@@ -337,7 +340,10 @@ async fn write_increments(
     inc: Increments,
 ) -> ApiResult<()> {
     let backend = txn.get_database_backend();
-    let hist_cols = (0..HIST_WIDTH).map(|i| format!("h{i}")).collect::<Vec<_>>().join(", ");
+    let hist_cols = (0..HIST_WIDTH)
+        .map(|i| format!("h{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let merge = |table: &str| {
         (0..HIST_WIDTH)
             .map(|i| format!("h{i} = {table}.h{i} + excluded.h{i}"))

@@ -839,7 +839,9 @@ impl Store {
                 )
             }
             None => {
-                let sums: Vec<String> = (0..HIST_WIDTH).map(|i| format!("CAST(SUM(h{i}) AS BIGINT)")).collect();
+                let sums: Vec<String> = (0..HIST_WIDTH)
+                    .map(|i| format!("CAST(SUM(h{i}) AS BIGINT)"))
+                    .collect();
                 let mut sql = format!(
                     "SELECT day, {} FROM fb_rollup_cells WHERE tenant_id = ? AND survey_id = ? AND measure = ?",
                     sums.join(", ")
@@ -866,7 +868,10 @@ impl Store {
         };
         values.push(days.0.into());
         values.push(days.1.into());
-        let rows = self.db.query_all_raw(stmt(self.backend(), &sql, values)).await?;
+        let rows = self
+            .db
+            .query_all_raw(stmt(self.backend(), &sql, values))
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let day: i64 = get(r, 0)?;
