@@ -238,7 +238,9 @@ async fn main() {
             let (_reporter, health) = tonic_health::server::health_reporter();
             tonic::transport::Server::builder()
                 .add_service(health)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                )
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }

@@ -710,3 +710,35 @@ async fn a_recorded_response_leaves_an_event_through_the_outbox() {
     assert_eq!(payload["responses"][0]["scores"]["nps"], 3);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn ingestion_sees_survey_and_touchpoint_changes_at_once() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a", "b"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    // Warm ingestion's view of the survey and both touchpoints.
+    c.record_response(response("c-1", &survey, &tps[0], t, &[("nps", 9)]))
+        .await
+        .unwrap();
+    c.record_response(response("c-2", &survey, &tps[1], t, &[("nps", 9)]))
+        .await
+        .unwrap();
+    c.delete_touchpoint(pb::DeleteTouchpointRequest { id: tps[1].clone() })
+        .await
+        .unwrap();
+    let err = c
+        .record_response(response("c-3", &survey, &tps[1], t, &[("nps", 9)]))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["response.touchpoint_id"]);
+    c.delete_survey(pb::DeleteSurveyRequest { id: survey.clone() })
+        .await
+        .unwrap();
+    let err = c
+        .record_response(response("c-4", &survey, &tps[0], t, &[("nps", 9)]))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["response.survey_id"]);
+    app.stop().await;
+}

@@ -94,7 +94,7 @@ pub async fn write<C: ConnectionTrait>(
     events: &[Event],
 ) -> Result<(), sea_orm::DbErr> {
     let now = db::now_micros();
-    for chunk in events.chunks(db::rows_per_statement(5)) {
+    for chunk in db::pow2_chunks(&events, db::rows_per_statement(5)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
         for e in chunk {
             values.push(e.id.clone().into());
@@ -115,6 +115,12 @@ pub async fn write<C: ConnectionTrait>(
 
 /// Runs until `stop` resolves: publishes pending events whenever `wake` is notified (after a
 /// commit) and at least once a second (for events left by a crash).
+///
+/// Published rows are deleted in bulk, at most once a second or every 500 events, not after
+/// each publish: a delete is a write transaction of its own, and on SQLite it would take the
+/// write lock from ingestion once per ingest batch. Until then the dispatcher remembers what
+/// it published, so nothing goes out twice while the process lives (after a crash, the rows
+/// not yet deleted go out again: delivery is at least once).
 pub async fn dispatch(
     db: DatabaseConnection,
     table: String,
@@ -123,39 +129,90 @@ pub async fn dispatch(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let mut published = Published::default();
     loop {
-        match drain(&db, &table, publisher.as_ref()).await {
+        match drain(&db, &table, publisher.as_ref(), &mut published).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, table, "outbox dispatch failed; will retry"),
         }
         tokio::select! {
-            () = &mut stop => return,
+            () = &mut stop => {
+                let _ = published.delete(&db, &table).await;
+                return;
+            }
             () = wake.notified() => {},
             () = tokio::time::sleep(Duration::from_secs(1)) => {},
         }
     }
 }
 
-/// Publishes one batch; true when there may be more.
+/// Events published but not yet deleted, and the newest id published. Ids grow in commit
+/// order because each service writes its outbox from one writer task; a row that is skipped
+/// anyway (an older id committed late) stays in the table and goes out after a restart.
+struct Published {
+    ids: Vec<String>,
+    cursor: String,
+    since: std::time::Instant,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self {
+            ids: Vec::new(),
+            cursor: String::new(),
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Published {
+    const MAX_PENDING: usize = 500;
+
+    fn due(&self) -> bool {
+        self.ids.len() >= Self::MAX_PENDING
+            || (!self.ids.is_empty() && self.since.elapsed() >= Duration::from_secs(1))
+    }
+
+    async fn delete(&mut self, db: &DatabaseConnection, table: &str) -> Result<(), String> {
+        let ids: Vec<Value> = self.ids.iter().map(|i| i.clone().into()).collect();
+        for chunk in ids.chunks(900) {
+            db.execute_raw(db::stmt(
+                db.get_database_backend(),
+                &format!(
+                    "DELETE FROM {table} WHERE id IN ({})",
+                    db::list_placeholders(chunk.len())
+                ),
+                chunk.to_vec(),
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        self.ids.clear();
+        self.since = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+/// Publishes one batch of new events; true when there may be more.
 async fn drain(
     db: &DatabaseConnection,
     table: &str,
     publisher: &dyn EventPublisher,
+    published: &mut Published,
 ) -> Result<bool, String> {
     const BATCH: usize = 1000;
-    let backend = db.get_database_backend();
+    if published.due() {
+        published.delete(db, table).await?;
+    }
     let rows = db
         .query_all_raw(db::stmt(
-            backend,
-            &format!("SELECT id, tenant_id, topic, payload FROM {table} ORDER BY id LIMIT {BATCH}"),
-            vec![],
+            db.get_database_backend(),
+            &format!("SELECT id, tenant_id, topic, payload FROM {table} WHERE id > ? ORDER BY id LIMIT {BATCH}"),
+            vec![published.cursor.clone().into()],
         ))
         .await
         .map_err(|e| e.to_string())?;
-    if rows.is_empty() {
-        return Ok(false);
-    }
     let mut events = Vec::with_capacity(rows.len());
     for r in &rows {
         events.push(Event {
@@ -165,18 +222,14 @@ async fn drain(
             payload: r.try_get_by_index(3).map_err(|e| e.to_string())?,
         });
     }
+    let Some(last) = events.last().map(|e| e.id.clone()) else {
+        return Ok(false);
+    };
     publisher.publish(&events).await?;
-    // Delete exactly what was published: an id that sorts lower may still be committing.
-    let ids: Vec<Value> = events.iter().map(|e| e.id.clone().into()).collect();
-    db.execute_raw(db::stmt(
-        backend,
-        &format!(
-            "DELETE FROM {table} WHERE id IN ({})",
-            db::list_placeholders(ids.len())
-        ),
-        ids,
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(events.len() == BATCH)
+    if published.ids.is_empty() {
+        published.since = std::time::Instant::now();
+    }
+    published.cursor = last;
+    published.ids.extend(events.into_iter().map(|e| e.id));
+    Ok(rows.len() == BATCH)
 }

@@ -34,7 +34,8 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
 /// dispatcher), which end when the context's stop signal fires.
 pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> {
     let wake = Arc::new(Notify::new());
-    let ingest = store::ingest::Ingest::start(ctx.db.clone(), wake.clone());
+    let store = store::Store::new(ctx.db.clone());
+    let ingest = store::ingest::Ingest::start(ctx.db.clone(), wake.clone(), store.config_version());
     tokio::spawn(cxloop_platform::outbox::dispatch(
         ctx.db.clone(),
         "fb_outbox".into(),
@@ -42,6 +43,6 @@ pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> 
         wake,
         ctx.stopped(),
     ));
-    let api = api::FeedbackApi::new(store::Store::new(ctx.db.clone()), ingest, ctx.pages.clone());
+    let api = api::FeedbackApi::new(store, ingest, ctx.pages.clone());
     FeedbackServiceServer::new(api).max_decoding_message_size(64 * 1024 * 1024)
 }

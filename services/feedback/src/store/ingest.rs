@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use cxloop_platform::TenantId;
 use cxloop_platform::db::{self, stmt};
@@ -59,9 +61,13 @@ pub struct Ingest {
 impl Ingest {
     /// Starts the writer task. `wake` is notified after each commit (the outbox dispatcher
     /// listens). The task ends when every handle is dropped, after finishing queued jobs.
-    pub fn start(db: DatabaseConnection, wake: Arc<Notify>) -> Self {
+    pub fn start(
+        db: DatabaseConnection,
+        wake: Arc<Notify>,
+        config_version: Arc<AtomicU64>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, rx, wake));
+        tokio::spawn(run(db, rx, wake, config_version));
         Self { tx }
     }
 
@@ -85,7 +91,13 @@ impl Ingest {
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, wake: Arc<Notify>) {
+async fn run(
+    db: DatabaseConnection,
+    mut rx: mpsc::Receiver<Job>,
+    wake: Arc<Notify>,
+    config_version: Arc<AtomicU64>,
+) {
+    let mut defs = Definitions::new(config_version);
     while let Some(first) = rx.recv().await {
         let mut rows = first.items.len();
         let mut jobs = vec![first];
@@ -98,7 +110,15 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, wake: Arc<Noti
                 Err(_) => break,
             }
         }
-        match commit(&db, &jobs).await {
+        let started = Instant::now();
+        let result = commit(&db, &mut defs, &jobs).await;
+        tracing::debug!(
+            rows,
+            jobs = jobs.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "ingest batch committed"
+        );
+        match result {
             Ok(outcomes) => {
                 for (job, out) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(out));
@@ -119,6 +139,100 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, wake: Arc<Noti
                 }
             }
         }
+    }
+}
+
+/// How long a cached survey definition or live touchpoint is trusted. Changes made in this
+/// process clear the cache at once; changes made by another replica are seen within this time.
+const DEFINITION_TTL: Duration = Duration::from_secs(5);
+
+/// Survey definitions and live touchpoints as ingestion last read them: every batch needs
+/// them, and reading them per batch would cost more than writing the batch.
+struct Definitions {
+    version: Arc<AtomicU64>,
+    seen: u64,
+    surveys: HashMap<(TenantId, String), (SurveyDef, Instant)>,
+    touchpoints: HashMap<(TenantId, String), Instant>,
+}
+
+impl Definitions {
+    fn new(version: Arc<AtomicU64>) -> Self {
+        Self {
+            seen: version.load(Ordering::Acquire),
+            version,
+            surveys: HashMap::new(),
+            touchpoints: HashMap::new(),
+        }
+    }
+
+    fn expire(&mut self) {
+        let v = self.version.load(Ordering::Acquire);
+        if v != self.seen {
+            self.seen = v;
+            self.surveys.clear();
+            self.touchpoints.clear();
+        }
+        let now = Instant::now();
+        self.surveys
+            .retain(|_, (_, at)| now.duration_since(*at) < DEFINITION_TTL);
+        self.touchpoints
+            .retain(|_, at| now.duration_since(*at) < DEFINITION_TTL);
+    }
+
+    async fn surveys(
+        &mut self,
+        txn: &DatabaseTransaction,
+        tenant: &TenantId,
+        ids: &[String],
+    ) -> ApiResult<Vec<SurveyDef>> {
+        self.expire();
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !self.surveys.contains_key(&(tenant.clone(), (*id).clone())))
+            .cloned()
+            .collect();
+        // Unknown ids are not remembered: a survey created a moment later must be found.
+        for def in Store::survey_defs(txn, tenant, &missing).await? {
+            self.surveys
+                .insert((tenant.clone(), def.id.clone()), (def, Instant::now()));
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                self.surveys
+                    .get(&(tenant.clone(), id.clone()))
+                    .map(|(d, _)| d.clone())
+            })
+            .collect())
+    }
+
+    async fn live_touchpoints(
+        &mut self,
+        txn: &DatabaseTransaction,
+        tenant: &TenantId,
+        ids: &[String],
+    ) -> ApiResult<Vec<String>> {
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                !self
+                    .touchpoints
+                    .contains_key(&(tenant.clone(), (*id).clone()))
+            })
+            .cloned()
+            .collect();
+        for id in Store::live_touchpoints(txn, tenant, &missing).await? {
+            self.touchpoints
+                .insert((tenant.clone(), id), Instant::now());
+        }
+        Ok(ids
+            .iter()
+            .filter(|id| {
+                self.touchpoints
+                    .contains_key(&(tenant.clone(), (*id).clone()))
+            })
+            .cloned()
+            .collect())
     }
 }
 
@@ -169,7 +283,11 @@ impl Increments {
     }
 }
 
-async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> ApiResult<Vec<Vec<Outcome>>> {
+async fn commit(
+    db: &DatabaseConnection,
+    defs: &mut Definitions,
+    jobs: &[Job],
+) -> ApiResult<Vec<Vec<Outcome>>> {
     let txn = db::begin_write(db).await?;
     let mut all = Vec::with_capacity(jobs.len());
     // Jobs of one tenant are decided together so that duplicates across jobs are caught.
@@ -183,7 +301,7 @@ async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> ApiResult<Vec<Vec<Outc
     let mut outcomes: Vec<Option<Vec<Outcome>>> = vec![None; jobs.len()];
     for (tenant, idx) in by_tenant {
         let items: Vec<&NewResponse> = idx.iter().flat_map(|i| jobs[*i].items.iter()).collect();
-        let decided = decide_and_write(&txn, tenant, &items).await?;
+        let decided = decide_and_write(&txn, defs, tenant, &items).await?;
         let mut it = decided.into_iter();
         for i in idx {
             outcomes[i] = Some(it.by_ref().take(jobs[i].items.len()).collect());
@@ -198,6 +316,7 @@ async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> ApiResult<Vec<Vec<Outc
 
 async fn decide_and_write(
     txn: &DatabaseTransaction,
+    defs: &mut Definitions,
     tenant: &TenantId,
     items: &[&NewResponse],
 ) -> ApiResult<Vec<Outcome>> {
@@ -205,11 +324,11 @@ async fn decide_and_write(
     let mut survey_ids: Vec<String> = items.iter().map(|r| r.survey_id.clone()).collect();
     survey_ids.sort();
     survey_ids.dedup();
-    let surveys = Store::survey_defs(txn, tenant, &survey_ids).await?;
+    let surveys = defs.surveys(txn, tenant, &survey_ids).await?;
     let mut tp_ids: Vec<String> = items.iter().map(|r| r.touchpoint_id.clone()).collect();
     tp_ids.sort();
     tp_ids.dedup();
-    let live_tps = Store::live_touchpoints(txn, tenant, &tp_ids).await?;
+    let live_tps = defs.live_touchpoints(txn, tenant, &tp_ids).await?;
 
     // Earlier responses with these request ids.
     let mut known: HashMap<String, (String, String)> = HashMap::new();
@@ -270,7 +389,7 @@ async fn decide_and_write(
     }
 
     const COLS: usize = 14;
-    for chunk in accepted.chunks(db::rows_per_statement(COLS)) {
+    for chunk in db::pow2_chunks(&accepted, db::rows_per_statement(COLS)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLS);
         for (r, id, _) in chunk {
             values.extend([
@@ -352,7 +471,7 @@ async fn write_increments(
     };
     const SC: usize = 5 + HIST_WIDTH;
     let slices: Vec<(SliceKey, Counts)> = inc.slices.into_iter().collect();
-    for chunk in slices.chunks(db::rows_per_statement(SC)) {
+    for chunk in db::pow2_chunks(&slices, db::rows_per_statement(SC)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * SC);
         for ((survey, measure, slice, day), counts) in chunk {
             values.extend([
@@ -377,7 +496,7 @@ async fn write_increments(
     }
     const CC: usize = 8 + HIST_WIDTH;
     let cells: Vec<(CellKey, Counts)> = inc.cells.into_iter().collect();
-    for chunk in cells.chunks(db::rows_per_statement(CC)) {
+    for chunk in db::pow2_chunks(&cells, db::rows_per_statement(CC)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * CC);
         for ((survey, measure, tp, ou, ch, seg, day), counts) in chunk {
             values.extend([

@@ -3,6 +3,9 @@
 
 pub mod ingest;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use cxloop_metrics::Histogram;
 use cxloop_platform::TenantId;
 use cxloop_platform::db::{self, stmt};
@@ -133,6 +136,9 @@ pub struct ResponseFilter {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Bumped after every committed change to a survey or touchpoint, so that ingestion
+    /// drops its cached definitions.
+    config_version: Arc<AtomicU64>,
 }
 
 fn get<T: sea_orm::TryGetable>(r: &QueryResult, i: usize) -> ApiResult<T> {
@@ -217,7 +223,19 @@ fn response_row(r: &QueryResult) -> ApiResult<ResponseRow> {
 impl Store {
     /// A store over this pool.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            config_version: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The counter ingestion watches for survey and touchpoint changes.
+    pub fn config_version(&self) -> Arc<AtomicU64> {
+        self.config_version.clone()
+    }
+
+    fn changed(&self) {
+        self.config_version.fetch_add(1, Ordering::AcqRel);
     }
 
     fn backend(&self) -> DbBackend {
@@ -282,6 +300,7 @@ impl Store {
         )
         .await?;
         txn.commit().await?;
+        self.changed();
         Ok(TouchpointRow {
             id,
             name: input.name.clone(),
@@ -378,6 +397,7 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(ApiError::not_found(TOUCHPOINT, row.id.clone()));
         }
+        self.changed();
         Ok(TouchpointRow {
             updated_at: now,
             ..row.clone()
@@ -397,6 +417,7 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(ApiError::not_found(TOUCHPOINT, id));
         }
+        self.changed();
         Ok(())
     }
 
@@ -530,6 +551,7 @@ impl Store {
         )
         .await?;
         txn.commit().await?;
+        self.changed();
         Ok(SurveyRow {
             id,
             name: input.name.clone(),
@@ -736,6 +758,7 @@ impl Store {
         ))
         .await?;
         txn.commit().await?;
+        self.changed();
         Ok(next)
     }
 
@@ -752,6 +775,7 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(ApiError::not_found(SURVEY, id));
         }
+        self.changed();
         Ok(())
     }
 
