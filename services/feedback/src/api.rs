@@ -363,16 +363,19 @@ fn response_pb(r: ResponseRow) -> pb::Response {
     }
 }
 
-/// Shape-checks one RecordResponse request into a domain value; violations name fields
-/// relative to the request ("response.answers[1].score").
-pub fn parse_new_response(
-    req: &pb::RecordResponseRequest,
-) -> Result<NewResponse, Vec<(String, String)>> {
+/// A refused item: its request id and the violations, with fields relative to the request
+/// ("response.answers[1].score").
+pub type Refusal = (String, Vec<(String, String)>);
+
+/// Shape-checks one RecordResponse request into a domain value. Takes the request by value:
+/// its strings move into the domain value instead of being copied (bulk import parses
+/// millions of them).
+pub fn parse_new_response(req: pb::RecordResponseRequest) -> Result<NewResponse, Refusal> {
     let mut v = Violations::new();
     let request_id = v.check(idempotency::parse_request_id("request_id", &req.request_id));
-    let Some(r) = req.response.as_ref() else {
+    let Some(mut r) = req.response else {
         v.add("response", "is required");
-        return Err(v.into_inner());
+        return Err((req.request_id, v.into_inner()));
     };
     check_len(&mut v, "response.survey_id", &r.survey_id, 1, 128);
     check_len(&mut v, "response.touchpoint_id", &r.touchpoint_id, 1, 128);
@@ -404,7 +407,6 @@ pub fn parse_new_response(
     if r.answers.is_empty() {
         v.add("response.answers", "must have at least one answer");
     }
-    let mut answers = Vec::with_capacity(r.answers.len());
     for (i, a) in r.answers.iter().enumerate() {
         if r.answers[..i]
             .iter()
@@ -415,36 +417,41 @@ pub fn parse_new_response(
                 "answers the same question twice",
             );
         }
-        match &a.value {
-            None => v.add(format!("response.answers[{i}]"), "set score or text"),
-            Some(pb::answer::Value::Score(s)) => {
-                answers.push((a.question_key.clone(), AnswerValue::Score(*s)))
-            }
-            Some(pb::answer::Value::Text(t)) => {
-                answers.push((a.question_key.clone(), AnswerValue::Text(t.clone())))
-            }
+        if a.value.is_none() {
+            v.add(format!("response.answers[{i}]"), "set score or text");
         }
     }
     if !v.is_empty() {
-        return Err(v.into_inner());
+        return Err((req.request_id, v.into_inner()));
     }
     // The fingerprint covers what the client sent, without output-only fields, so a retry
     // matches and a reuse of the request id with other content does not.
-    let mut canonical = r.clone();
-    canonical.id.clear();
-    canonical.request_id.clear();
-    canonical.create_time = None;
+    r.id.clear();
+    r.request_id.clear();
+    r.create_time = None;
+    let request_hash = idempotency::fingerprint(&r.encode_to_vec());
+    let answers = r
+        .answers
+        .into_iter()
+        .filter_map(|a| {
+            let value = match a.value? {
+                pb::answer::Value::Score(s) => AnswerValue::Score(s),
+                pb::answer::Value::Text(t) => AnswerValue::Text(t),
+            };
+            Some((a.question_key, value))
+        })
+        .collect();
     Ok(NewResponse {
         request_id: request_id.unwrap_or_default(),
-        request_hash: idempotency::fingerprint(&canonical.encode_to_vec()),
-        survey_id: r.survey_id.clone(),
-        touchpoint_id: r.touchpoint_id.clone(),
+        request_hash,
+        survey_id: r.survey_id,
+        touchpoint_id: r.touchpoint_id,
         occurred_at_us: occurred.unwrap_or_default(),
         channel,
-        org_unit_id: r.org_unit_id.clone(),
-        segment: r.segment.clone(),
-        customer_key: r.customer_key.clone(),
-        comment: r.comment.clone(),
+        org_unit_id: r.org_unit_id,
+        segment: r.segment,
+        customer_key: r.customer_key,
+        comment: r.comment,
         answers,
     })
 }
@@ -860,7 +867,8 @@ impl FeedbackService for FeedbackApi {
         req: Request<pb::RecordResponseRequest>,
     ) -> Result<Response<pb::RecordResponseResponse>, Status> {
         let tenant = auth(&req, Permission::ResponsesWrite)?;
-        let item = parse_new_response(req.get_ref()).map_err(ApiError::InvalidArgument)?;
+        let item =
+            parse_new_response(req.into_inner()).map_err(|(_, v)| ApiError::InvalidArgument(v))?;
         let outcome = self
             .ingest
             .submit(tenant.clone(), vec![item.clone()])
@@ -928,16 +936,16 @@ impl FeedbackService for FeedbackApi {
                 Vec::with_capacity(msg.items.len());
             let mut good = Vec::new();
             let mut good_at = Vec::new();
-            for (i, item) in msg.items.iter().enumerate() {
+            for (i, item) in msg.items.into_iter().enumerate() {
                 match parse_new_response(item) {
                     Ok(r) => {
                         good.push(r);
                         good_at.push(i);
                         results.push(None);
                     }
-                    Err(v) => results.push(Some(pb::ImportItemResult {
+                    Err((request_id, v)) => results.push(Some(pb::ImportItemResult {
                         index: base + i as u64,
-                        request_id: item.request_id.clone(),
+                        request_id,
                         outcome: pb::ImportOutcome::Rejected as i32,
                         response_id: String::new(),
                         violations: violations_pb(v),

@@ -294,6 +294,12 @@ impl NewResponse {
     }
 }
 
+/// The stored key of a single-dimension rollup slice: t (touchpoint), o (org unit),
+/// c (channel) or s (segment), a colon, and the value. The all-slice's key is "".
+pub fn slice_key(dimension: char, value: impl std::fmt::Display) -> String {
+    format!("{dimension}:{value}")
+}
+
 /// Which responses a metric covers. Empty fields mean "all".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SliceFilter {
@@ -312,10 +318,10 @@ impl SliceFilter {
     /// more dimensions are filtered (then the full-grain rollup answers it).
     pub fn marginal_key(&self) -> Option<String> {
         let set: Vec<String> = [
-            (!self.touchpoint_id.is_empty()).then(|| format!("t:{}", self.touchpoint_id)),
-            (!self.org_unit_id.is_empty()).then(|| format!("o:{}", self.org_unit_id)),
-            (self.channel != 0).then(|| format!("c:{}", self.channel)),
-            (!self.segment.is_empty()).then(|| format!("s:{}", self.segment)),
+            (!self.touchpoint_id.is_empty()).then(|| slice_key('t', &self.touchpoint_id)),
+            (!self.org_unit_id.is_empty()).then(|| slice_key('o', &self.org_unit_id)),
+            (self.channel != 0).then(|| slice_key('c', self.channel)),
+            (!self.segment.is_empty()).then(|| slice_key('s', &self.segment)),
         ]
         .into_iter()
         .flatten()
@@ -325,17 +331,6 @@ impl SliceFilter {
             1 => set.into_iter().next(),
             _ => None,
         }
-    }
-
-    /// The single-dimension rollup keys a response contributes to ("" is the all-slice).
-    pub fn marginal_keys_of(r: &NewResponse) -> [String; 5] {
-        [
-            String::new(),
-            format!("t:{}", r.touchpoint_id),
-            format!("o:{}", r.org_unit_id),
-            format!("c:{}", r.channel),
-            format!("s:{}", r.segment),
-        ]
     }
 }
 

@@ -4,7 +4,7 @@
 //! events together. Callers are answered only after the commit, so an acknowledged response
 //! is durable, and concurrent callers share one fsync instead of queueing for one each.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{HIST_WIDTH, Store, answers_json};
-use crate::domain::{NewResponse, SliceFilter, SurveyDef};
+use crate::domain::{NewResponse, SurveyDef, slice_key};
 
 /// Most response rows committed in one transaction.
 const MAX_BATCH_ROWS: usize = 20_000;
@@ -236,21 +236,54 @@ impl Definitions {
     }
 }
 
-/// Rollup rows touched by a batch: (survey, measure, slice, day) and
-/// (survey, measure, touchpoint, org unit, channel, segment, day), each with its histogram
-/// increments.
-type SliceKey = (String, String, String, i64);
-type CellKey = (String, String, String, String, i64, String, i64);
+/// A single-dimension slice of a response, borrowed from it; rendered to its stored key
+/// ("", "t:…", "o:…", "c:…", "s:…") once per distinct row, not once per response.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum SliceOf<'a> {
+    All,
+    Touchpoint(&'a str),
+    OrgUnit(&'a str),
+    Channel(i32),
+    Segment(&'a str),
+}
+
+impl SliceOf<'_> {
+    fn of(r: &NewResponse) -> [SliceOf<'_>; 5] {
+        [
+            SliceOf::All,
+            SliceOf::Touchpoint(&r.touchpoint_id),
+            SliceOf::OrgUnit(&r.org_unit_id),
+            SliceOf::Channel(r.channel),
+            SliceOf::Segment(&r.segment),
+        ]
+    }
+
+    fn key(self) -> String {
+        match self {
+            SliceOf::All => String::new(),
+            SliceOf::Touchpoint(t) => slice_key('t', t),
+            SliceOf::OrgUnit(o) => slice_key('o', o),
+            SliceOf::Channel(c) => slice_key('c', c),
+            SliceOf::Segment(s) => slice_key('s', s),
+        }
+    }
+}
+
+/// Rollup rows touched by a batch, keyed by borrowed parts of its responses:
+/// (survey, measure, slice, day) and (survey, measure, touchpoint, org unit, channel,
+/// segment, day), each with its histogram increments.
+type SliceKey<'a> = (&'a str, &'a str, SliceOf<'a>, i64);
+type CellKey<'a> = (&'a str, &'a str, &'a str, &'a str, i32, &'a str, i64);
 type Counts = [i64; HIST_WIDTH];
 
 #[derive(Default)]
-struct Increments {
-    slices: HashMap<SliceKey, Counts>,
-    cells: HashMap<CellKey, Counts>,
+struct Increments<'a> {
+    slices: HashMap<SliceKey<'a>, Counts>,
+    cells: HashMap<CellKey<'a>, Counts>,
 }
 
-impl Increments {
-    fn add(&mut self, r: &NewResponse, survey: &SurveyDef) {
+impl<'a> Increments<'a> {
+    fn add(&mut self, r: &'a NewResponse, survey: &SurveyDef) {
         let day = r.occurred_at_us.div_euclid(DAY_US);
         // "" counts responses (in h0); each scored answer counts under its question key, in
         // the column of its point on the question's scale.
@@ -261,26 +294,44 @@ impl Increments {
                 .filter(|i| *i < HIST_WIDTH)
                 .map(|i| (k, i))
         }));
-        let slice_keys = SliceFilter::marginal_keys_of(r);
         for (measure, column) in measures {
-            for slice in &slice_keys {
+            for slice in SliceOf::of(r) {
                 self.slices
-                    .entry((r.survey_id.clone(), measure.to_owned(), slice.clone(), day))
+                    .entry((&r.survey_id, measure, slice, day))
                     .or_insert([0; HIST_WIDTH])[column] += 1;
             }
             self.cells
                 .entry((
-                    r.survey_id.clone(),
-                    measure.to_owned(),
-                    r.touchpoint_id.clone(),
-                    r.org_unit_id.clone(),
-                    i64::from(r.channel),
-                    r.segment.clone(),
+                    &r.survey_id,
+                    measure,
+                    &r.touchpoint_id,
+                    &r.org_unit_id,
+                    r.channel,
+                    &r.segment,
                     day,
                 ))
                 .or_insert([0; HIST_WIDTH])[column] += 1;
         }
     }
+}
+
+/// The batch event's payload.
+#[derive(serde::Serialize)]
+struct RecordedBatch<'a> {
+    responses: Vec<RecordedEvent<'a>>,
+}
+
+/// One response in the batch event.
+#[derive(serde::Serialize)]
+struct RecordedEvent<'a> {
+    response_id: &'a str,
+    survey_id: &'a str,
+    touchpoint_id: &'a str,
+    occurred_at_us: i64,
+    channel: i32,
+    org_unit_id: &'a str,
+    segment: &'a str,
+    scores: BTreeMap<&'a str, i32>,
 }
 
 async fn commit(
@@ -428,26 +479,27 @@ async fn decide_and_write(
 
     // One event per committed batch: consumers get every response, and a bulk import does
     // not double its writes with one outbox row per response.
-    let recorded: Vec<serde_json::Value> = accepted
+    let recorded: Vec<RecordedEvent<'_>> = accepted
         .iter()
-        .map(|(r, id, _)| {
-            serde_json::json!({
-                "response_id": id,
-                "survey_id": r.survey_id,
-                "touchpoint_id": r.touchpoint_id,
-                "occurred_at_us": r.occurred_at_us,
-                "channel": r.channel,
-                "org_unit_id": r.org_unit_id,
-                "segment": r.segment,
-                "scores": r.scores().map(|(k, s)| (k.to_owned(), s)).collect::<HashMap<_, _>>(),
-            })
+        .map(|(r, id, _)| RecordedEvent {
+            response_id: id,
+            survey_id: &r.survey_id,
+            touchpoint_id: &r.touchpoint_id,
+            occurred_at_us: r.occurred_at_us,
+            channel: r.channel,
+            org_unit_id: &r.org_unit_id,
+            segment: &r.segment,
+            scores: r.scores().collect(),
         })
         .collect();
     let events = [Event {
         id: db::new_id(),
         tenant: tenant.to_string(),
         topic: RESPONSES_RECORDED.into(),
-        payload: serde_json::json!({ "responses": recorded }).to_string(),
+        payload: serde_json::to_string(&RecordedBatch {
+            responses: recorded,
+        })
+        .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?,
     }];
     outbox::write(txn, "fb_outbox", &events).await?;
     Ok(outcomes)
@@ -456,7 +508,7 @@ async fn decide_and_write(
 async fn write_increments(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
-    inc: Increments,
+    inc: Increments<'_>,
 ) -> ApiResult<()> {
     let backend = txn.get_database_backend();
     let hist_cols = (0..HIST_WIDTH)
@@ -476,9 +528,9 @@ async fn write_increments(
         for ((survey, measure, slice, day), counts) in chunk {
             values.extend([
                 Value::from(tenant.as_str()),
-                survey.clone().into(),
-                measure.clone().into(),
-                slice.clone().into(),
+                Value::from(*survey),
+                Value::from(*measure),
+                slice.key().into(),
                 (*day).into(),
             ]);
             values.extend(counts.iter().map(|c| Value::from(*c)));
@@ -501,12 +553,12 @@ async fn write_increments(
         for ((survey, measure, tp, ou, ch, seg, day), counts) in chunk {
             values.extend([
                 Value::from(tenant.as_str()),
-                survey.clone().into(),
-                measure.clone().into(),
-                tp.clone().into(),
-                ou.clone().into(),
-                (*ch).into(),
-                seg.clone().into(),
+                Value::from(*survey),
+                Value::from(*measure),
+                Value::from(*tp),
+                Value::from(*ou),
+                i64::from(*ch).into(),
+                Value::from(*seg),
                 (*day).into(),
             ]);
             values.extend(counts.iter().map(|c| Value::from(*c)));

@@ -150,16 +150,43 @@ fn corrupt(what: &str) -> ApiError {
     ApiError::Internal(format!("stored {what} cannot be read"))
 }
 
-/// Stored form of answers: compact JSON.
+/// Stored form of answers: compact JSON, `[{"k":"nps","s":9},{"k":"why","t":"…"}]`.
+/// Written by hand: this runs for every ingested response, and a serde_json::Value tree per
+/// answer cost more than the insert itself.
 pub(crate) fn answers_json(answers: &[(String, AnswerValue)]) -> String {
-    let items: Vec<serde_json::Value> = answers
-        .iter()
-        .map(|(k, v)| match v {
-            AnswerValue::Score(s) => serde_json::json!({"k": k, "s": s}),
-            AnswerValue::Text(t) => serde_json::json!({"k": k, "t": t}),
-        })
-        .collect();
-    serde_json::Value::Array(items).to_string()
+    let mut out = String::with_capacity(16 + answers.len() * 24);
+    out.push('[');
+    for (i, (k, v)) in answers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"k\":");
+        push_json_str(&mut out, k);
+        match v {
+            AnswerValue::Score(s) => {
+                out.push_str(",\"s\":");
+                out.push_str(&s.to_string());
+            }
+            AnswerValue::Text(t) => {
+                out.push_str(",\"t\":");
+                push_json_str(&mut out, t);
+            }
+        }
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // serde_json escapes exactly as JSON requires; a plain key needs no escaping at all.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(s).to_string());
+    }
 }
 
 fn answers_from_json(s: &str) -> ApiResult<Vec<(String, AnswerValue)>> {
@@ -913,3 +940,27 @@ impl Store {
 /// Histogram columns of a rollup row.
 pub(crate) const HIST_WIDTH: usize = crate::domain::MAX_SCALE_POINTS as usize;
 const HIST_COLS: &str = "h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_survive_the_stored_form() {
+        let answers = vec![
+            ("nps".to_string(), AnswerValue::Score(9)),
+            ("neg".to_string(), AnswerValue::Score(-3)),
+            (
+                "why".to_string(),
+                AnswerValue::Text("Say \"hi\"\\ \n tab\t æøå ✓".into()),
+            ),
+        ];
+        let json = answers_json(&answers);
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&json).is_ok(),
+            "{json}"
+        );
+        assert_eq!(answers_from_json(&json).ok(), Some(answers));
+        assert_eq!(answers_json(&[]), "[]");
+    }
+}
