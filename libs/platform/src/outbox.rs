@@ -94,7 +94,7 @@ pub async fn write<C: ConnectionTrait>(
     events: &[Event],
 ) -> Result<(), sea_orm::DbErr> {
     let now = db::now_micros();
-    for chunk in db::pow2_chunks(&events, db::rows_per_statement(5)) {
+    for chunk in db::pow2_chunks(events, db::rows_per_statement(5)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
         for e in chunk {
             values.push(e.id.clone().into());
