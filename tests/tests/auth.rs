@@ -197,3 +197,64 @@ async fn health_needs_no_token() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_jwks_document_verifies_tokens_by_key_id() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+    // The Ed25519 public key is the last 32 bytes of the PEM's SubjectPublicKeyInfo.
+    let pem = std::fs::read_to_string(format!("{fixtures}/ed25519-public.pem")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let x = URL_SAFE_NO_PAD.encode(&der[der.len() - 32..]);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}]}).to_string(),
+    )
+    .unwrap();
+    let path = jwks.display().to_string();
+    let app = spawn_with(|s| s.auth.public_keys_file = path).await;
+    let private = std::fs::read(format!("{fixtures}/ed25519-private.pem")).unwrap();
+    let sign = |kid: &str| {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(
+            &h,
+            &claims("cxloop", "cxloop", now() + 600),
+            &EncodingKey::from_ed_pem(&private).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(code_with(&app, &sign("k1")).await, Code::Ok);
+    assert_eq!(
+        code_with(&app, &sign("unknown-key")).await,
+        Code::Unauthenticated
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_runs_the_services_named() {
+    let app = spawn_with(|s| s.only = vec!["feedback".into()]).await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    assert!(
+        c.list_touchpoints(pb::ListTouchpointsRequest::default())
+            .await
+            .is_ok()
+    );
+    app.stop().await;
+    let mut settings = cxloop_platform::config::Settings {
+        listen: "127.0.0.1:0".into(),
+        only: vec!["payroll".into()],
+        ..Default::default()
+    };
+    settings.database_url = "sqlite::memory:".into();
+    let err = cxloop::Application::build(settings)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("unknown service \"payroll\""), "{err}");
+}
