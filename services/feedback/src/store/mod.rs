@@ -132,6 +132,59 @@ pub struct ResponseFilter {
     pub occurred: Option<(i64, i64)>,
 }
 
+/// A SELECT's conditions with their bound values, so list and rollup queries add the same
+/// filters the same way.
+struct Conditions {
+    sql: String,
+    values: Vec<Value>,
+}
+
+impl Conditions {
+    /// `select` must end in a WHERE clause's first condition with one placeholder (the tenant).
+    fn new(select: String, tenant: &TenantId) -> Self {
+        Self {
+            sql: select,
+            values: vec![tenant.as_str().into()],
+        }
+    }
+
+    fn eq(&mut self, col: &str, v: impl Into<Value>) {
+        self.sql.push_str(&format!(" AND {col} = ?"));
+        self.values.push(v.into());
+    }
+
+    /// The slice's set dimensions, on tables with touchpoint_id, org_unit_id, channel, segment.
+    fn slice(&mut self, s: &SliceFilter) {
+        if !s.touchpoint_id.is_empty() {
+            self.eq("touchpoint_id", s.touchpoint_id.clone());
+        }
+        if !s.org_unit_id.is_empty() {
+            self.eq("org_unit_id", s.org_unit_id.clone());
+        }
+        if s.channel != 0 {
+            self.eq("channel", i64::from(s.channel));
+        }
+        if !s.segment.is_empty() {
+            self.eq("segment", s.segment.clone());
+        }
+    }
+
+    /// Keyset paging by id: one row more than the page, to tell whether another page exists.
+    fn page(mut self, page: &Page) -> Self {
+        if let Some(after) = &page.after {
+            self.sql.push_str(" AND id > ?");
+            self.values.push(after.clone().into());
+        }
+        self.sql
+            .push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
+        self
+    }
+
+    fn statement(self, backend: DbBackend) -> sea_orm::Statement {
+        stmt(backend, &self.sql, self.values)
+    }
+}
+
 /// Storage of the feedback service.
 #[derive(Clone)]
 pub struct Store {
@@ -377,22 +430,18 @@ impl Store {
         channel: i32,
         page: &Page,
     ) -> ApiResult<Vec<TouchpointRow>> {
-        let mut sql = format!(
-            "SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL"
+        let mut q = Conditions::new(
+            format!(
+                "SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL"
+            ),
+            tenant,
         );
-        let mut values: Vec<Value> = vec![tenant.as_str().into()];
         if channel != 0 {
-            sql.push_str(" AND channel = ?");
-            values.push(i64::from(channel).into());
+            q.eq("channel", i64::from(channel));
         }
-        if let Some(after) = &page.after {
-            sql.push_str(" AND id > ?");
-            values.push(after.clone().into());
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
         let rows = self
             .db
-            .query_all_raw(stmt(self.backend(), &sql, values))
+            .query_all_raw(q.page(page).statement(self.backend()))
             .await?;
         rows.iter().map(touchpoint_row).collect()
     }
@@ -829,40 +878,22 @@ impl Store {
         f: &ResponseFilter,
         page: &Page,
     ) -> ApiResult<Vec<ResponseRow>> {
-        let mut sql = format!("SELECT {RESPONSE_COLS} FROM fb_responses WHERE tenant_id = ?");
-        let mut values: Vec<Value> = vec![tenant.as_str().into()];
-        let mut eq = |col: &str, v: Value| {
-            sql.push_str(&format!(" AND {col} = ?"));
-            values.push(v);
-        };
+        let mut q = Conditions::new(
+            format!("SELECT {RESPONSE_COLS} FROM fb_responses WHERE tenant_id = ?"),
+            tenant,
+        );
         if !f.survey_id.is_empty() {
-            eq("survey_id", f.survey_id.clone().into());
+            q.eq("survey_id", f.survey_id.clone());
         }
-        if !f.slice.touchpoint_id.is_empty() {
-            eq("touchpoint_id", f.slice.touchpoint_id.clone().into());
-        }
-        if !f.slice.org_unit_id.is_empty() {
-            eq("org_unit_id", f.slice.org_unit_id.clone().into());
-        }
-        if f.slice.channel != 0 {
-            eq("channel", i64::from(f.slice.channel).into());
-        }
-        if !f.slice.segment.is_empty() {
-            eq("segment", f.slice.segment.clone().into());
-        }
+        q.slice(&f.slice);
         if let Some((from, to)) = f.occurred {
-            sql.push_str(" AND occurred_at >= ? AND occurred_at < ?");
-            values.push(from.into());
-            values.push(to.into());
+            q.sql.push_str(" AND occurred_at >= ? AND occurred_at < ?");
+            q.values.push(from.into());
+            q.values.push(to.into());
         }
-        if let Some(after) = &page.after {
-            sql.push_str(" AND id > ?");
-            values.push(after.clone().into());
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
         let rows = self
             .db
-            .query_all_raw(stmt(self.backend(), &sql, values))
+            .query_all_raw(q.page(page).statement(self.backend()))
             .await?;
         rows.iter().map(response_row).collect()
     }
@@ -881,48 +912,45 @@ impl Store {
         slice: &SliceFilter,
         days: (i64, i64),
     ) -> ApiResult<Vec<(i64, Histogram)>> {
-        let mut values: Vec<Value> = vec![tenant.as_str().into(), survey_id.into(), measure.into()];
-        let sql = match slice.marginal_key() {
+        let marginal = slice.marginal_key();
+        let grouped = marginal.is_none();
+        let mut q = match marginal {
             Some(key) => {
-                values.push(key.into());
-                format!(
-                    "SELECT day, {HIST_COLS} FROM fb_rollup_slices WHERE tenant_id = ? AND survey_id = ? AND measure = ? AND slice = ? AND day >= ? AND day < ? ORDER BY day"
-                )
+                let mut q = Conditions::new(
+                    format!("SELECT day, {HIST_COLS} FROM fb_rollup_slices WHERE tenant_id = ?"),
+                    tenant,
+                );
+                q.eq("survey_id", survey_id);
+                q.eq("measure", measure);
+                q.eq("slice", key);
+                q
             }
             None => {
                 let sums: Vec<String> = (0..HIST_WIDTH)
                     .map(|i| format!("CAST(SUM(h{i}) AS BIGINT)"))
                     .collect();
-                let mut sql = format!(
-                    "SELECT day, {} FROM fb_rollup_cells WHERE tenant_id = ? AND survey_id = ? AND measure = ?",
-                    sums.join(", ")
+                let mut q = Conditions::new(
+                    format!(
+                        "SELECT day, {} FROM fb_rollup_cells WHERE tenant_id = ?",
+                        sums.join(", ")
+                    ),
+                    tenant,
                 );
-                if !slice.touchpoint_id.is_empty() {
-                    sql.push_str(" AND touchpoint_id = ?");
-                    values.push(slice.touchpoint_id.clone().into());
-                }
-                if !slice.org_unit_id.is_empty() {
-                    sql.push_str(" AND org_unit_id = ?");
-                    values.push(slice.org_unit_id.clone().into());
-                }
-                if slice.channel != 0 {
-                    sql.push_str(" AND channel = ?");
-                    values.push(i64::from(slice.channel).into());
-                }
-                if !slice.segment.is_empty() {
-                    sql.push_str(" AND segment = ?");
-                    values.push(slice.segment.clone().into());
-                }
-                sql.push_str(" AND day >= ? AND day < ? GROUP BY day ORDER BY day");
-                sql
+                q.eq("survey_id", survey_id);
+                q.eq("measure", measure);
+                q.slice(slice);
+                q
             }
         };
-        values.push(days.0.into());
-        values.push(days.1.into());
-        let rows = self
-            .db
-            .query_all_raw(stmt(self.backend(), &sql, values))
-            .await?;
+        q.sql.push_str(" AND day >= ? AND day < ?");
+        q.values.push(days.0.into());
+        q.values.push(days.1.into());
+        // Cells hold one row per combination of the unfiltered dimensions: sum them per day.
+        if grouped {
+            q.sql.push_str(" GROUP BY day");
+        }
+        q.sql.push_str(" ORDER BY day");
+        let rows = self.db.query_all_raw(q.statement(self.backend())).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let day: i64 = get(r, 0)?;
