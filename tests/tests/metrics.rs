@@ -335,3 +335,66 @@ async fn metric_requests_are_validated() {
     assert_eq!(err.code(), Code::NotFound);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_query_as_alone_and_names_bad_ones_by_position() {
+    let (app, mut c, tps, survey) = seeded().await;
+    let q = |tp: &str, period: &str| pb::QueryMetricsRequest {
+        survey_id: survey.clone(),
+        question_key: "nps".into(),
+        slice: Some(pb::Slice {
+            touchpoint_id: tp.into(),
+            ..Default::default()
+        }),
+        period: named(period),
+        bucket: pb::Bucket::Day as i32,
+    };
+    let queries = vec![
+        q(&tps[0], "2026-W10"),
+        q(&tps[1], "2026-03-02"),
+        q("", "2026-03"),
+    ];
+    let batch = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: queries.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.results.len(), 3);
+    for (query, result) in queries.into_iter().zip(&batch.results) {
+        let alone = c.query_metrics(query).await.unwrap().into_inner();
+        assert_eq!(&alone, result);
+    }
+    // A1 + A2 over the week: NPS 16.6667 (see above); B1: -50.
+    close(
+        value(batch.results[0].total.as_ref().unwrap(), pb::Metric::Nps).value,
+        16.666666666666664,
+    );
+    close(
+        value(batch.results[1].total.as_ref().unwrap(), pb::Metric::Nps).value,
+        -50.0,
+    );
+    let err = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: vec![q(&tps[0], "2026-W10"), q(&tps[0], "2026-W99")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["queries[1].period.named"]);
+    let mut unknown = q(&tps[0], "2026-W10");
+    unknown.question_key = "nope".into();
+    let err = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: vec![q(&tps[0], "2026-W10"), unknown],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["queries[1].question_key"]);
+    let err = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest { queries: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["queries"]);
+    app.stop().await;
+}

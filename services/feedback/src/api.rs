@@ -526,7 +526,7 @@ fn bucket_pb(range: Range, kind: Option<QuestionKind>, h: &Histogram) -> pb::Met
     }
 }
 
-fn bucket_size(v: &mut Violations, code: i32) -> BucketSize {
+fn bucket_size(v: &mut Violations, field: &str, code: i32) -> BucketSize {
     match pb::Bucket::try_from(code) {
         Ok(pb::Bucket::Day) => BucketSize::Day,
         Ok(pb::Bucket::Week) => BucketSize::Week,
@@ -535,7 +535,7 @@ fn bucket_size(v: &mut Violations, code: i32) -> BucketSize {
         Ok(pb::Bucket::Total) => BucketSize::Total,
         _ => {
             v.add(
-                "bucket",
+                field,
                 "must be BUCKET_DAY, _WEEK, _MONTH, _QUARTER or _TOTAL",
             );
             BucketSize::Total
@@ -558,6 +558,52 @@ fn check_metric_range(v: &mut Violations, field: &str, r: Option<Range>) -> Opti
         return None;
     }
     Some(r)
+}
+
+/// Most queries in one BatchQueryMetrics call.
+const MAX_BATCH_QUERIES: usize = 500;
+
+/// A validated QueryMetrics request.
+struct MetricsQuery {
+    survey_id: String,
+    question_key: String,
+    slice: SliceFilter,
+    range: Range,
+    size: BucketSize,
+}
+
+/// Validates one metrics query; field paths start with `prefix` ("" or "queries[3].").
+fn parse_metrics_query(
+    v: &mut Violations,
+    prefix: &str,
+    r: &pb::QueryMetricsRequest,
+) -> Option<MetricsQuery> {
+    if r.survey_id.is_empty() {
+        v.add(format!("{prefix}survey_id"), "is required");
+    }
+    let slice = parse_slice(v, &format!("{prefix}slice"), r.slice.as_ref());
+    let range = parse_range(v, &format!("{prefix}period"), r.period.as_ref());
+    let range = check_metric_range(v, &format!("{prefix}period"), range);
+    let size = bucket_size(v, &format!("{prefix}bucket"), r.bucket);
+    Some(MetricsQuery {
+        survey_id: r.survey_id.clone(),
+        question_key: r.question_key.clone(),
+        slice,
+        range: range?,
+        size,
+    })
+}
+
+/// Puts a batch position in front of every field path of a validation error.
+fn prefix_fields(e: ApiError, prefix: &str) -> ApiError {
+    match e {
+        ApiError::InvalidArgument(v) => ApiError::InvalidArgument(
+            v.into_iter()
+                .map(|(f, d)| (format!("{prefix}{f}"), d))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 impl FeedbackApi {
@@ -584,6 +630,44 @@ impl FeedbackApi {
             )),
             Some(q) => Ok((Some(q.kind), q.min)),
         }
+    }
+
+    async fn run_metrics_query(
+        &self,
+        tenant: &TenantId,
+        q: &MetricsQuery,
+    ) -> ApiResult<pb::QueryMetricsResponse> {
+        let (kind, min) = self
+            .question_scale(tenant, &q.survey_id, &q.question_key)
+            .await?;
+        let days = self
+            .store
+            .daily_histograms(
+                tenant,
+                &q.survey_id,
+                &q.question_key,
+                min,
+                &q.slice,
+                q.range.days(),
+            )
+            .await?;
+        let mut buckets = Vec::new();
+        let mut total = Histogram::new();
+        let mut it = days.iter().peekable();
+        for b in q.range.buckets(q.size) {
+            let end_day = period::day_of(b.end);
+            let mut h = Histogram::new();
+            while let Some((_, dh)) = it.next_if(|(d, _)| *d < end_day) {
+                h.merge(dh);
+            }
+            total.merge(&h);
+            buckets.push(bucket_pb(b, kind, &h));
+        }
+        Ok(pb::QueryMetricsResponse {
+            kind: kind.map_or(0, QuestionKind::code),
+            buckets,
+            total: Some(bucket_pb(q.range, kind, &total)),
+        })
     }
 
     async fn histogram_total(
@@ -1047,48 +1131,43 @@ impl FeedbackService for FeedbackApi {
         let tenant = auth(&req, Permission::MetricsRead)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        if r.survey_id.is_empty() {
-            v.add("survey_id", "is required");
-        }
-        let slice = parse_slice(&mut v, "slice", r.slice.as_ref());
-        let range = parse_range(&mut v, "period", r.period.as_ref());
-        let range = check_metric_range(&mut v, "period", range);
-        let size = bucket_size(&mut v, r.bucket);
+        let q = parse_metrics_query(&mut v, "", &r);
         v.finish()?;
-        let Some(range) = range else {
-            return Err(ApiError::invalid("period", "is required").into());
-        };
-        let (kind, min) = self
-            .question_scale(&tenant, &r.survey_id, &r.question_key)
-            .await?;
-        let days = self
-            .store
-            .daily_histograms(
-                &tenant,
-                &r.survey_id,
-                &r.question_key,
-                min,
-                &slice,
-                range.days(),
-            )
-            .await?;
-        let mut buckets = Vec::new();
-        let mut total = Histogram::new();
-        let mut it = days.iter().peekable();
-        for b in range.buckets(size) {
-            let end_day = period::day_of(b.end);
-            let mut h = Histogram::new();
-            while let Some((_, dh)) = it.next_if(|(d, _)| *d < end_day) {
-                h.merge(dh);
-            }
-            total.merge(&h);
-            buckets.push(bucket_pb(b, kind, &h));
+        let q = q.ok_or_else(|| ApiError::invalid("period", "is required"))?;
+        Ok(Response::new(self.run_metrics_query(&tenant, &q).await?))
+    }
+
+    async fn batch_query_metrics(
+        &self,
+        req: Request<pb::BatchQueryMetricsRequest>,
+    ) -> Result<Response<pb::BatchQueryMetricsResponse>, Status> {
+        let tenant = auth(&req, Permission::MetricsRead)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        if r.queries.is_empty() || r.queries.len() > MAX_BATCH_QUERIES {
+            v.add(
+                "queries",
+                format!("must hold 1-{MAX_BATCH_QUERIES} queries"),
+            );
         }
-        Ok(Response::new(pb::QueryMetricsResponse {
-            kind: kind.map_or(0, QuestionKind::code),
-            buckets,
-            total: Some(bucket_pb(range, kind, &total)),
-        }))
+        let parsed: Vec<Option<MetricsQuery>> = r
+            .queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| parse_metrics_query(&mut v, &format!("queries[{i}]."), q))
+            .collect();
+        v.finish()?;
+        let mut results = Vec::with_capacity(parsed.len());
+        for (i, q) in parsed.into_iter().enumerate() {
+            let q =
+                q.ok_or_else(|| ApiError::invalid(format!("queries[{i}].period"), "is required"))?;
+            let result = self
+                .run_metrics_query(&tenant, &q)
+                .await
+                .map_err(|e| prefix_fields(e, &format!("queries[{i}].")))?;
+            results.push(result);
+        }
+        Ok(Response::new(pb::BatchQueryMetricsResponse { results }))
     }
 
     async fn compare_metrics(
