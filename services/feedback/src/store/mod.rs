@@ -708,28 +708,32 @@ impl Store {
     }
 
     async fn get_survey_any(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
-        Self::load_surveys(&self.db, tenant, "AND id = ?", vec![id.into()], None)
+        Self::load_survey(&self.db, tenant, id, false).await
+    }
+
+    /// A live survey.
+    pub async fn get_survey(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
+        Self::load_survey(&self.db, tenant, id, true).await
+    }
+
+    /// One survey, only if live when `live_only`.
+    async fn load_survey<C: ConnectionTrait>(
+        c: &C,
+        tenant: &TenantId,
+        id: &str,
+        live_only: bool,
+    ) -> ApiResult<SurveyRow> {
+        let condition = if live_only {
+            "AND id = ? AND deleted_at IS NULL"
+        } else {
+            "AND id = ?"
+        };
+        Self::load_surveys(c, tenant, condition, vec![id.into()], None)
             .await?
             .into_iter()
             .next()
             .map(|(s, _)| s)
             .ok_or_else(|| ApiError::not_found(SURVEY, id))
-    }
-
-    /// A live survey.
-    pub async fn get_survey(&self, tenant: &TenantId, id: &str) -> ApiResult<SurveyRow> {
-        Self::load_surveys(
-            &self.db,
-            tenant,
-            "AND id = ? AND deleted_at IS NULL",
-            vec![id.into()],
-            None,
-        )
-        .await?
-        .into_iter()
-        .next()
-        .map(|(s, _)| s)
-        .ok_or_else(|| ApiError::not_found(SURVEY, id))
     }
 
     /// Survey definitions by id, deleted ones included (ingest refuses those with a reason).
@@ -799,18 +803,7 @@ impl Store {
         change: impl FnOnce(SurveyRow) -> ApiResult<SurveyRow>,
     ) -> ApiResult<SurveyRow> {
         let txn = db::begin_write(&self.db).await?;
-        let current = Self::load_surveys(
-            &txn,
-            tenant,
-            "AND id = ? AND deleted_at IS NULL",
-            vec![id.into()],
-            None,
-        )
-        .await?
-        .into_iter()
-        .next()
-        .map(|(s, _)| s)
-        .ok_or_else(|| ApiError::not_found(SURVEY, id))?;
+        let current = Self::load_survey(&txn, tenant, id, true).await?;
         let touchpoints_before = current.touchpoint_ids.clone();
         let mut next = change(current)?;
         if next.touchpoint_ids != touchpoints_before {
