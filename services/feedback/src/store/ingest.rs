@@ -248,16 +248,6 @@ enum SliceOf<'a> {
 }
 
 impl SliceOf<'_> {
-    fn of(r: &NewResponse) -> [SliceOf<'_>; 5] {
-        [
-            SliceOf::All,
-            SliceOf::Touchpoint(&r.touchpoint_id),
-            SliceOf::OrgUnit(&r.org_unit_id),
-            SliceOf::Channel(r.channel),
-            SliceOf::Segment(&r.segment),
-        ]
-    }
-
     fn key(self) -> String {
         match self {
             SliceOf::All => String::new(),
@@ -295,11 +285,6 @@ impl<'a> Increments<'a> {
                 .map(|i| (k, i))
         }));
         for (measure, column) in measures {
-            for slice in SliceOf::of(r) {
-                self.slices
-                    .entry((&r.survey_id, measure, slice, day))
-                    .or_insert([0; HIST_WIDTH])[column] += 1;
-            }
             self.cells
                 .entry((
                     &r.survey_id,
@@ -311,6 +296,29 @@ impl<'a> Increments<'a> {
                     day,
                 ))
                 .or_insert([0; HIST_WIDTH])[column] += 1;
+        }
+    }
+
+    /// Derives the single-dimension slices from the cells: a slice is the sum of its cells,
+    /// and a batch has far fewer distinct cells than responses.
+    fn fill_slices(&mut self) {
+        for ((survey, measure, tp, ou, ch, seg, day), counts) in &self.cells {
+            let slices = [
+                SliceOf::All,
+                SliceOf::Touchpoint(tp),
+                SliceOf::OrgUnit(ou),
+                SliceOf::Channel(*ch),
+                SliceOf::Segment(seg),
+            ];
+            for slice in slices {
+                let row = self
+                    .slices
+                    .entry((survey, measure, slice, *day))
+                    .or_insert([0; HIST_WIDTH]);
+                for (sum, c) in row.iter_mut().zip(counts) {
+                    *sum += c;
+                }
+            }
         }
     }
 }
@@ -475,6 +483,7 @@ async fn decide_and_write(
     for (r, _, survey) in &accepted {
         inc.add(r, survey);
     }
+    inc.fill_slices();
     write_increments(txn, tenant, inc).await?;
 
     // One event per committed batch: consumers get every response, and a bulk import does
