@@ -20,6 +20,9 @@ const STATEMENT_CACHE: usize = 64;
 /// commit: an acknowledged write survives a crash of the process and of the machine.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_owned());
+    // No ping before every checkout: a dead connection fails its statement and is replaced,
+    // and the ping cost a round trip to the SQLite worker thread on every query.
+    opts.test_before_acquire(false);
     opts.sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(10));
@@ -93,6 +96,20 @@ pub fn row_placeholders(rows: usize, cols: usize) -> String {
 /// `?, ?, …` for an `IN (…)` list.
 pub fn list_placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
+}
+
+/// Appends the items of an `IN (…)` list to `values`, padded to a power-of-two count by
+/// repeating the last item (a repeat changes no result), and returns the placeholders. Like
+/// [`pow2_chunks`], this keeps the number of distinct statement texts, and so of prepared
+/// statements, small.
+pub fn in_list(values: &mut Vec<Value>, items: impl IntoIterator<Item = Value>) -> String {
+    let start = values.len();
+    values.extend(items);
+    let n = values.len() - start;
+    if let Some(last) = values.last().cloned().filter(|_| n > 0) {
+        values.resize(start + n.next_power_of_two(), last);
+    }
+    list_placeholders(values.len() - start)
 }
 
 /// Rows per multi-row statement for a number of columns, under every backend's parameter
@@ -231,6 +248,12 @@ mod tests {
             "a = ?"
         );
         assert_eq!(row_placeholders(2, 2), "(?, ?), (?, ?)");
+        let mut values: Vec<Value> = vec!["t".into()];
+        let ph = in_list(&mut values, ["a", "b", "c"].map(Value::from));
+        assert_eq!(ph, "?, ?, ?, ?");
+        assert_eq!(values, ["t", "a", "b", "c", "c"].map(Value::from).to_vec());
+        let mut none: Vec<Value> = Vec::new();
+        assert_eq!(in_list(&mut none, Vec::new()), "");
         assert_eq!(
             sqlite_path("sqlite://x/c.db?mode=rwc"),
             Some(PathBuf::from("x/c.db"))

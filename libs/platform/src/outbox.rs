@@ -175,15 +175,13 @@ impl Published {
     }
 
     async fn delete(&mut self, db: &DatabaseConnection, table: &str) -> Result<(), String> {
-        let ids: Vec<Value> = self.ids.iter().map(|i| i.clone().into()).collect();
-        for chunk in ids.chunks(900) {
+        for chunk in self.ids.chunks(512) {
+            let mut values = Vec::with_capacity(chunk.len().next_power_of_two());
+            let ids_in = db::in_list(&mut values, chunk.iter().map(|i| Value::from(i.clone())));
             db.execute_raw(db::stmt(
                 db.get_database_backend(),
-                &format!(
-                    "DELETE FROM {table} WHERE id IN ({})",
-                    db::list_placeholders(chunk.len())
-                ),
-                chunk.to_vec(),
+                &format!("DELETE FROM {table} WHERE id IN ({ids_in})"),
+                values,
             ))
             .await
             .map_err(|e| e.to_string())?;

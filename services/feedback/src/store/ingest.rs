@@ -391,15 +391,17 @@ async fn decide_and_write(
 
     // Earlier responses with these request ids.
     let mut known: HashMap<String, (String, String)> = HashMap::new();
-    for chunk in items.chunks(900) {
+    for chunk in items.chunks(512) {
         let mut values: Vec<Value> = vec![tenant.as_str().into()];
-        values.extend(chunk.iter().map(|r| Value::from(r.request_id.clone())));
+        let ids_in = db::in_list(
+            &mut values,
+            chunk.iter().map(|r| Value::from(r.request_id.clone())),
+        );
         let rows = txn
             .query_all_raw(stmt(
                 backend,
                 &format!(
-                    "SELECT request_id, id, request_hash FROM fb_responses WHERE tenant_id = ? AND request_id IN ({})",
-                    db::list_placeholders(chunk.len())
+                    "SELECT request_id, id, request_hash FROM fb_responses WHERE tenant_id = ? AND request_id IN ({ids_in})"
                 ),
                 values,
             ))

@@ -507,13 +507,12 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut values: Vec<Value> = vec![tenant.as_str().into()];
-        values.extend(ids.iter().map(|i| Value::from(i.clone())));
+        let ids_in = db::in_list(&mut values, ids.iter().map(|i| Value::from(i.clone())));
         let rows = c
             .query_all_raw(stmt(
                 c.get_database_backend(),
                 &format!(
-                    "SELECT id FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL AND id IN ({})",
-                    db::list_placeholders(ids.len())
+                    "SELECT id FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL AND id IN ({ids_in})"
                 ),
                 values,
             ))
@@ -676,13 +675,15 @@ impl Store {
         }
         if !out.is_empty() {
             let mut values: Vec<Value> = vec![tenant.as_str().into()];
-            values.extend(out.iter().map(|(s, _)| Value::from(s.id.clone())));
+            let ids_in = db::in_list(
+                &mut values,
+                out.iter().map(|(s, _)| Value::from(s.id.clone())),
+            );
             let rows = c
                 .query_all_raw(stmt(
                     c.get_database_backend(),
                     &format!(
-                        "SELECT survey_id, touchpoint_id FROM fb_survey_touchpoints WHERE tenant_id = ? AND survey_id IN ({}) ORDER BY survey_id, position",
-                        db::list_placeholders(out.len())
+                        "SELECT survey_id, touchpoint_id FROM fb_survey_touchpoints WHERE tenant_id = ? AND survey_id IN ({ids_in}) ORDER BY survey_id, position"
                     ),
                     values,
                 ))
@@ -745,15 +746,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Value> = ids.iter().map(|i| Value::from(i.clone())).collect();
-        let rows = Self::load_surveys(
-            c,
-            tenant,
-            &format!("AND id IN ({})", db::list_placeholders(ids.len())),
-            values,
-            None,
-        )
-        .await?;
+        let mut values: Vec<Value> = Vec::new();
+        let ids_in = db::in_list(&mut values, ids.iter().map(|i| Value::from(i.clone())));
+        let rows =
+            Self::load_surveys(c, tenant, &format!("AND id IN ({ids_in})"), values, None).await?;
         Ok(rows
             .into_iter()
             .map(|(s, deleted)| SurveyDef {
