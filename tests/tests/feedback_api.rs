@@ -742,3 +742,37 @@ async fn ingestion_sees_survey_and_touchpoint_changes_at_once() {
     assert_eq!(violations(&err), vec!["response.survey_id"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_import_message_is_refused_whole() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    let too_many: Vec<_> = (0..10_001)
+        .map(|i| response(&format!("big-{i}"), &survey, &tps[0], t, &[("nps", 9)]))
+        .collect();
+    let ok = vec![response("after", &survey, &tps[0], t, &[("nps", 9)])];
+    let res = c
+        .import_responses(tokio_stream::iter(vec![
+            pb::ImportResponsesRequest { items: too_many },
+            pb::ImportResponsesRequest { items: ok },
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((res.accepted, res.rejected), (1, 10_001));
+    assert_eq!(res.results[0].violations[0].field, "items");
+    assert_eq!(res.results[10_001].index, 10_001);
+    assert_eq!(
+        pb::ImportOutcome::try_from(res.results[10_001].outcome).unwrap(),
+        pb::ImportOutcome::Accepted
+    );
+    let stored = c
+        .list_responses(pb::ListResponsesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.responses.len(), 1);
+    app.stop().await;
+}
