@@ -322,11 +322,6 @@ impl Store {
         self.db.get_database_backend()
     }
 
-    /// The pool.
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     // ---- touchpoints ----
 
     /// Creates a touchpoint once per request id.
