@@ -271,7 +271,7 @@ async fn main() {
             );
         }
         Cmd::Setup { addr, token } => {
-            let mut c = cxloop::demo::connect(&addr, &token)
+            let mut c = cxloop::client::connect(&addr, &token)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             let mut tps = Vec::new();
@@ -349,7 +349,7 @@ async fn main() {
             let (n, errors, lat) = drive(concurrency, seconds, |w| {
                 let c = pb::feedback_service_client::FeedbackServiceClient::with_interceptor(
                     chans[w % chans.len()].clone(),
-                    cxloop::demo::Bearer(value.clone()),
+                    cxloop::client::Bearer(value.clone()),
                 );
                 let (survey, touchpoint, run) = (survey.clone(), touchpoint.clone(), run.clone());
                 move |i| {
@@ -403,7 +403,7 @@ async fn main() {
                 );
                 let rows_total = rows as i64;
                 tasks.push(tokio::spawn(async move {
-                    let mut c = cxloop::demo::connect(&addr, &token)
+                    let mut c = cxloop::client::connect(&addr, &token)
                         .await
                         .unwrap_or_else(|e| panic!("{e}"));
                     let (from, to) = (s as u64 * per_stream, (s as u64 + 1) * per_stream);
@@ -535,7 +535,7 @@ async fn main() {
             touchpoint,
             queries,
         } => {
-            let mut c = cxloop::demo::connect(&addr, &token)
+            let mut c = cxloop::client::connect(&addr, &token)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             let end = today();

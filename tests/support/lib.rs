@@ -8,7 +8,7 @@ use cxloop::Application;
 use cxloop_platform::config::Settings;
 use cxloop_proto::feedback::v1 as pb;
 
-pub use cxloop::demo::Client;
+pub use cxloop::client::Client;
 
 /// A running server for one test.
 pub struct TestApp {
@@ -93,7 +93,7 @@ impl TestApp {
 
     /// A feedback client with a given token.
     pub async fn client_with_token(&self, token: &str) -> Client {
-        cxloop::demo::connect(&self.url, token)
+        cxloop::client::connect(&self.url, token)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     }

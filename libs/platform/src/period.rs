@@ -114,11 +114,6 @@ pub fn day_of(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(86_400)
 }
 
-/// Midnight UTC of a day number.
-pub fn day_start(day: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(day * 86_400, 0).unwrap_or_default()
-}
-
 impl Range {
     /// True when both ends are at midnight UTC (daily rollups can answer it exactly).
     pub fn is_day_aligned(&self) -> bool {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Instrument;
@@ -49,7 +50,7 @@ pub fn init(log_format: &str, otlp_endpoint: &str) -> Result<TelemetryGuard, Str
     } else {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint_str(otlp_endpoint)
+            .with_endpoint(otlp_endpoint.to_owned())
             .build()
             .map_err(|e| format!("OTLP exporter: {e}"))?;
         let p = SdkTracerProvider::builder()
@@ -67,16 +68,6 @@ pub fn init(log_format: &str, otlp_endpoint: &str) -> Result<TelemetryGuard, Str
         .with(otel_layer)
         .try_init();
     Ok(TelemetryGuard { provider })
-}
-
-trait EndpointStr {
-    fn with_endpoint_str(self, e: &str) -> Self;
-}
-
-impl<T: opentelemetry_otlp::WithExportConfig> EndpointStr for T {
-    fn with_endpoint_str(self, e: &str) -> Self {
-        self.with_endpoint(e.to_owned())
-    }
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);

@@ -117,7 +117,7 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     .unwrap();
 
     let mut server = start(&db_url, &secret_path);
-    let mut admin = cxloop::demo::connect(&server.url, &token).await.unwrap();
+    let mut admin = cxloop::client::connect(&server.url, &token).await.unwrap();
     let tp = admin
         .create_touchpoint(pb::CreateTouchpointRequest {
             request_id: "tp".into(),
@@ -166,7 +166,7 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
             acks.clone(),
         );
         writers.push(tokio::spawn(async move {
-            let mut client = cxloop::demo::connect(&url, &token).await.unwrap();
+            let mut client = cxloop::client::connect(&url, &token).await.unwrap();
             let mut acked = Vec::new();
             let mut sent = Vec::new();
             for i in 0.. {
@@ -204,7 +204,7 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     assert!(acked.len() >= KILL_AFTER_ACKS);
 
     let server = start(&db_url, &secret_path);
-    let mut client = cxloop::demo::connect(&server.url, &token).await.unwrap();
+    let mut client = cxloop::client::connect(&server.url, &token).await.unwrap();
     for rid in &sent {
         let res = client
             .record_response(request(rid, &survey, &tp, score_of(rid)))

@@ -16,7 +16,7 @@ use cxloop_platform::outbox::{self, Event};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{HIST_WIDTH, Store, answers_json};
+use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
 /// Most response rows committed in one transaction.
@@ -522,10 +522,7 @@ async fn write_increments(
     inc: Increments<'_>,
 ) -> ApiResult<()> {
     let backend = txn.get_database_backend();
-    let hist_cols = (0..HIST_WIDTH)
-        .map(|i| format!("h{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let hist_cols = hist_columns();
     let merge = |table: &str| {
         (0..HIST_WIDTH)
             .map(|i| format!("h{i} = {table}.h{i} + excluded.h{i}"))

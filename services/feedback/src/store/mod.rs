@@ -901,7 +901,10 @@ impl Store {
         let mut q = match marginal {
             Some(key) => {
                 let mut q = Conditions::new(
-                    format!("SELECT day, {HIST_COLS} FROM fb_rollup_slices WHERE tenant_id = ?"),
+                    format!(
+                        "SELECT day, {} FROM fb_rollup_slices WHERE tenant_id = ?",
+                        hist_columns()
+                    ),
                     tenant,
                 );
                 q.eq("survey_id", survey_id);
@@ -951,7 +954,14 @@ impl Store {
 
 /// Histogram columns of a rollup row.
 pub(crate) const HIST_WIDTH: usize = crate::domain::MAX_SCALE_POINTS as usize;
-const HIST_COLS: &str = "h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10";
+
+/// The histogram columns of a rollup row, "h0, h1, …, h10".
+pub(crate) fn hist_columns() -> String {
+    (0..HIST_WIDTH)
+        .map(|i| format!("h{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 #[cfg(test)]
 mod tests {

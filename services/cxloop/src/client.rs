@@ -1,0 +1,37 @@
+//! A feedback client with a bearer token, as `cxloop demo`, the end-to-end tests and the
+//! load generator use it.
+
+use cxloop_proto::feedback::v1::feedback_service_client::FeedbackServiceClient;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A feedback client with a bearer token.
+pub type Client =
+    FeedbackServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// Connects a feedback client to `addr` (e.g. "http://127.0.0.1:50051") with a token.
+pub async fn connect(addr: &str, token: &str) -> Result<Client, String> {
+    let channel = Channel::from_shared(addr.to_owned())
+        .map_err(|e| format!("address {addr}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {e} (is `cxloop serve` running?)"))?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "the token is not valid header text".to_string())?;
+    Ok(
+        FeedbackServiceClient::with_interceptor(channel, Bearer(value))
+            .max_decoding_message_size(64 * 1024 * 1024),
+    )
+}
