@@ -78,8 +78,14 @@ pub enum Permission {
     ResponsesWrite,
     /// Read individual responses (with comments and customer keys).
     ResponsesRead,
-    /// Read aggregated metrics.
+    /// Read aggregated metrics (also KPI scorecards).
     MetricsRead,
+    /// Read journey maps, ownership, KPIs, the backlog and capacity.
+    JourneysRead,
+    /// Change journey maps, ownership, KPIs and capacity.
+    JourneysWrite,
+    /// Propose, plan and move improvement items, and measure their effect.
+    BacklogWrite,
 }
 
 impl Role {
@@ -118,12 +124,21 @@ impl Role {
                 ResponsesWrite,
                 ResponsesRead,
                 MetricsRead,
+                JourneysRead,
+                JourneysWrite,
+                BacklogWrite,
             ],
-            Role::Analyst => &[ConfigRead, ResponsesRead, MetricsRead],
-            Role::CaseAgent => &[ConfigRead, ResponsesRead],
+            Role::Analyst => &[
+                ConfigRead,
+                ResponsesRead,
+                MetricsRead,
+                JourneysRead,
+                BacklogWrite,
+            ],
+            Role::CaseAgent => &[ConfigRead, ResponsesRead, JourneysRead],
             Role::Ingest => &[ResponsesWrite],
-            Role::Hr | Role::Finance => &[MetricsRead],
-            Role::Manager => &[ConfigRead, MetricsRead],
+            Role::Hr | Role::Finance => &[MetricsRead, JourneysRead],
+            Role::Manager => &[ConfigRead, MetricsRead, JourneysRead, BacklogWrite],
         }
     }
 }
@@ -137,6 +152,9 @@ pub struct Caller {
     pub subject: String,
     /// The roles from the token that this server knows.
     pub roles: Vec<Role>,
+    /// The verified token itself. A service that calls another on the caller's behalf passes
+    /// it on, so the other service sees the same tenant and roles and grants no more.
+    pub token: std::sync::Arc<str>,
 }
 
 impl Caller {
@@ -287,7 +305,7 @@ impl Verifier {
                 continue;
             }
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
-                Ok(data) => return caller_from_claims(data.claims),
+                Ok(data) => return caller_from_claims(data.claims, token),
                 Err(e) => last = Some(describe_jwt_error(&e)),
             }
         }
@@ -310,7 +328,7 @@ fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-fn caller_from_claims(c: Claims) -> ApiResult<Caller> {
+fn caller_from_claims(c: Claims, token: &str) -> ApiResult<Caller> {
     let tenant = TenantId::parse(&c.tenant).map_err(ApiError::Unauthenticated)?;
     // Unknown role names are ignored rather than refused, so a token issued for a newer
     // version still works for the roles this one knows.
@@ -319,6 +337,7 @@ fn caller_from_claims(c: Claims) -> ApiResult<Caller> {
         tenant,
         subject: c.sub,
         roles,
+        token: token.into(),
     })
 }
 

@@ -26,6 +26,17 @@ pub struct Settings {
     /// Secret for signing page tokens (hex). Empty: derived from the dev secret or generated
     /// per process (then page tokens do not survive a restart).
     pub paging_secret: String,
+    /// Where the services a service calls are reached (distributed mode).
+    pub peers: Peers,
+}
+
+/// Addresses of other services, e.g. `http://feedback:50051`. Empty means "in this process":
+/// the service is mounted here too and is called over this server's own address, so the call
+/// goes through the same auth and telemetry as any other.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Peers {
+    /// The feedback service (called by journeys).
+    pub feedback: String,
 }
 
 /// How tokens are verified.
@@ -59,6 +70,7 @@ impl Default for Settings {
             otlp_endpoint: String::new(),
             log_format: "pretty".into(),
             paging_secret: String::new(),
+            peers: Peers::default(),
         }
     }
 }
@@ -97,6 +109,15 @@ impl Settings {
             return Err(format!(
                 "log_format must be pretty or json, got {:?}",
                 self.log_format
+            ));
+        }
+        if !self.peers.feedback.is_empty()
+            && !(self.peers.feedback.starts_with("http://")
+                || self.peers.feedback.starts_with("https://"))
+        {
+            return Err(format!(
+                "peers.feedback must be an http:// or https:// URL, got {:?}",
+                self.peers.feedback
             ));
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {

@@ -126,6 +126,31 @@ impl Range {
         (day_of(self.start), day_of(self.end))
     }
 
+    /// The period just before this one, for trends: the previous month(s), quarter or year
+    /// when the range is whole calendar months (so March is compared with February, not with
+    /// the 31 days before it), otherwise the same length immediately before.
+    pub fn previous(&self) -> Range {
+        let first_of_month =
+            |t: DateTime<Utc>| t.timestamp().rem_euclid(86_400) == 0 && t.day() == 1;
+        if first_of_month(self.start) && first_of_month(self.end) {
+            let months = (self.end.year() * 12 + self.end.month0() as i32)
+                - (self.start.year() * 12 + self.start.month0() as i32);
+            let total = self.start.year() * 12 + self.start.month0() as i32 - months;
+            if months > 0
+                && let Some(start) = ymd(total.div_euclid(12), total.rem_euclid(12) as u32 + 1, 1)
+            {
+                return Range {
+                    start,
+                    end: self.start,
+                };
+            }
+        }
+        Range {
+            start: self.start - (self.end - self.start),
+            end: self.start,
+        }
+    }
+
     /// Splits the range into calendar buckets, clipped to the range.
     pub fn buckets(&self, size: BucketSize) -> Vec<Range> {
         let mut out = Vec::new();
@@ -209,5 +234,14 @@ mod tests {
         assert_eq!(w.last().map(|b| b.end), Some(q.end));
         assert_eq!(r("2026").buckets(BucketSize::Quarter).len(), 4);
         assert_eq!(r("2026").buckets(BucketSize::Total), vec![r("2026")]);
+    }
+
+    #[test]
+    fn previous_periods_follow_the_calendar() {
+        assert_eq!(r("2026-03").previous(), r("2026-02"));
+        assert_eq!(r("2026-Q1").previous(), r("2025-Q4"));
+        assert_eq!(r("2026").previous(), r("2025"));
+        assert_eq!(r("2026-W14").previous(), r("2026-W13"));
+        assert_eq!(r("2026-11-24").previous(), r("2026-11-23"));
     }
 }

@@ -25,3 +25,11 @@ pub mod feedback {
         tonic::include_proto!("cxloop.feedback.v1");
     }
 }
+
+/// The journey service (`cxloop.journeys.v1`).
+pub mod journeys {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("cxloop.journeys.v1");
+    }
+}

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Services this build can run, by name.
-pub const SERVICES: &[&str] = &[cxloop_feedback::NAME];
+pub const SERVICES: &[&str] = &[cxloop_feedback::NAME, cxloop_journeys::NAME];
 
 /// A started server.
 pub struct Application {
@@ -61,11 +61,12 @@ pub async fn migrate(settings: &Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("database: {e}"))?;
     for name in selected(settings)? {
-        if name == cxloop_feedback::NAME {
-            cxloop_feedback::migrate(&db)
-                .await
-                .map_err(|e| format!("migrating {name}: {e}"))?;
-        }
+        let migrated = match name {
+            cxloop_feedback::NAME => cxloop_feedback::migrate(&db).await,
+            cxloop_journeys::NAME => cxloop_journeys::migrate(&db).await,
+            _ => Ok(()),
+        };
+        migrated.map_err(|e| format!("migrating {name}: {e}"))?;
     }
     Ok(())
 }
@@ -108,6 +109,32 @@ fn page_key(settings: &Settings, dev_secret: Option<&[u8]>) -> Result<Vec<u8>, S
             uuid::Uuid::new_v4().as_bytes().to_vec()
         }
     })
+}
+
+/// Where a service this process calls is reached: the configured URL, or this server's own
+/// address when the other service runs here too.
+fn peer_url(
+    configured: &str,
+    addr: SocketAddr,
+    services: &[&str],
+    peer: &str,
+) -> Result<String, String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_owned());
+    }
+    if !services.contains(&peer) {
+        return Err(format!(
+            "this process does not run the {peer} service: set peers.{peer} (CXLOOP_PEERS__{}) to its URL",
+            peer.to_uppercase()
+        ));
+    }
+    // A wildcard listen address is not an address to connect to.
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(format!("http://{}", SocketAddr::new(ip, addr.port())))
 }
 
 impl Application {
@@ -154,15 +181,21 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         for name in &services {
-            if *name == cxloop_feedback::NAME {
-                router = router.add_service(cxloop_feedback::service(&ctx));
-                health
-                    .set_service_status(
-                        cxloop_feedback::SERVICE_NAME,
-                        tonic_health::ServingStatus::Serving,
-                    )
-                    .await;
-            }
+            let grpc_name = match *name {
+                cxloop_feedback::NAME => {
+                    router = router.add_service(cxloop_feedback::service(&ctx));
+                    cxloop_feedback::SERVICE_NAME
+                }
+                cxloop_journeys::NAME => {
+                    let url = peer_url(&settings.peers.feedback, addr, &services, "feedback")?;
+                    router = router.add_service(cxloop_journeys::service(&ctx, &url)?);
+                    cxloop_journeys::SERVICE_NAME
+                }
+                _ => continue,
+            };
+            health
+                .set_service_status(grpc_name, tonic_health::ServingStatus::Serving)
+                .await;
         }
         tracing::info!(%addr, services = ?services, "cxloop listening");
         let mut shutdown = stop_rx;

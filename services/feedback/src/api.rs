@@ -498,7 +498,12 @@ fn estimate_pb(e: &cxloop_metrics::Estimate) -> common::Estimate {
     }
 }
 
-fn bucket_pb(range: Range, kind: Option<QuestionKind>, h: &Histogram) -> pb::MetricBucket {
+fn bucket_pb(
+    range: Range,
+    kind: Option<QuestionKind>,
+    h: &Histogram,
+    with_values: bool,
+) -> pb::MetricBucket {
     pb::MetricBucket {
         range: Some(common::TimeRange {
             start: Some(ts(range.start.timestamp_micros())),
@@ -506,6 +511,7 @@ fn bucket_pb(range: Range, kind: Option<QuestionKind>, h: &Histogram) -> pb::Met
         }),
         count: h.total(),
         values: kind
+            .filter(|_| with_values)
             .map(|k| {
                 dm::estimates(k, h)
                     .into_iter()
@@ -570,6 +576,8 @@ struct MetricsQuery {
     slice: SliceFilter,
     range: Range,
     size: BucketSize,
+    /// False for METRICS_VIEW_HISTOGRAM.
+    with_values: bool,
 }
 
 /// Validates one metrics query; field paths start with `prefix` ("" or "queries[3].").
@@ -585,12 +593,21 @@ fn parse_metrics_query(
     let range = parse_range(v, &format!("{prefix}period"), r.period.as_ref());
     let range = check_metric_range(v, &format!("{prefix}period"), range);
     let size = bucket_size(v, &format!("{prefix}bucket"), r.bucket);
+    let with_values = match pb::MetricsView::try_from(r.view) {
+        Ok(pb::MetricsView::Histogram) => false,
+        Ok(_) => true,
+        Err(_) => {
+            v.add(format!("{prefix}view"), "must be a known MetricsView");
+            true
+        }
+    };
     Some(MetricsQuery {
         survey_id: r.survey_id.clone(),
         question_key: r.question_key.clone(),
         slice,
         range: range?,
         size,
+        with_values,
     })
 }
 
@@ -661,12 +678,12 @@ impl FeedbackApi {
                 h.merge(dh);
             }
             total.merge(&h);
-            buckets.push(bucket_pb(b, kind, &h));
+            buckets.push(bucket_pb(b, kind, &h, q.with_values));
         }
         Ok(pb::QueryMetricsResponse {
             kind: kind.map_or(0, QuestionKind::code),
             buckets,
-            total: Some(bucket_pb(q.range, kind, &total)),
+            total: Some(bucket_pb(q.range, kind, &total, q.with_values)),
         })
     }
 
@@ -1222,7 +1239,7 @@ impl FeedbackService for FeedbackApi {
         let hb = self
             .histogram_total(&tenant, &r.survey_id, &r.question_key, min, &b.0, b.1)
             .await?;
-        let c = dm::compare(metric, &ha, &hb);
+        let c = metric.compare(&ha, &hb);
         Ok(Response::new(pb::CompareMetricsResponse {
             comparison: Some(common::Comparison {
                 a: Some(estimate_pb(&c.a)),

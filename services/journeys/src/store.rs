@@ -1,0 +1,1061 @@
+//! The `jr_*` tables. Every statement is scoped by tenant; writes that check a rule against
+//! other rows (revision numbers, overlapping ownership) run in one write transaction, which
+//! on SQLite is `BEGIN IMMEDIATE` and on PostgreSQL also takes an advisory lock on the thing
+//! being changed, so two concurrent writers cannot both pass the check.
+
+use cxloop_platform::TenantId;
+use cxloop_platform::db::{self, stmt};
+use cxloop_platform::error::{ApiError, ApiResult};
+use cxloop_platform::idempotency::{self, Prior};
+use cxloop_platform::paging::Page;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, QueryResult, Value,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::Subject;
+use crate::domain::backlog::ItemDoc;
+use crate::domain::kpi::KpiDoc;
+use crate::domain::map::JourneyDoc;
+use crate::domain::ownership::{OwnerRole, Span};
+
+const IDEMPOTENCY: &str = "jr_idempotency";
+/// Resource names for NOT_FOUND details.
+pub const JOURNEY: &str = "cxloop.journeys.v1.Journey";
+/// See [`JOURNEY`].
+pub const ASSIGNMENT: &str = "cxloop.journeys.v1.Assignment";
+/// See [`JOURNEY`].
+pub const KPI: &str = "cxloop.journeys.v1.Kpi";
+/// See [`JOURNEY`].
+pub const ITEM: &str = "cxloop.journeys.v1.BacklogItem";
+
+/// One revision of a journey.
+#[derive(Clone, Debug)]
+pub struct JourneyRow {
+    /// Id.
+    pub id: String,
+    /// Revision number.
+    pub revision: i64,
+    /// The map.
+    pub doc: JourneyDoc,
+    /// When the journey was created (µs).
+    pub created_at: i64,
+    /// When this revision was written (µs).
+    pub changed_at: i64,
+    /// Who wrote it.
+    pub changed_by: String,
+}
+
+/// A revision log entry.
+#[derive(Clone, Debug)]
+pub struct RevisionRow {
+    /// Revision number.
+    pub revision: i64,
+    /// When (µs).
+    pub changed_at: i64,
+    /// Who.
+    pub changed_by: String,
+    /// What changed.
+    pub changes: Vec<String>,
+}
+
+/// An assignment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssignmentRow {
+    /// Id.
+    pub id: String,
+    /// Subject.
+    pub subject: Subject,
+    /// Role.
+    pub role: OwnerRole,
+    /// "person" or "team".
+    pub assignee_kind: String,
+    /// Person or org unit id.
+    pub assignee_id: String,
+    /// Display name.
+    pub assignee_name: String,
+    /// Dates.
+    pub span: Span,
+    /// Created (µs).
+    pub created_at: i64,
+}
+
+/// A KPI.
+#[derive(Clone, Debug)]
+pub struct KpiRow {
+    /// Id.
+    pub id: String,
+    /// The KPI.
+    pub doc: KpiDoc,
+    /// Created (µs).
+    pub created_at: i64,
+    /// Changed (µs).
+    pub updated_at: i64,
+}
+
+/// A backlog item.
+#[derive(Clone, Debug)]
+pub struct ItemRow {
+    /// Id.
+    pub id: String,
+    /// The item.
+    pub doc: ItemDoc,
+    /// Created (µs).
+    pub created_at: i64,
+    /// Changed (µs); also the optimistic-lock token of updates.
+    pub updated_at: i64,
+}
+
+/// Filters of ListAssignments.
+#[derive(Default)]
+pub struct AssignmentFilter {
+    /// Subject key.
+    pub subject: Option<String>,
+    /// Role.
+    pub role: Option<OwnerRole>,
+    /// Assignee id.
+    pub assignee: Option<String>,
+    /// Running at (µs).
+    pub active_at: Option<i64>,
+}
+
+fn to_json<T: Serialize>(t: &T) -> ApiResult<String> {
+    serde_json::to_string(t).map_err(|e| ApiError::Internal(format!("encode: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> ApiResult<T> {
+    serde_json::from_str(s).map_err(|e| ApiError::Internal(format!("stored document: {e}")))
+}
+
+/// The journey service's storage.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+const JOURNEY_COLS: &str =
+    "r.journey_id, r.revision, r.doc, j.created_at, r.changed_at, r.changed_by";
+const ASSIGNMENT_COLS: &str =
+    "id, subject, role, assignee_kind, assignee_id, assignee_name, start_at, end_at, created_at";
+
+fn journey_row(r: &QueryResult) -> ApiResult<JourneyRow> {
+    Ok(JourneyRow {
+        id: r.try_get_by_index(0)?,
+        revision: r.try_get_by_index(1)?,
+        doc: from_json(&r.try_get_by_index::<String>(2)?)?,
+        created_at: r.try_get_by_index(3)?,
+        changed_at: r.try_get_by_index(4)?,
+        changed_by: r.try_get_by_index(5)?,
+    })
+}
+
+fn assignment_row(r: &QueryResult) -> ApiResult<AssignmentRow> {
+    let subject: String = r.try_get_by_index(1)?;
+    let role: i64 = r.try_get_by_index(2)?;
+    Ok(AssignmentRow {
+        id: r.try_get_by_index(0)?,
+        subject: Subject::from_key(&subject)
+            .ok_or_else(|| ApiError::Internal(format!("stored subject {subject:?}")))?,
+        role: OwnerRole::from_code(role as i32)
+            .ok_or_else(|| ApiError::Internal(format!("stored role {role}")))?,
+        assignee_kind: r.try_get_by_index(3)?,
+        assignee_id: r.try_get_by_index(4)?,
+        assignee_name: r.try_get_by_index(5)?,
+        span: Span {
+            start: r.try_get_by_index(6)?,
+            end: r.try_get_by_index(7)?,
+        },
+        created_at: r.try_get_by_index(8)?,
+    })
+}
+
+fn kpi_row(r: &QueryResult) -> ApiResult<KpiRow> {
+    Ok(KpiRow {
+        id: r.try_get_by_index(0)?,
+        doc: from_json(&r.try_get_by_index::<String>(1)?)?,
+        created_at: r.try_get_by_index(2)?,
+        updated_at: r.try_get_by_index(3)?,
+    })
+}
+
+fn item_row(r: &QueryResult) -> ApiResult<ItemRow> {
+    Ok(ItemRow {
+        id: r.try_get_by_index(0)?,
+        doc: from_json(&r.try_get_by_index::<String>(1)?)?,
+        created_at: r.try_get_by_index(2)?,
+        updated_at: r.try_get_by_index(3)?,
+    })
+}
+
+/// The key a page token carries for items ordered by priority (descending), then id.
+pub fn item_page_key(priority: f64, id: &str) -> String {
+    format!("{priority}|{id}")
+}
+
+impl Store {
+    /// A store over a pool.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// On PostgreSQL, serialises writers of one key until the transaction ends (SQLite's
+    /// BEGIN IMMEDIATE already serialises every writer).
+    async fn lock(&self, txn: &DatabaseTransaction, key: &str) -> ApiResult<()> {
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_raw(stmt(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
+                vec![key.into()],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn prior<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        tenant: &TenantId,
+        op: &str,
+        request_id: &str,
+        hash: &str,
+    ) -> ApiResult<Option<String>> {
+        Ok(
+            match idempotency::check(c, IDEMPOTENCY, tenant, op, request_id, hash).await? {
+                Prior::Same(id) => Some(id),
+                Prior::None => None,
+            },
+        )
+    }
+
+    // ---- journeys ----
+
+    /// Creates a journey (revision 1).
+    pub async fn create_journey(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        hash: &str,
+        doc: &JourneyDoc,
+        by: &str,
+    ) -> ApiResult<JourneyRow> {
+        let txn = db::begin_write(&self.db).await?;
+        if let Some(id) = self
+            .prior(&txn, tenant, "CreateJourney", request_id, hash)
+            .await?
+        {
+            txn.commit().await?;
+            return self.get_journey(tenant, &id, None).await;
+        }
+        let id = db::new_id();
+        let now = db::now_micros();
+        txn.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO jr_journeys (tenant_id, id, revision, created_at) VALUES (?, ?, 1, ?)",
+            vec![tenant.as_str().into(), id.clone().into(), now.into()],
+        ))
+        .await?;
+        self.insert_revision(
+            &txn,
+            tenant,
+            &id,
+            1,
+            now,
+            by,
+            &["created".into()],
+            false,
+            doc,
+        )
+        .await?;
+        idempotency::remember(
+            &txn,
+            IDEMPOTENCY,
+            tenant,
+            "CreateJourney",
+            request_id,
+            hash,
+            &id,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(JourneyRow {
+            id,
+            revision: 1,
+            doc: doc.clone(),
+            created_at: now,
+            changed_at: now,
+            changed_by: by.into(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_revision(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: &TenantId,
+        id: &str,
+        revision: i64,
+        at: i64,
+        by: &str,
+        changes: &[String],
+        deleted: bool,
+        doc: &JourneyDoc,
+    ) -> ApiResult<()> {
+        txn.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO jr_journey_revisions (tenant_id, journey_id, revision, changed_at, changed_by, changes, deleted, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                tenant.as_str().into(),
+                id.into(),
+                revision.into(),
+                at.into(),
+                by.into(),
+                to_json(&changes)?.into(),
+                i64::from(deleted).into(),
+                to_json(doc)?.into(),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// A live journey's current revision, or the revision current at `as_of` (µs), which
+    /// may be of a journey deleted since.
+    pub async fn get_journey(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        as_of: Option<i64>,
+    ) -> ApiResult<JourneyRow> {
+        let (sql, mut values): (String, Vec<Value>) = match as_of {
+            None => (
+                format!(
+                    "SELECT {JOURNEY_COLS} FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id AND r.revision = j.revision WHERE j.tenant_id = ? AND j.id = ? AND j.deleted_at IS NULL"
+                ),
+                vec![tenant.as_str().into(), id.into()],
+            ),
+            Some(t) => (
+                format!(
+                    "SELECT {JOURNEY_COLS}, r.deleted FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id WHERE j.tenant_id = ? AND j.id = ? AND r.changed_at <= ? ORDER BY r.revision DESC LIMIT 1"
+                ),
+                vec![tenant.as_str().into(), id.into(), t.into()],
+            ),
+        };
+        let row = self
+            .db
+            .query_one_raw(stmt(self.backend(), &sql, std::mem::take(&mut values)))
+            .await?
+            .ok_or_else(|| ApiError::not_found(JOURNEY, id))?;
+        if as_of.is_some() && row.try_get_by_index::<i64>(6)? != 0 {
+            return Err(ApiError::not_found(JOURNEY, id));
+        }
+        journey_row(&row)
+    }
+
+    /// Live journeys by id, one page.
+    pub async fn list_journeys(
+        &self,
+        tenant: &TenantId,
+        page: &Page,
+    ) -> ApiResult<Vec<JourneyRow>> {
+        let mut values: Vec<Value> = vec![tenant.as_str().into()];
+        let mut sql = format!(
+            "SELECT {JOURNEY_COLS} FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id AND r.revision = j.revision WHERE j.tenant_id = ? AND j.deleted_at IS NULL"
+        );
+        if let Some(after) = &page.after {
+            sql.push_str(" AND j.id > ?");
+            values.push(after.clone().into());
+        }
+        sql.push_str(&format!(" ORDER BY j.id LIMIT {}", page.size + 1));
+        let rows = self
+            .db
+            .query_all_raw(stmt(self.backend(), &sql, values))
+            .await?;
+        rows.iter().map(journey_row).collect()
+    }
+
+    /// Every live journey (tenants have tens, not thousands).
+    pub async fn all_journeys(&self, tenant: &TenantId) -> ApiResult<Vec<JourneyRow>> {
+        self.list_journeys(
+            tenant,
+            &Page {
+                size: 100_000,
+                after: None,
+            },
+        )
+        .await
+    }
+
+    /// Writes a new revision if the current one is still `base` (the one the change was
+    /// computed from); otherwise FAILED_PRECONDITION, so no change is lost.
+    pub async fn update_journey(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        base: i64,
+        doc: &JourneyDoc,
+        changes: &[String],
+        by: &str,
+        delete: bool,
+    ) -> ApiResult<JourneyRow> {
+        let txn = db::begin_write(&self.db).await?;
+        let now = db::now_micros();
+        let res = txn
+            .execute_raw(stmt(
+                self.backend(),
+                &format!(
+                    "UPDATE jr_journeys SET revision = revision + 1{} WHERE tenant_id = ? AND id = ? AND revision = ? AND deleted_at IS NULL",
+                    if delete { ", deleted_at = ?" } else { "" }
+                ),
+                if delete {
+                    vec![now.into(), tenant.as_str().into(), id.into(), base.into()]
+                } else {
+                    vec![tenant.as_str().into(), id.into(), base.into()]
+                },
+            ))
+            .await?;
+        if res.rows_affected() == 0 {
+            drop(txn);
+            // Gone, or changed since it was read.
+            self.get_journey(tenant, id, None).await?;
+            return Err(ApiError::precondition(
+                "REVISION_CHANGED",
+                format!("journeys/{id}"),
+                format!("the journey changed after revision {base}; read it again and retry"),
+            ));
+        }
+        self.insert_revision(&txn, tenant, id, base + 1, now, by, changes, delete, doc)
+            .await?;
+        txn.commit().await?;
+        let created_at = self
+            .db
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT created_at FROM jr_journeys WHERE tenant_id = ? AND id = ?",
+                vec![tenant.as_str().into(), id.into()],
+            ))
+            .await?
+            .map(|r| r.try_get_by_index::<i64>(0))
+            .transpose()?
+            .unwrap_or(now);
+        Ok(JourneyRow {
+            id: id.into(),
+            revision: base + 1,
+            doc: doc.clone(),
+            created_at,
+            changed_at: now,
+            changed_by: by.into(),
+        })
+    }
+
+    /// Revisions newest first; `page.after` is a revision number.
+    pub async fn list_revisions(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        page: &Page,
+    ) -> ApiResult<Vec<RevisionRow>> {
+        let exists = self
+            .db
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT 1 FROM jr_journeys WHERE tenant_id = ? AND id = ?",
+                vec![tenant.as_str().into(), id.into()],
+            ))
+            .await?;
+        if exists.is_none() {
+            return Err(ApiError::not_found(JOURNEY, id));
+        }
+        let before: i64 = match &page.after {
+            Some(a) => a
+                .parse()
+                .map_err(|_| ApiError::invalid("page.page_token", "not a token of this call"))?,
+            None => i64::MAX,
+        };
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                self.backend(),
+                &format!("SELECT revision, changed_at, changed_by, changes FROM jr_journey_revisions WHERE tenant_id = ? AND journey_id = ? AND revision < ? ORDER BY revision DESC LIMIT {}", page.size + 1),
+                vec![tenant.as_str().into(), id.into(), before.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevisionRow {
+                    revision: r.try_get_by_index(0)?,
+                    changed_at: r.try_get_by_index(1)?,
+                    changed_by: r.try_get_by_index(2)?,
+                    changes: from_json(&r.try_get_by_index::<String>(3)?)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- ownership ----
+
+    /// Creates an assignment; for a one-at-a-time role, refuses a period that overlaps
+    /// another holder's (INVALID_ARGUMENT on `assignment.start_time`).
+    pub async fn create_assignment(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        hash: &str,
+        a: &AssignmentRow,
+    ) -> ApiResult<AssignmentRow> {
+        let txn = db::begin_write(&self.db).await?;
+        if let Some(id) = self
+            .prior(&txn, tenant, "CreateAssignment", request_id, hash)
+            .await?
+        {
+            txn.commit().await?;
+            return self.get_assignment(tenant, &id).await;
+        }
+        let subject = a.subject.key();
+        if a.role.exclusive() {
+            self.lock(
+                &txn,
+                &format!("{}|{subject}|{}", tenant.as_str(), a.role as i32),
+            )
+            .await?;
+            let others = self
+                .assignments_where(
+                    &txn,
+                    tenant,
+                    "subject = ? AND role = ?",
+                    vec![subject.clone().into(), (a.role as i64).into()],
+                )
+                .await?;
+            if let Some(o) = others.iter().find(|o| o.span.overlaps(&a.span)) {
+                return Err(ApiError::invalid(
+                    "assignment.start_time",
+                    format!(
+                        "the period overlaps assignment {} of {} ({}); a role held by one at a time cannot overlap: end that one first",
+                        o.id, o.assignee_name, o.assignee_id
+                    ),
+                ));
+            }
+        }
+        let mut row = a.clone();
+        row.id = db::new_id();
+        row.created_at = db::now_micros();
+        txn.execute_raw(stmt(
+            self.backend(),
+            &format!("INSERT INTO jr_assignments (tenant_id, {ASSIGNMENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            vec![
+                tenant.as_str().into(),
+                row.id.clone().into(),
+                subject.into(),
+                (row.role as i64).into(),
+                row.assignee_kind.clone().into(),
+                row.assignee_id.clone().into(),
+                row.assignee_name.clone().into(),
+                row.span.start.into(),
+                row.span.end.into(),
+                row.created_at.into(),
+            ],
+        ))
+        .await?;
+        idempotency::remember(
+            &txn,
+            IDEMPOTENCY,
+            tenant,
+            "CreateAssignment",
+            request_id,
+            hash,
+            &row.id,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(row)
+    }
+
+    async fn assignments_where<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        tenant: &TenantId,
+        cond: &str,
+        mut values: Vec<Value>,
+    ) -> ApiResult<Vec<AssignmentRow>> {
+        values.insert(0, tenant.as_str().into());
+        let rows = c
+            .query_all_raw(stmt(
+                self.backend(),
+                &format!("SELECT {ASSIGNMENT_COLS} FROM jr_assignments WHERE tenant_id = ? AND {cond} ORDER BY start_at, id"),
+                values,
+            ))
+            .await?;
+        rows.iter().map(assignment_row).collect()
+    }
+
+    /// One assignment.
+    pub async fn get_assignment(&self, tenant: &TenantId, id: &str) -> ApiResult<AssignmentRow> {
+        self.assignments_where(&self.db, tenant, "id = ?", vec![id.into()])
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::not_found(ASSIGNMENT, id))
+    }
+
+    /// Assignments matching the filters, by id, one page.
+    pub async fn list_assignments(
+        &self,
+        tenant: &TenantId,
+        f: &AssignmentFilter,
+        page: &Page,
+    ) -> ApiResult<Vec<AssignmentRow>> {
+        let mut sql = format!("SELECT {ASSIGNMENT_COLS} FROM jr_assignments WHERE tenant_id = ?");
+        let mut values: Vec<Value> = vec![tenant.as_str().into()];
+        if let Some(s) = &f.subject {
+            sql.push_str(" AND subject = ?");
+            values.push(s.clone().into());
+        }
+        if let Some(r) = f.role {
+            sql.push_str(" AND role = ?");
+            values.push((r as i64).into());
+        }
+        if let Some(a) = &f.assignee {
+            sql.push_str(" AND assignee_id = ?");
+            values.push(a.clone().into());
+        }
+        if let Some(t) = f.active_at {
+            sql.push_str(" AND start_at <= ? AND (end_at IS NULL OR end_at > ?)");
+            values.push(t.into());
+            values.push(t.into());
+        }
+        if let Some(after) = &page.after {
+            sql.push_str(" AND id > ?");
+            values.push(after.clone().into());
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", page.size + 1));
+        let rows = self
+            .db
+            .query_all_raw(stmt(self.backend(), &sql, values))
+            .await?;
+        rows.iter().map(assignment_row).collect()
+    }
+
+    /// Every assignment of the tenant, by start.
+    pub async fn all_assignments(&self, tenant: &TenantId) -> ApiResult<Vec<AssignmentRow>> {
+        self.assignments_where(&self.db, tenant, "1 = 1", Vec::new())
+            .await
+    }
+
+    /// Assignments of one subject and role, by start.
+    pub async fn assignments_of(
+        &self,
+        tenant: &TenantId,
+        subject: &Subject,
+        role: OwnerRole,
+    ) -> ApiResult<Vec<AssignmentRow>> {
+        self.assignments_where(
+            &self.db,
+            tenant,
+            "subject = ? AND role = ?",
+            vec![subject.key().into(), (role as i64).into()],
+        )
+        .await
+    }
+
+    /// Ends an assignment at `end`, which must be after its start and not after an end
+    /// already set (shortening never creates an overlap).
+    pub async fn end_assignment(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        end: i64,
+    ) -> ApiResult<AssignmentRow> {
+        let txn = db::begin_write(&self.db).await?;
+        let a = self
+            .assignments_where(&txn, tenant, "id = ?", vec![id.into()])
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::not_found(ASSIGNMENT, id))?;
+        if end <= a.span.start {
+            return Err(ApiError::invalid(
+                "end_time",
+                "must be after the assignment's start",
+            ));
+        }
+        if let Some(e) = a.span.end
+            && end > e
+        {
+            return Err(ApiError::invalid(
+                "end_time",
+                "the assignment already ends earlier; an end can be moved earlier, not later",
+            ));
+        }
+        txn.execute_raw(stmt(
+            self.backend(),
+            "UPDATE jr_assignments SET end_at = ? WHERE tenant_id = ? AND id = ?",
+            vec![end.into(), tenant.as_str().into(), id.into()],
+        ))
+        .await?;
+        txn.commit().await?;
+        Ok(AssignmentRow {
+            span: Span {
+                start: a.span.start,
+                end: Some(end),
+            },
+            ..a
+        })
+    }
+
+    // ---- KPIs ----
+
+    /// Creates a KPI.
+    pub async fn create_kpi(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        hash: &str,
+        doc: &KpiDoc,
+    ) -> ApiResult<KpiRow> {
+        let txn = db::begin_write(&self.db).await?;
+        if let Some(id) = self
+            .prior(&txn, tenant, "CreateKpi", request_id, hash)
+            .await?
+        {
+            txn.commit().await?;
+            return self.get_kpi(tenant, &id).await;
+        }
+        let id = db::new_id();
+        let now = db::now_micros();
+        txn.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO jr_kpis (tenant_id, id, subject, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                tenant.as_str().into(),
+                id.clone().into(),
+                doc.subject.key().into(),
+                to_json(doc)?.into(),
+                now.into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+        idempotency::remember(
+            &txn,
+            IDEMPOTENCY,
+            tenant,
+            "CreateKpi",
+            request_id,
+            hash,
+            &id,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(KpiRow {
+            id,
+            doc: doc.clone(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// A live KPI.
+    pub async fn get_kpi(&self, tenant: &TenantId, id: &str) -> ApiResult<KpiRow> {
+        self.kpis_where(tenant, "id = ?", vec![id.into()], None)
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::not_found(KPI, id))
+    }
+
+    async fn kpis_where(
+        &self,
+        tenant: &TenantId,
+        cond: &str,
+        mut values: Vec<Value>,
+        limit: Option<u64>,
+    ) -> ApiResult<Vec<KpiRow>> {
+        values.insert(0, tenant.as_str().into());
+        let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                self.backend(),
+                &format!("SELECT id, doc, created_at, updated_at FROM jr_kpis WHERE tenant_id = ? AND deleted_at IS NULL AND {cond} ORDER BY id{limit}"),
+                values,
+            ))
+            .await?;
+        rows.iter().map(kpi_row).collect()
+    }
+
+    /// Live KPIs, optionally of one subject (key), one page.
+    pub async fn list_kpis(
+        &self,
+        tenant: &TenantId,
+        subject: Option<&str>,
+        page: &Page,
+    ) -> ApiResult<Vec<KpiRow>> {
+        let mut cond = String::from("1 = 1");
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(s) = subject {
+            cond.push_str(" AND subject = ?");
+            values.push(s.into());
+        }
+        if let Some(a) = &page.after {
+            cond.push_str(" AND id > ?");
+            values.push(a.clone().into());
+        }
+        self.kpis_where(tenant, &cond, values, Some(page.size + 1))
+            .await
+    }
+
+    /// Live KPIs of any of these subjects (keys).
+    pub async fn kpis_of_subjects(
+        &self,
+        tenant: &TenantId,
+        subjects: &[String],
+    ) -> ApiResult<Vec<KpiRow>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut values = Vec::new();
+        let list = db::in_list(&mut values, subjects.iter().map(|s| Value::from(s.clone())));
+        self.kpis_where(tenant, &format!("subject IN {list}"), values, None)
+            .await
+    }
+
+    /// Live KPIs by id, in the order asked; NOT_FOUND names the first missing one.
+    pub async fn kpis_by_id(&self, tenant: &TenantId, ids: &[String]) -> ApiResult<Vec<KpiRow>> {
+        let mut values = Vec::new();
+        let list = db::in_list(&mut values, ids.iter().map(|s| Value::from(s.clone())));
+        let found = self
+            .kpis_where(tenant, &format!("id IN {list}"), values, None)
+            .await?;
+        ids.iter()
+            .map(|id| {
+                found
+                    .iter()
+                    .find(|k| &k.id == id)
+                    .cloned()
+                    .ok_or_else(|| ApiError::not_found(KPI, id.clone()))
+            })
+            .collect()
+    }
+
+    /// Replaces a live KPI's document.
+    pub async fn update_kpi(&self, tenant: &TenantId, id: &str, doc: &KpiDoc) -> ApiResult<KpiRow> {
+        let now = db::now_micros();
+        let res = self
+            .db
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE jr_kpis SET doc = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
+                vec![to_json(doc)?.into(), now.into(), tenant.as_str().into(), id.into()],
+            ))
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(ApiError::not_found(KPI, id));
+        }
+        self.get_kpi(tenant, id).await
+    }
+
+    /// Deletes a KPI (soft: backlog items that name it keep their measured effects).
+    pub async fn delete_kpi(&self, tenant: &TenantId, id: &str) -> ApiResult<()> {
+        let res = self
+            .db
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE jr_kpis SET deleted_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
+                vec![db::now_micros().into(), tenant.as_str().into(), id.into()],
+            ))
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(ApiError::not_found(KPI, id));
+        }
+        Ok(())
+    }
+
+    // ---- backlog ----
+
+    /// Creates an item.
+    pub async fn create_item(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        hash: &str,
+        doc: &ItemDoc,
+    ) -> ApiResult<ItemRow> {
+        let txn = db::begin_write(&self.db).await?;
+        if let Some(id) = self
+            .prior(&txn, tenant, "CreateBacklogItem", request_id, hash)
+            .await?
+        {
+            txn.commit().await?;
+            return self.get_item(tenant, &id).await;
+        }
+        let id = db::new_id();
+        let now = db::now_micros();
+        txn.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO jr_backlog_items (tenant_id, id, status, planned_period, priority, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                tenant.as_str().into(),
+                id.clone().into(),
+                i64::from(doc.status().code()).into(),
+                doc.planned_period.clone().into(),
+                doc.priority().into(),
+                to_json(doc)?.into(),
+                now.into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+        idempotency::remember(
+            &txn,
+            IDEMPOTENCY,
+            tenant,
+            "CreateBacklogItem",
+            request_id,
+            hash,
+            &id,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(ItemRow {
+            id,
+            doc: doc.clone(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn items_where(
+        &self,
+        tenant: &TenantId,
+        cond: &str,
+        mut values: Vec<Value>,
+        limit: Option<u64>,
+    ) -> ApiResult<Vec<ItemRow>> {
+        values.insert(0, tenant.as_str().into());
+        let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                self.backend(),
+                &format!("SELECT id, doc, created_at, updated_at FROM jr_backlog_items WHERE tenant_id = ? AND {cond} ORDER BY priority DESC, id{limit}"),
+                values,
+            ))
+            .await?;
+        rows.iter().map(item_row).collect()
+    }
+
+    /// One item.
+    pub async fn get_item(&self, tenant: &TenantId, id: &str) -> ApiResult<ItemRow> {
+        self.items_where(tenant, "id = ?", vec![id.into()], None)
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::not_found(ITEM, id))
+    }
+
+    /// Items by priority (highest first), then id; one page.
+    pub async fn list_items(
+        &self,
+        tenant: &TenantId,
+        status: Option<i32>,
+        period: Option<&str>,
+        page: &Page,
+    ) -> ApiResult<Vec<ItemRow>> {
+        let mut cond = String::from("1 = 1");
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(s) = status {
+            cond.push_str(" AND status = ?");
+            values.push(i64::from(s).into());
+        }
+        if let Some(p) = period {
+            cond.push_str(" AND planned_period = ?");
+            values.push(p.into());
+        }
+        if let Some(after) = &page.after {
+            let bad = || ApiError::invalid("page.page_token", "not a token of this call");
+            let (p, id) = after.split_once('|').ok_or_else(bad)?;
+            let p: f64 = p.parse().map_err(|_| bad())?;
+            cond.push_str(" AND (priority < ? OR (priority = ? AND id > ?))");
+            values.push(p.into());
+            values.push(p.into());
+            values.push(id.into());
+        }
+        self.items_where(tenant, &cond, values, Some(page.size + 1))
+            .await
+    }
+
+    /// Every item planned in a period.
+    pub async fn items_in_period(
+        &self,
+        tenant: &TenantId,
+        period: &str,
+    ) -> ApiResult<Vec<ItemRow>> {
+        self.items_where(tenant, "planned_period = ?", vec![period.into()], None)
+            .await
+    }
+
+    /// Replaces an item's document if it was not changed since `seen` (its updated_at).
+    pub async fn update_item(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        seen: i64,
+        doc: &ItemDoc,
+    ) -> ApiResult<ItemRow> {
+        let now = db::now_micros().max(seen + 1);
+        let res = self
+            .db
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE jr_backlog_items SET status = ?, planned_period = ?, priority = ?, doc = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND updated_at = ?",
+                vec![
+                    i64::from(doc.status().code()).into(),
+                    doc.planned_period.clone().into(),
+                    doc.priority().into(),
+                    to_json(doc)?.into(),
+                    now.into(),
+                    tenant.as_str().into(),
+                    id.into(),
+                    seen.into(),
+                ],
+            ))
+            .await?;
+        if res.rows_affected() == 0 {
+            self.get_item(tenant, id).await?;
+            return Err(ApiError::precondition(
+                "ITEM_CHANGED",
+                format!("backlogItems/{id}"),
+                "the item changed while this call ran; read it again and retry",
+            ));
+        }
+        self.get_item(tenant, id).await
+    }
+
+    /// Sets a period's capacity.
+    pub async fn set_capacity(&self, tenant: &TenantId, period: &str, days: f64) -> ApiResult<()> {
+        self.db
+            .execute_raw(stmt(
+                self.backend(),
+                "INSERT INTO jr_capacity (tenant_id, period, capacity_days, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET capacity_days = excluded.capacity_days, updated_at = excluded.updated_at",
+                vec![tenant.as_str().into(), period.into(), days.into(), db::now_micros().into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// A period's capacity, 0 when none was set.
+    pub async fn capacity(&self, tenant: &TenantId, period: &str) -> ApiResult<f64> {
+        Ok(self
+            .db
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT capacity_days FROM jr_capacity WHERE tenant_id = ? AND period = ?",
+                vec![tenant.as_str().into(), period.into()],
+            ))
+            .await?
+            .map(|r| r.try_get_by_index::<f64>(0))
+            .transpose()?
+            .unwrap_or(0.0))
+    }
+}
