@@ -559,6 +559,7 @@ async fn main() {
                     })),
                 }),
                 bucket: pb::Bucket::Day as i32,
+                view: pb::MetricsView::Full as i32,
             };
             // Warm-up: first queries fill caches; the steady state is what a dashboard sees.
             let mut answered = 0u64;

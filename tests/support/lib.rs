@@ -8,7 +8,7 @@ use cxloop::Application;
 use cxloop_platform::config::Settings;
 use cxloop_proto::feedback::v1 as pb;
 
-pub use cxloop::client::Client;
+pub use cxloop::client::{Client, JourneysClient};
 
 /// A running server for one test.
 pub struct TestApp {
@@ -98,6 +98,13 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A journeys client for a tenant and roles.
+    pub async fn journeys(&self, tenant: &str, roles: &[&str]) -> JourneysClient {
+        cxloop::client::connect_journeys(&self.url, &self.token(tenant, roles))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Subscribes to the events the services publish from their outboxes.
     pub fn subscribe(
         &self,
@@ -138,7 +145,7 @@ pub async fn seed_survey(c: &mut Client, names: &[&str]) -> (Vec<String>, String
     for n in names {
         let t = c
             .create_touchpoint(pb::CreateTouchpointRequest {
-                request_id: format!("tp-{n}"),
+                request_id: format!("tp-{}", n.replace(' ', "-")),
                 touchpoint: Some(pb::Touchpoint {
                     name: (*n).into(),
                     channel: pb::Channel::Web as i32,
@@ -221,4 +228,45 @@ pub fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
         .unwrap_or_else(|e| panic!("{s}: {e}"))
         .with_timezone(&chrono::Utc)
+}
+
+/// Imports responses with these NPS scores for one touchpoint at one moment (request ids
+/// start with `prefix`).
+pub async fn record_nps(
+    c: &mut Client,
+    prefix: &str,
+    survey: &str,
+    touchpoint: &str,
+    when: chrono::DateTime<chrono::Utc>,
+    scores: &[i32],
+) {
+    let items = scores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            response(
+                &format!("{prefix}-{i}"),
+                survey,
+                touchpoint,
+                when,
+                &[("nps", *s)],
+            )
+        })
+        .collect();
+    let r = c
+        .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
+            items,
+        }]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
+    assert_eq!(r.accepted as usize, scores.len(), "{:?}", r.results.first());
+}
+
+/// `n` copies of a score.
+pub fn scores(parts: &[(i32, usize)]) -> Vec<i32> {
+    parts
+        .iter()
+        .flat_map(|(s, n)| std::iter::repeat_n(*s, *n))
+        .collect()
 }

@@ -77,6 +77,7 @@ async fn nps_per_day_and_touchpoint_matches_reference_values() {
             }),
             period: named("2026-W10"), // Monday 2026-03-02 to Sunday 2026-03-08
             bucket: pb::Bucket::Day as i32,
+            view: pb::MetricsView::Full as i32,
         })
         .await
         .unwrap()
@@ -142,6 +143,7 @@ async fn slices_combine_and_all_slice_sums_touchpoints() {
         slice,
         period: named("2026-03-02"),
         bucket: pb::Bucket::Total as i32,
+        view: pb::MetricsView::Full as i32,
     };
     // All touchpoints on 2026-03-02: A1 + B1, n=16 → NPS -6.25, [-50.3109, 37.8109].
     let all = c.query_metrics(q(None)).await.unwrap().into_inner();
@@ -348,6 +350,7 @@ async fn a_batch_answers_each_query_as_alone_and_names_bad_ones_by_position() {
         }),
         period: named(period),
         bucket: pb::Bucket::Day as i32,
+        view: pb::MetricsView::Full as i32,
     };
     let queries = vec![
         q(&tps[0], "2026-W10"),

@@ -1,8 +1,10 @@
-//! A feedback client with a bearer token, as `cxloop demo`, the end-to-end tests and the
-//! load generator use it.
+//! Clients with a bearer token, as `cxloop demo`, the end-to-end tests and the load
+//! generator use them.
 
 use cxloop_proto::feedback::v1::feedback_service_client::FeedbackServiceClient;
+use cxloop_proto::journeys::v1::journey_service_client::JourneyServiceClient;
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Adds the bearer token to every call.
@@ -17,11 +19,15 @@ impl Interceptor for Bearer {
 }
 
 /// A feedback client with a bearer token.
-pub type Client =
-    FeedbackServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+pub type Client = FeedbackServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// Connects a feedback client to `addr` (e.g. "http://127.0.0.1:50051") with a token.
-pub async fn connect(addr: &str, token: &str) -> Result<Client, String> {
+/// A journeys client with a bearer token.
+pub type JourneysClient = JourneyServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Largest message the clients accept (long daily series are large).
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+async fn channel(addr: &str, token: &str) -> Result<(Channel, Bearer), String> {
     let channel = Channel::from_shared(addr.to_owned())
         .map_err(|e| format!("address {addr}: {e}"))?
         .connect()
@@ -30,8 +36,19 @@ pub async fn connect(addr: &str, token: &str) -> Result<Client, String> {
     let value = format!("Bearer {token}")
         .parse()
         .map_err(|_| "the token is not valid header text".to_string())?;
-    Ok(
-        FeedbackServiceClient::with_interceptor(channel, Bearer(value))
-            .max_decoding_message_size(64 * 1024 * 1024),
-    )
+    Ok((channel, Bearer(value)))
+}
+
+/// Connects a feedback client to `addr` (e.g. "http://127.0.0.1:50051") with a token.
+pub async fn connect(addr: &str, token: &str) -> Result<Client, String> {
+    let (channel, bearer) = channel(addr, token).await?;
+    Ok(FeedbackServiceClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(MAX_MESSAGE))
+}
+
+/// Connects a journeys client to `addr` with a token.
+pub async fn connect_journeys(addr: &str, token: &str) -> Result<JourneysClient, String> {
+    let (channel, bearer) = channel(addr, token).await?;
+    Ok(JourneyServiceClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(MAX_MESSAGE))
 }

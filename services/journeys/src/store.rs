@@ -817,7 +817,7 @@ impl Store {
         }
         let mut values = Vec::new();
         let list = db::in_list(&mut values, subjects.iter().map(|s| Value::from(s.clone())));
-        self.kpis_where(tenant, &format!("subject IN {list}"), values, None)
+        self.kpis_where(tenant, &format!("subject IN ({list})"), values, None)
             .await
     }
 
@@ -826,7 +826,7 @@ impl Store {
         let mut values = Vec::new();
         let list = db::in_list(&mut values, ids.iter().map(|s| Value::from(s.clone())));
         let found = self
-            .kpis_where(tenant, &format!("id IN {list}"), values, None)
+            .kpis_where(tenant, &format!("id IN ({list})"), values, None)
             .await?;
         ids.iter()
             .map(|id| {

@@ -1,0 +1,1181 @@
+//! The journey service through its generated client: maps and revisions, dated ownership,
+//! the coverage report, scorecards against known data (values checked against numbers
+//! computed by hand below), the backlog flow with measured effects, capacity, tenant
+//! isolation, permissions, refused input, and a clear UNAVAILABLE when feedback is down.
+
+use cxloop_e2e::*;
+use cxloop_proto::common::v1 as common;
+use cxloop_proto::feedback::v1 as fb;
+use cxloop_proto::journeys::v1 as pb;
+use tonic::Code;
+
+fn named(s: &str) -> Option<common::Period> {
+    Some(common::Period {
+        kind: Some(common::period::Kind::Named(s.into())),
+    })
+}
+
+fn ts(s: &str) -> Option<prost_types::Timestamp> {
+    let t = at(s);
+    Some(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    })
+}
+
+fn stage(name: &str, touchpoints: &[&str]) -> pb::Stage {
+    pb::Stage {
+        name: name.into(),
+        touchpoint_ids: touchpoints.iter().map(|t| (*t).into()).collect(),
+        ..Default::default()
+    }
+}
+
+fn subject_journey(id: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        kind: Some(pb::subject::Kind::JourneyId(id.into())),
+    })
+}
+
+fn subject_touchpoint(id: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        kind: Some(pb::subject::Kind::TouchpointId(id.into())),
+    })
+}
+
+async fn create_journey(
+    j: &mut JourneysClient,
+    rid: &str,
+    name: &str,
+    stages: Vec<pb::Stage>,
+) -> pb::Journey {
+    j.create_journey(pb::CreateJourneyRequest {
+        request_id: rid.into(),
+        journey: Some(pb::Journey {
+            name: name.into(),
+            stages,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .journey
+    .unwrap()
+}
+
+fn person(id: &str) -> Option<pb::assignment::Assignee> {
+    Some(pb::assignment::Assignee::Person(common::PersonRef {
+        id: id.into(),
+        display_name: format!("Person {id}"),
+    }))
+}
+
+async fn assign(
+    j: &mut JourneysClient,
+    rid: &str,
+    subject: Option<pb::Subject>,
+    role: pb::OwnerRole,
+    who: &str,
+    start: &str,
+    end: Option<&str>,
+) -> Result<pb::Assignment, tonic::Status> {
+    j.create_assignment(pb::CreateAssignmentRequest {
+        request_id: rid.into(),
+        assignment: Some(pb::Assignment {
+            subject,
+            role: role as i32,
+            assignee: person(who),
+            start_time: ts(start),
+            end_time: end.and_then(ts),
+            ..Default::default()
+        }),
+    })
+    .await
+    .map(|r| r.into_inner().assignment.unwrap())
+}
+
+fn target(period: &str, threshold: f64, target: f64, stretch: f64) -> pb::KpiTarget {
+    pb::KpiTarget {
+        period: named(period),
+        threshold,
+        target,
+        stretch,
+        competitor_benchmark: None,
+    }
+}
+
+async fn nps_kpi(
+    j: &mut JourneysClient,
+    rid: &str,
+    subject: Option<pb::Subject>,
+    survey: &str,
+    targets: Vec<pb::KpiTarget>,
+) -> pb::Kpi {
+    j.create_kpi(pb::CreateKpiRequest {
+        request_id: rid.into(),
+        kpi: Some(pb::Kpi {
+            name: format!("NPS {rid}"),
+            subject,
+            survey: Some(pb::SurveyMeasure {
+                survey_id: survey.into(),
+                question_key: "nps".into(),
+                metric: fb::Metric::Nps as i32,
+            }),
+            direction: pb::Direction::HigherIsBetter as i32,
+            targets,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .kpi
+    .unwrap()
+}
+
+#[tokio::test]
+async fn maps_keep_stage_content_through_reorders_and_every_revision() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut airport = stage("Airport", &[]);
+    airport.moment_of_truth = true;
+    airport.needs = Some(pb::StageNeeds {
+        rational: vec!["Know where to check in".into()],
+        emotional: vec!["Feel that the holiday has started".into()],
+        staff_guidelines: vec!["Greet every family by name".into()],
+        ..Default::default()
+    });
+    airport.pain_points = vec![pb::PainPoint {
+        expected: "Short queue".into(),
+        actual: "45 minutes at the counter".into(),
+        severity: pb::Severity::High as i32,
+        evidence_links: vec!["case:123".into()],
+        ..Default::default()
+    }];
+    let created = create_journey(
+        &mut j,
+        "j-1",
+        "Charter holiday",
+        vec![stage("Booking", &[]), airport],
+    )
+    .await;
+    assert_eq!(created.revision, 1);
+    assert_eq!(created.stages.len(), 2);
+    assert_eq!(created.stages[1].position, 2);
+    assert!(!created.stages[1].pain_points[0].id.is_empty());
+    let again = create_journey(
+        &mut j,
+        "j-1",
+        "Charter holiday",
+        vec![stage("Booking", &[]), {
+            let mut s = stage("Airport", &[]);
+            s.moment_of_truth = true;
+            s.needs = created.stages[1].needs.clone();
+            s.pain_points = created.stages[1]
+                .pain_points
+                .iter()
+                .map(|p| pb::PainPoint {
+                    id: String::new(),
+                    ..p.clone()
+                })
+                .collect();
+            s
+        }],
+    )
+    .await;
+    assert_eq!(
+        again.id, created.id,
+        "a retried create returns the first journey"
+    );
+
+    // Add a stage, then move the airport first: its content and id stay.
+    let mut stages = created.stages.clone();
+    stages.push(stage("Flight", &[]));
+    let updated = j
+        .update_journey(pb::UpdateJourneyRequest {
+            journey: Some(pb::Journey {
+                id: created.id.clone(),
+                stages: stages
+                    .into_iter()
+                    .map(|s| pb::Stage { position: 0, ..s })
+                    .collect(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["stages".into()],
+            }),
+            expected_revision: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .journey
+        .unwrap();
+    assert_eq!(updated.revision, 2);
+    let ids: Vec<String> = updated.stages.iter().map(|s| s.id.clone()).collect();
+    let reordered = j
+        .reorder_stages(pb::ReorderStagesRequest {
+            journey_id: created.id.clone(),
+            stage_ids: vec![ids[1].clone(), ids[0].clone(), ids[2].clone()],
+            expected_revision: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .journey
+        .unwrap();
+    assert_eq!(reordered.revision, 3);
+    assert_eq!(reordered.stages[0].name, "Airport");
+    assert_eq!(reordered.stages[0].id, created.stages[1].id);
+    assert_eq!(reordered.stages[0].needs, created.stages[1].needs);
+    assert_eq!(
+        reordered.stages[0].pain_points,
+        created.stages[1].pain_points
+    );
+    assert!(reordered.stages[0].moment_of_truth);
+
+    // A stale revision is refused, not merged.
+    let stale = j
+        .reorder_stages(pb::ReorderStagesRequest {
+            journey_id: created.id.clone(),
+            stage_ids: ids.clone(),
+            expected_revision: 2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+
+    // The log says who changed what; the map reads as it was.
+    let log = j
+        .list_journey_revisions(pb::ListJourneyRevisionsRequest {
+            journey_id: created.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    assert_eq!(
+        log.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
+    assert_eq!(log[0].changes, ["stages reordered"]);
+    assert_eq!(log[1].changes, ["stage added: Flight"]);
+    assert_eq!(log[2].changed_by, "test-user");
+    let as_of = |t: Option<prost_types::Timestamp>| pb::GetJourneyRequest {
+        id: created.id.clone(),
+        as_of_time: t,
+    };
+    let first = j
+        .get_journey(as_of(created.update_time))
+        .await
+        .unwrap()
+        .into_inner()
+        .journey
+        .unwrap();
+    assert_eq!(first.revision, 1);
+    assert_eq!(first.stages.len(), 2);
+    assert_eq!(first.stages[0].name, "Booking");
+
+    j.delete_journey(pb::DeleteJourneyRequest {
+        id: created.id.clone(),
+    })
+    .await
+    .unwrap();
+    let gone = j.get_journey(as_of(None)).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let before_delete = j
+        .get_journey(as_of(reordered.update_time))
+        .await
+        .unwrap()
+        .into_inner()
+        .journey
+        .unwrap();
+    assert_eq!(before_delete.revision, 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_stores_nothing() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Check-in"]).await;
+
+    // Stage positions with a gap.
+    let mut a = stage("A", &[]);
+    a.position = 1;
+    let mut b = stage("B", &[]);
+    b.position = 3;
+    let err = j
+        .create_journey(pb::CreateJourneyRequest {
+            request_id: "bad-1".into(),
+            journey: Some(pb::Journey {
+                name: "Gappy".into(),
+                stages: vec![a, b],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), ["journey.stages[1].position"]);
+    let list = j
+        .list_journeys(pb::ListJourneysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.journeys.is_empty());
+
+    // A target above the stretch value of a higher-is-better KPI.
+    let err = j
+        .create_kpi(pb::CreateKpiRequest {
+            request_id: "bad-kpi".into(),
+            kpi: Some(pb::Kpi {
+                name: "NPS".into(),
+                subject: subject_touchpoint(&tps[0]),
+                survey: Some(pb::SurveyMeasure {
+                    survey_id: survey.clone(),
+                    question_key: "nps".into(),
+                    metric: fb::Metric::Nps as i32,
+                }),
+                direction: pb::Direction::HigherIsBetter as i32,
+                targets: vec![target("2026-Q3", 10.0, 50.0, 40.0)],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["kpi.targets[0].stretch"]);
+    // A metric that does not fit the question.
+    let err = j
+        .create_kpi(pb::CreateKpiRequest {
+            request_id: "bad-kpi-2".into(),
+            kpi: Some(pb::Kpi {
+                name: "CSAT as NPS".into(),
+                subject: subject_touchpoint(&tps[0]),
+                survey: Some(pb::SurveyMeasure {
+                    survey_id: survey.clone(),
+                    question_key: "csat".into(),
+                    metric: fb::Metric::Nps as i32,
+                }),
+                direction: pb::Direction::HigherIsBetter as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["kpi.survey.metric"]);
+    let kpis = j
+        .list_kpis(pb::ListKpisRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(kpis.kpis.is_empty());
+
+    // Overlapping ownership of a touchpoint.
+    let tp = subject_touchpoint(&tps[0]);
+    assign(
+        &mut j,
+        "own-1",
+        tp.clone(),
+        pb::OwnerRole::TouchpointOwner,
+        "anna",
+        "2026-07-01T00:00:00Z",
+        Some("2026-10-01T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    let err = assign(
+        &mut j,
+        "own-2",
+        tp.clone(),
+        pb::OwnerRole::TouchpointOwner,
+        "bo",
+        "2026-09-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), ["assignment.start_time"]);
+    // A role on the wrong kind of subject; an unknown touchpoint.
+    let err = assign(
+        &mut j,
+        "own-3",
+        tp.clone(),
+        pb::OwnerRole::JourneyOwner,
+        "bo",
+        "2026-09-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violations(&err), ["assignment.subject"]);
+    let err = assign(
+        &mut j,
+        "own-4",
+        subject_touchpoint("nope"),
+        pb::OwnerRole::TouchpointOwner,
+        "bo",
+        "2026-09-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violations(&err), ["assignment.subject.touchpoint_id"]);
+    let all = j
+        .list_assignments(pb::ListAssignmentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.assignments.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ownership_is_dated_and_has_one_answer_per_day() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, _) = seed_survey(&mut c, &["Transfer"]).await;
+    let tp = subject_touchpoint(&tps[0]);
+    let first = assign(
+        &mut j,
+        "a",
+        tp.clone(),
+        pb::OwnerRole::TouchpointOwner,
+        "anna",
+        "2026-01-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap();
+    // Hand-over in mid-August: end Anna's assignment, then Bo takes over from that moment.
+    j.end_assignment(pb::EndAssignmentRequest {
+        id: first.id.clone(),
+        end_time: ts("2026-08-16T00:00:00Z"),
+    })
+    .await
+    .unwrap();
+    assign(
+        &mut j,
+        "b",
+        tp.clone(),
+        pb::OwnerRole::TouchpointOwner,
+        "bo",
+        "2026-08-16T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap();
+    // An end cannot move later.
+    let err = j
+        .end_assignment(pb::EndAssignmentRequest {
+            id: first.id.clone(),
+            end_time: ts("2026-12-01T00:00:00Z"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["end_time"]);
+
+    let owners = j
+        .find_owners(pb::FindOwnersRequest {
+            subject: tp.clone(),
+            role: pb::OwnerRole::TouchpointOwner as i32,
+            period: named("2026-Q3"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Q3 has 92 days: 1 July - 15 August is 46 days, 16 August - 30 September 46 days.
+    let got: Vec<(String, f64)> = owners
+        .owners
+        .iter()
+        .map(|o| {
+            let who = match o.assignment.as_ref().and_then(|a| a.assignee.clone()) {
+                Some(pb::assignment::Assignee::Person(p)) => p.id,
+                _ => String::new(),
+            };
+            (who, o.days)
+        })
+        .collect();
+    assert_eq!(got, [("anna".to_string(), 46.0), ("bo".to_string(), 46.0)]);
+    assert_eq!(owners.unowned_days, 0.0);
+    assert!((owners.owners[0].share - 0.5).abs() < 1e-12);
+
+    let active = j
+        .list_assignments(pb::ListAssignmentsRequest {
+            active_at: ts("2026-09-01T00:00:00Z"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assignments;
+    assert_eq!(active.len(), 1);
+    assert!(
+        matches!(active[0].assignee.clone(), Some(pb::assignment::Assignee::Person(p)) if p.id == "bo")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn coverage_report_finds_gaps() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Booking web", "Transfer bus", "Hotel desk"]).await;
+    let now = chrono::Utc::now();
+    record_nps(
+        &mut c,
+        "r",
+        &survey,
+        &tps[0],
+        now - chrono::Duration::days(3),
+        &[9, 10, 6],
+    )
+    .await;
+    record_nps(
+        &mut c,
+        "old",
+        &survey,
+        &tps[1],
+        now - chrono::Duration::days(200),
+        &[9],
+    )
+    .await;
+    let journey = create_journey(
+        &mut j,
+        "j",
+        "Holiday",
+        vec![
+            stage("Booking", &[&tps[0]]),
+            stage("Pre-departure", &[]),
+            stage("Transfer", &[&tps[1]]),
+        ],
+    )
+    .await;
+    let year_ago = (now - chrono::Duration::days(365)).to_rfc3339();
+    let month_ago = (now - chrono::Duration::days(30)).to_rfc3339();
+    let lapsed = assign(
+        &mut j,
+        "jo",
+        subject_journey(&journey.id),
+        pb::OwnerRole::JourneyOwner,
+        "eva",
+        &year_ago,
+        Some(&month_ago),
+    )
+    .await
+    .unwrap();
+    assign(
+        &mut j,
+        "to",
+        subject_touchpoint(&tps[0]),
+        pb::OwnerRole::TouchpointOwner,
+        "anna",
+        &year_ago,
+        None,
+    )
+    .await
+    .unwrap();
+    let r = j
+        .get_coverage_report(pb::GetCoverageReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.journeys_without_owner.len(), 1);
+    assert_eq!(r.journeys_without_owner[0].name, "Holiday");
+    let mut unowned: Vec<&str> = r
+        .touchpoints_without_owner
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    unowned.sort();
+    assert_eq!(unowned, ["Hotel desk", "Transfer bus"]);
+    assert_eq!(
+        r.lapsed_assignments
+            .iter()
+            .map(|a| a.id.clone())
+            .collect::<Vec<_>>(),
+        [lapsed.id]
+    );
+    let unmeasured: Vec<(&str, &str)> = r
+        .unmeasured_stages
+        .iter()
+        .map(|s| (s.stage_name.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        unmeasured,
+        [
+            ("Pre-departure", "no touchpoint"),
+            ("Transfer", "no responses in the window")
+        ]
+    );
+    assert!(!r.has_cx_sponsor);
+    app.stop().await;
+}
+
+/// Seeds March 2026 (touchpoint 0: 60 × 10, 20 × 8, 20 × 3 on 10 March; touchpoint 1: 10 × 9,
+/// 10 × 0 on 11 March) and February (touchpoint 0: 20 × 10, 10 × 7, 20 × 0 on 10 Feb).
+async fn seed_scores(c: &mut Client, survey: &str, tps: &[String]) {
+    record_nps(
+        c,
+        "mar",
+        survey,
+        &tps[0],
+        at("2026-03-10T12:00:00Z"),
+        &scores(&[(10, 60), (8, 20), (3, 20)]),
+    )
+    .await;
+    record_nps(
+        c,
+        "mar2",
+        survey,
+        &tps[1],
+        at("2026-03-11T08:00:00Z"),
+        &scores(&[(9, 10), (0, 10)]),
+    )
+    .await;
+    record_nps(
+        c,
+        "feb",
+        survey,
+        &tps[0],
+        at("2026-02-10T12:00:00Z"),
+        &scores(&[(10, 20), (7, 10), (0, 20)]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn scorecards_judge_known_data_with_its_uncertainty() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Check-in", "Pool bar"]).await;
+    seed_scores(&mut c, &survey, &tps).await;
+    let journey = create_journey(
+        &mut j,
+        "j",
+        "Stay",
+        vec![stage("Arrival", &[&tps[0]]), stage("Stay", &[&tps[1]])],
+    )
+    .await;
+    // Touchpoint 0 in March: NPS 40, n 100, Wald SE 8 points, 95 % interval 24.32..55.68.
+    let tp = subject_touchpoint(&tps[0]);
+    let k_unclear_target = nps_kpi(
+        &mut j,
+        "k1",
+        tp.clone(),
+        &survey,
+        vec![target("2026-Q1", 20.0, 30.0, 60.0)],
+    )
+    .await;
+    let k_unclear_threshold = nps_kpi(
+        &mut j,
+        "k2",
+        tp.clone(),
+        &survey,
+        vec![target("2026-03", 50.0, 60.0, 70.0)],
+    )
+    .await;
+    let k_below = nps_kpi(
+        &mut j,
+        "k3",
+        tp.clone(),
+        &survey,
+        vec![target("2026-03", 60.0, 70.0, 80.0)],
+    )
+    .await;
+    let k_stretch = nps_kpi(
+        &mut j,
+        "k4",
+        tp.clone(),
+        &survey,
+        vec![target("2026-03", 10.0, 20.0, 24.0)],
+    )
+    .await;
+    let k_no_target = nps_kpi(
+        &mut j,
+        "k5",
+        tp.clone(),
+        &survey,
+        vec![target("2026-04", 10.0, 20.0, 24.0)],
+    )
+    .await;
+    let k_journey = nps_kpi(
+        &mut j,
+        "k6",
+        subject_journey(&journey.id),
+        &survey,
+        vec![target("2026-03", 0.0, 30.0, 50.0)],
+    )
+    .await;
+    let ids: Vec<String> = [
+        &k_unclear_target,
+        &k_unclear_threshold,
+        &k_below,
+        &k_stretch,
+        &k_no_target,
+        &k_journey,
+    ]
+    .iter()
+    .map(|k| k.id.clone())
+    .collect();
+    let card = j
+        .get_scorecard(pb::GetScorecardRequest {
+            kpi_ids: ids,
+            period: named("2026-03"),
+            daily: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let status = |i: usize| pb::KpiStatus::try_from(card[i].status).unwrap();
+    assert_eq!(status(0), pb::KpiStatus::UnclearTarget);
+    assert_eq!(status(1), pb::KpiStatus::UnclearThreshold);
+    assert_eq!(status(2), pb::KpiStatus::BelowThreshold);
+    assert_eq!(status(3), pb::KpiStatus::StretchMet);
+    assert_eq!(status(4), pb::KpiStatus::NoTarget);
+    let a = card[0].actual.clone().unwrap();
+    assert_eq!(a.sample_size, 100);
+    assert!((a.value - 40.0).abs() < 1e-9);
+    assert!((a.interval_low - 24.320288123679568).abs() < 1e-6, "{a:?}");
+    assert!((a.interval_high - 55.67971187632043).abs() < 1e-6);
+    // Attainment: (40 - 20) / (30 - 20) = 2; at the interval's ends 0.432 and 3.568.
+    assert!((card[0].attainment - 2.0).abs() < 1e-9);
+    assert!((card[0].attainment_low - 0.4320288123679568).abs() < 1e-6);
+    assert!((card[0].attainment_high - 3.567971187632043).abs() < 1e-6);
+    // Trend against February: 0 (n 50, SE 12.649) → 40: difference 40, SE sqrt(224), p 0.00753.
+    let trend = card[0].trend.clone().unwrap();
+    let cmp = trend.comparison.unwrap();
+    assert!((cmp.difference - 40.0).abs() < 1e-9);
+    assert!((cmp.standard_error - 224f64.sqrt()).abs() < 1e-9);
+    assert!(
+        (cmp.p_value - 0.007526315166457894).abs() < 1e-6,
+        "{}",
+        cmp.p_value
+    );
+    assert!(trend.improved && !trend.worsened);
+    // The journey KPI sums both touchpoints: 70 promoters, 20 passives, 30 detractors of 120.
+    let jn = card[5].actual.clone().unwrap();
+    assert_eq!(jn.sample_size, 120);
+    assert!((jn.value - 100.0 / 3.0).abs() < 1e-9);
+    // Daily transparency: 31 days; the period-to-date value grows on the 10th and 11th.
+    assert_eq!(card[5].days.len(), 31);
+    let to_date = |d: usize| card[5].days[d].to_date.clone().unwrap().sample_size;
+    assert_eq!(
+        (to_date(8), to_date(9), to_date(10), to_date(30)),
+        (0, 100, 120, 120)
+    );
+    assert_eq!(card[5].days[9].day_value.clone().unwrap().sample_size, 100);
+    assert_eq!(
+        pb::KpiStatus::try_from(card[5].days[8].to_date_status).unwrap(),
+        pb::KpiStatus::NoData
+    );
+
+    // A subject's KPIs in one call; the owner's scorecard.
+    let by_subject = j
+        .get_scorecard(pb::GetScorecardRequest {
+            subject: tp.clone(),
+            period: named("2026-03"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(by_subject.len(), 5);
+    assert!(by_subject.iter().all(|r| r.days.is_empty()));
+    assign(
+        &mut j,
+        "o1",
+        subject_journey(&journey.id),
+        pb::OwnerRole::JourneyOwner,
+        "eva",
+        "2026-01-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap();
+    assign(
+        &mut j,
+        "o2",
+        tp.clone(),
+        pb::OwnerRole::TouchpointOwner,
+        "eva",
+        "2026-03-16T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap();
+    let mine = j
+        .get_owner_scorecard(pb::GetOwnerScorecardRequest {
+            assignee_id: "eva".into(),
+            period: named("2026-03"),
+            daily: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.owned.len(), 2);
+    assert_eq!(mine.owned[0].results.len(), 1, "the journey's KPI");
+    assert_eq!(mine.owned[1].results.len(), 5, "the touchpoint's KPIs");
+    assert_eq!(mine.owned[1].ownership.clone().unwrap().days, 16.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn backlog_items_flow_and_their_effect_is_measured() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Check-in", "Pool bar"]).await;
+    seed_scores(&mut c, &survey, &tps).await;
+    let kpi = nps_kpi(&mut j, "k", subject_touchpoint(&tps[0]), &survey, vec![]).await;
+    let item = |title: &str, effort: f64, reach: i64| pb::BacklogItem {
+        title: title.into(),
+        source: pb::ItemSource::FrontlineReport as i32,
+        subject: subject_touchpoint(&tps[0]),
+        kpi_id: kpi.id.clone(),
+        expected_impact: 5.0,
+        effort_days: effort,
+        reach,
+        confidence: 0.8,
+        planned_period: "2026-Q1".into(),
+        ..Default::default()
+    };
+    let jc = j.clone();
+    let mk = |rid: &'static str, it: pb::BacklogItem| {
+        let mut j = jc.clone();
+        async move {
+            j.create_backlog_item(pb::CreateBacklogItemRequest {
+                request_id: rid.into(),
+                item: Some(it),
+            })
+            .await
+            .map(|r| r.into_inner().item.unwrap())
+        }
+    };
+    let fast_lane = mk("i1", item("Fast lane for families", 10.0, 5000))
+        .await
+        .unwrap();
+    let kiosk = mk("i2", item("Self-service kiosk", 40.0, 5000))
+        .await
+        .unwrap();
+    // RICE: 5000 × 5 × 0.8 ÷ 10 = 2000.
+    assert!((fast_lane.priority_score - 2000.0).abs() < 1e-9);
+    let err = mk(
+        "i3",
+        pb::BacklogItem {
+            effort_days: 0.0,
+            ..item("No effort", 0.0, 1)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violations(&err), ["item.effort_days"]);
+    let listed = j
+        .list_backlog_items(pb::ListBacklogItemsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(
+        listed.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        [fast_lane.id.clone(), kiosk.id.clone()]
+    );
+
+    let step = |id: String, s: pb::ItemStatus, reason: &str| {
+        let mut j = jc.clone();
+        let reason = reason.to_string();
+        async move {
+            j.transition_backlog_item(pb::TransitionBacklogItemRequest {
+                id,
+                status: s as i32,
+                reason,
+            })
+            .await
+            .map(|r| r.into_inner().item.unwrap())
+        }
+    };
+    let skip = step(fast_lane.id.clone(), pb::ItemStatus::Done, "")
+        .await
+        .unwrap_err();
+    assert_eq!(skip.code(), Code::FailedPrecondition);
+    let no_reason = step(kiosk.id.clone(), pb::ItemStatus::Rejected, "")
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&no_reason), ["reason"]);
+    step(
+        kiosk.id.clone(),
+        pb::ItemStatus::Rejected,
+        "Hotel will not host hardware",
+    )
+    .await
+    .unwrap();
+    step(fast_lane.id.clone(), pb::ItemStatus::Accepted, "")
+        .await
+        .unwrap();
+
+    // Capacity: 30 person-days in Q1; the accepted item plans 10, has used 4.
+    j.update_backlog_item(pb::UpdateBacklogItemRequest {
+        item: Some(pb::BacklogItem {
+            id: fast_lane.id.clone(),
+            spent_days: 4.0,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["spent_days".into()],
+        }),
+    })
+    .await
+    .unwrap();
+    let report = j
+        .set_capacity(pb::SetCapacityRequest {
+            period: "2026-Q1".into(),
+            capacity_days: 30.0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    assert_eq!(
+        (
+            report.capacity_days,
+            report.planned_days,
+            report.used_days,
+            report.item_count
+        ),
+        (30.0, 10.0, 4.0, 1)
+    );
+    assert!((report.planned_share - 1.0 / 3.0).abs() < 1e-12);
+
+    step(fast_lane.id.clone(), pb::ItemStatus::InProgress, "")
+        .await
+        .unwrap();
+    let early = j
+        .measure_backlog_item_effect(pb::MeasureBacklogItemEffectRequest {
+            id: fast_lane.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(early.code(), Code::FailedPrecondition, "not done yet");
+    let done = step(fast_lane.id.clone(), pb::ItemStatus::Done, "")
+        .await
+        .unwrap();
+    assert_eq!(done.history.len(), 4);
+    let measured = j
+        .measure_backlog_item_effect(pb::MeasureBacklogItemEffectRequest {
+            id: fast_lane.id.clone(),
+            before: named("2026-02"),
+            after: named("2026-03"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    let effect = measured.effect.unwrap();
+    let cmp = effect.comparison.unwrap();
+    assert!((cmp.difference - 40.0).abs() < 1e-9);
+    assert!((cmp.p_value - 0.007526315166457894).abs() < 1e-6);
+    assert!((cmp.interval_low - (40.0 - 29.33405488226072)).abs() < 1e-6);
+    assert!(effect.improved);
+    let again = j
+        .get_backlog_item(pb::GetBacklogItemRequest {
+            id: fast_lane.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(
+        again
+            .effect
+            .unwrap()
+            .comparison
+            .unwrap()
+            .b
+            .unwrap()
+            .sample_size,
+        100
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_journeys() {
+    let app = spawn().await;
+    let (a, b) = (tenant(), tenant());
+    let mut ja = app.journeys(&a, &["admin"]).await;
+    let mut jb = app.journeys(&b, &["admin"]).await;
+    for i in 0..3 {
+        create_journey(
+            &mut ja,
+            &format!("j{i}"),
+            &format!("J{i}"),
+            vec![stage("S", &[])],
+        )
+        .await;
+    }
+    let page = ja
+        .list_journeys(pb::ListJourneysRequest {
+            page: Some(common::PageRequest {
+                page_size: 2,
+                page_token: String::new(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.journeys.len(), 2);
+    let token = page.page.unwrap().next_page_token;
+    assert!(!token.is_empty());
+    let id = page.journeys[0].id.clone();
+    let err = jb
+        .get_journey(pb::GetJourneyRequest {
+            id: id.clone(),
+            as_of_time: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = jb
+        .list_journey_revisions(pb::ListJourneyRevisionsRequest {
+            journey_id: id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        jb.list_journeys(pb::ListJourneysRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .journeys
+            .is_empty()
+    );
+    let err = jb
+        .list_journeys(pb::ListJourneysRequest {
+            page: Some(common::PageRequest {
+                page_size: 2,
+                page_token: token,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["page.page_token"]);
+    // B cannot hang ownership or KPIs on A's journey.
+    let err = assign(
+        &mut jb,
+        "x",
+        subject_journey(&id),
+        pb::OwnerRole::JourneyOwner,
+        "eve",
+        "2026-01-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violations(&err), ["assignment.subject.journey_id"]);
+    let err = jb
+        .get_scorecard(pb::GetScorecardRequest {
+            kpi_ids: vec![id],
+            period: named("2026-03"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn roles_limit_who_changes_maps_and_backlog() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut manager = app.journeys(&t, &["manager"]).await;
+    let err = manager
+        .create_journey(pb::CreateJourneyRequest {
+            request_id: "m".into(),
+            journey: Some(pb::Journey {
+                name: "Nope".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        manager
+            .list_journeys(pb::ListJourneysRequest::default())
+            .await
+            .is_ok()
+    );
+    let mut ingest = app.journeys(&t, &["ingest"]).await;
+    let err = ingest
+        .list_journeys(pb::ListJourneysRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_feedback_service_is_unavailable_not_an_error_of_the_caller() {
+    // A port nobody listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let app = spawn_with(|s| {
+        s.only = vec!["journeys".into()];
+        s.peers.feedback = format!("http://{dead}");
+    })
+    .await;
+    let mut j = app.journeys(&tenant(), &["admin"]).await;
+    let err = j
+        .get_coverage_report(pb::GetCoverageReportRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("feedback service"),
+        "{}",
+        err.message()
+    );
+    // Maps do not need feedback.
+    create_journey(&mut j, "j", "Alone", vec![]).await;
+    app.stop().await;
+
+    // Journeys alone without a feedback address does not start.
+    let mut settings = cxloop_platform::config::Settings {
+        listen: "127.0.0.1:0".into(),
+        only: vec!["journeys".into()],
+        ..Default::default()
+    };
+    settings.database_url = "sqlite::memory:".into();
+    let dir = tempfile::tempdir().unwrap();
+    settings.auth.dev_secret_file = dir.path().join("s").display().to_string();
+    let err = cxloop::Application::build(settings)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("peers.feedback"), "{err}");
+}
