@@ -747,7 +747,7 @@ async fn scorecards_judge_known_data_with_its_uncertainty() {
     assert_eq!(status(2), pb::KpiStatus::BelowThreshold);
     assert_eq!(status(3), pb::KpiStatus::StretchMet);
     assert_eq!(status(4), pb::KpiStatus::NoTarget);
-    let a = card[0].actual.clone().unwrap();
+    let a = card[0].actual.unwrap();
     assert_eq!(a.sample_size, 100);
     assert!((a.value - 40.0).abs() < 1e-9);
     assert!((a.interval_low - 24.320288123679568).abs() < 1e-6, "{a:?}");
@@ -757,7 +757,7 @@ async fn scorecards_judge_known_data_with_its_uncertainty() {
     assert!((card[0].attainment_low - 0.4320288123679568).abs() < 1e-6);
     assert!((card[0].attainment_high - 3.567971187632043).abs() < 1e-6);
     // Trend against February: 0 (n 50, SE 12.649) → 40: difference 40, SE sqrt(224), p 0.00753.
-    let trend = card[0].trend.clone().unwrap();
+    let trend = card[0].trend.unwrap();
     let cmp = trend.comparison.unwrap();
     assert!((cmp.difference - 40.0).abs() < 1e-9);
     assert!((cmp.standard_error - 224f64.sqrt()).abs() < 1e-9);
@@ -768,17 +768,17 @@ async fn scorecards_judge_known_data_with_its_uncertainty() {
     );
     assert!(trend.improved && !trend.worsened);
     // The journey KPI sums both touchpoints: 70 promoters, 20 passives, 30 detractors of 120.
-    let jn = card[5].actual.clone().unwrap();
+    let jn = card[5].actual.unwrap();
     assert_eq!(jn.sample_size, 120);
     assert!((jn.value - 100.0 / 3.0).abs() < 1e-9);
     // Daily transparency: 31 days; the period-to-date value grows on the 10th and 11th.
     assert_eq!(card[5].days.len(), 31);
-    let to_date = |d: usize| card[5].days[d].to_date.clone().unwrap().sample_size;
+    let to_date = |d: usize| card[5].days[d].to_date.unwrap().sample_size;
     assert_eq!(
         (to_date(8), to_date(9), to_date(10), to_date(30)),
         (0, 100, 120, 120)
     );
-    assert_eq!(card[5].days[9].day_value.clone().unwrap().sample_size, 100);
+    assert_eq!(card[5].days[9].day_value.unwrap().sample_size, 100);
     assert_eq!(
         pb::KpiStatus::try_from(card[5].days[8].to_date_status).unwrap(),
         pb::KpiStatus::NoData

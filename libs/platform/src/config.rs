@@ -111,10 +111,8 @@ impl Settings {
                 self.log_format
             ));
         }
-        if !self.peers.feedback.is_empty()
-            && !(self.peers.feedback.starts_with("http://")
-                || self.peers.feedback.starts_with("https://"))
-        {
+        let f = &self.peers.feedback;
+        if !(f.is_empty() || f.starts_with("http://") || f.starts_with("https://")) {
             return Err(format!(
                 "peers.feedback must be an http:// or https:// URL, got {:?}",
                 self.peers.feedback

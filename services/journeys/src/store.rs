@@ -47,6 +47,18 @@ pub struct JourneyRow {
     pub changed_by: String,
 }
 
+/// A change to write as a new revision.
+pub struct Change<'a> {
+    /// The map after the change.
+    pub doc: &'a JourneyDoc,
+    /// What changed, for the log.
+    pub changes: &'a [String],
+    /// Who changed it.
+    pub by: &'a str,
+    /// True when the change deletes the journey.
+    pub delete: bool,
+}
+
 /// A revision log entry.
 #[derive(Clone, Debug)]
 pub struct RevisionRow {
@@ -260,18 +272,14 @@ impl Store {
             vec![tenant.as_str().into(), id.clone().into(), now.into()],
         ))
         .await?;
-        self.insert_revision(
-            &txn,
-            tenant,
-            &id,
-            1,
-            now,
-            by,
-            &["created".into()],
-            false,
+        let change = Change {
             doc,
-        )
-        .await?;
+            changes: &["created".into()],
+            by,
+            delete: false,
+        };
+        self.insert_revision(&txn, tenant, &id, 1, now, &change)
+            .await?;
         idempotency::remember(
             &txn,
             IDEMPOTENCY,
@@ -293,7 +301,6 @@ impl Store {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn insert_revision(
         &self,
         txn: &DatabaseTransaction,
@@ -301,10 +308,7 @@ impl Store {
         id: &str,
         revision: i64,
         at: i64,
-        by: &str,
-        changes: &[String],
-        deleted: bool,
-        doc: &JourneyDoc,
+        c: &Change<'_>,
     ) -> ApiResult<()> {
         txn.execute_raw(stmt(
             self.backend(),
@@ -314,10 +318,10 @@ impl Store {
                 id.into(),
                 revision.into(),
                 at.into(),
-                by.into(),
-                to_json(&changes)?.into(),
-                i64::from(deleted).into(),
-                to_json(doc)?.into(),
+                c.by.into(),
+                to_json(&c.changes)?.into(),
+                i64::from(c.delete).into(),
+                to_json(c.doc)?.into(),
             ],
         ))
         .await?;
@@ -398,11 +402,9 @@ impl Store {
         tenant: &TenantId,
         id: &str,
         base: i64,
-        doc: &JourneyDoc,
-        changes: &[String],
-        by: &str,
-        delete: bool,
+        change: &Change<'_>,
     ) -> ApiResult<JourneyRow> {
+        let delete = change.delete;
         let txn = db::begin_write(&self.db).await?;
         let now = db::now_micros();
         let res = txn
@@ -429,7 +431,7 @@ impl Store {
                 format!("the journey changed after revision {base}; read it again and retry"),
             ));
         }
-        self.insert_revision(&txn, tenant, id, base + 1, now, by, changes, delete, doc)
+        self.insert_revision(&txn, tenant, id, base + 1, now, change)
             .await?;
         txn.commit().await?;
         let created_at = self
@@ -446,10 +448,10 @@ impl Store {
         Ok(JourneyRow {
             id: id.into(),
             revision: base + 1,
-            doc: doc.clone(),
+            doc: change.doc.clone(),
             created_at,
             changed_at: now,
-            changed_by: by.into(),
+            changed_by: change.by.into(),
         })
     }
 

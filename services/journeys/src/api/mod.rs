@@ -245,16 +245,14 @@ impl JourneyApi {
         if changes.is_empty() {
             return Ok(current.clone());
         }
+        let change = crate::store::Change {
+            doc: &next,
+            changes: &changes,
+            by: &caller.subject,
+            delete,
+        };
         self.store
-            .update_journey(
-                &caller.tenant,
-                &current.id,
-                current.revision,
-                &next,
-                &changes,
-                &caller.subject,
-                delete,
-            )
+            .update_journey(&caller.tenant, &current.id, current.revision, &change)
             .await
     }
 }
