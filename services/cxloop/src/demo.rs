@@ -12,6 +12,8 @@ use cxloop_proto::feedback::v1 as pb;
 
 use crate::client::connect;
 
+mod journey;
+
 /// A stage of the charter-holiday journey and how its customers feel over the six months.
 struct Stage {
     key: &'static str,
@@ -402,6 +404,12 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
         }
     }
     eprintln!();
+    let keys: Vec<&str> = STAGES.iter().map(|s| s.key).collect();
+    let journey_id =
+        journey::seed(&opts.addr, &opts.token, &keys, &touchpoint_ids, &survey.id).await?;
+    println!(
+        "journey_id={journey_id} (charter-holiday map with owners, KPIs and an improvement item)"
+    );
     println!(
         "demo tenant seeded: {} touchpoints, survey {} ({}), {} responses stored now, {} already there",
         touchpoint_ids.len(),
