@@ -62,3 +62,13 @@ $BIN/cxloop-load rss --pid "$PID" | sed 's/"rss"/"rss_after_import"/'
 $BIN/cxloop-load metrics --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" | sed 's/"metrics"/"metrics_large"/'
 ls -l "$WORK"/metrics.db* | awk '{print "# " $5 " bytes " $9}'
 kill "$PID"; wait "$PID" 2>/dev/null || true
+
+# (f) journeys: the scorecard of one owner of 50 touchpoints (one NPS KPI each), 365 daily
+# buckets, over LARGE stored responses spread across those touchpoints.
+read -r PID ADDR < <(start_cxloop "$WORK/scorecard.db")
+TOKEN=$(token)
+read -r SURVEY TPS < <($BIN/cxloop-load setup --addr "$ADDR" --token "$TOKEN" --touchpoints 50)
+$BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows "$LARGE" --prefix sc --streams 2 --batch 10000 | sed 's/"import"/"import_scorecard_data"/'
+$BIN/cxloop-load scorecard --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS"
+$BIN/cxloop-load rss --pid "$PID" | sed 's/"rss"/"rss_after_scorecards"/'
+kill "$PID"; wait "$PID" 2>/dev/null || true

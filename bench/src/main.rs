@@ -34,12 +34,29 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// Creates a touchpoint and a survey; prints their ids.
+    /// Creates touchpoints and a survey asked at all of them; prints the survey id and the
+    /// touchpoint ids.
     Setup {
         #[arg(long)]
         addr: String,
         #[arg(long)]
         token: String,
+        #[arg(long, default_value_t = 20)]
+        touchpoints: usize,
+    },
+    /// GetOwnerScorecard p50/p99: one owner of every given touchpoint, one NPS KPI each, daily
+    /// values over the last 365 days.
+    Scorecard {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        survey: String,
+        #[arg(long)]
+        touchpoints: String,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
     },
     /// RecordResponse from many concurrent streams.
     Record {
@@ -270,12 +287,16 @@ async fn main() {
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
             );
         }
-        Cmd::Setup { addr, token } => {
+        Cmd::Setup {
+            addr,
+            token,
+            touchpoints,
+        } => {
             let mut c = cxloop::client::connect(&addr, &token)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             let mut tps = Vec::new();
-            for i in 0..20 {
+            for i in 0..touchpoints {
                 let t = c
                     .create_touchpoint(pb::CreateTouchpointRequest {
                         request_id: format!("bench-tp-{i}"),
@@ -528,6 +549,13 @@ async fn main() {
                 serde_json::json!({"bench": "raw_insert", "rows": rows, "seconds": secs, "rows_per_s": rows as f64 / secs})
             );
         }
+        Cmd::Scorecard {
+            addr,
+            token,
+            survey,
+            touchpoints,
+            queries,
+        } => scorecard(&addr, &token, &survey, &touchpoints, queries).await,
         Cmd::Metrics {
             addr,
             token,
@@ -602,4 +630,120 @@ async fn futures_chans(addr: &str, n: usize) -> Vec<tonic::transport::Channel> {
         v.push(channel(addr).await);
     }
     v
+}
+
+/// The journeys benchmark: sets up one owner of every touchpoint with an NPS KPI each, then
+/// times the owner's daily scorecard over the last 365 days.
+async fn scorecard(addr: &str, token: &str, survey: &str, touchpoints: &str, queries: usize) {
+    use cxloop_proto::journeys::v1 as jr;
+    let mut j = cxloop::client::connect_journeys(addr, token)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let end = today();
+    let ts = |d: i64| {
+        Some(prost_types::Timestamp {
+            seconds: d * 86_400,
+            nanos: 0,
+        })
+    };
+    let tps: Vec<&str> = touchpoints.split(',').collect();
+    for (i, tp) in tps.iter().enumerate() {
+        let subject = || {
+            Some(jr::Subject {
+                kind: Some(jr::subject::Kind::TouchpointId((*tp).into())),
+            })
+        };
+        j.create_kpi(jr::CreateKpiRequest {
+            request_id: format!("bench-kpi-{i}"),
+            kpi: Some(jr::Kpi {
+                name: format!("NPS {i}"),
+                subject: subject(),
+                survey: Some(jr::SurveyMeasure {
+                    survey_id: survey.into(),
+                    question_key: "nps".into(),
+                    metric: pb::Metric::Nps as i32,
+                }),
+                direction: jr::Direction::HigherIsBetter as i32,
+                targets: vec![jr::KpiTarget {
+                    period: Some(common::Period {
+                        kind: Some(common::period::Kind::Range(common::TimeRange {
+                            start: ts(end - 400),
+                            end: ts(end + 30),
+                        })),
+                    }),
+                    threshold: -20.0,
+                    target: 0.0,
+                    stretch: 20.0,
+                    competitor_benchmark: None,
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        j.create_assignment(jr::CreateAssignmentRequest {
+            request_id: format!("bench-owner-{i}"),
+            assignment: Some(jr::Assignment {
+                subject: subject(),
+                role: jr::OwnerRole::TouchpointOwner as i32,
+                assignee: Some(jr::assignment::Assignee::Person(common::PersonRef {
+                    id: "bench-owner".into(),
+                    display_name: "Bench Owner".into(),
+                })),
+                start_time: ts(end - 800),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let req = jr::GetOwnerScorecardRequest {
+        assignee_id: "bench-owner".into(),
+        period: Some(common::Period {
+            kind: Some(common::period::Kind::Range(common::TimeRange {
+                start: ts(end - 365),
+                end: ts(end),
+            })),
+        }),
+        daily: true,
+    };
+    let mut answers = 0u64;
+    let mut bytes = 0usize;
+    for _ in 0..10 {
+        let r = j
+            .get_owner_scorecard(req.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_inner();
+        bytes = prost::Message::encoded_len(&r);
+        answers = r
+            .owned
+            .iter()
+            .flat_map(|o| o.results.iter())
+            .filter_map(|k| k.actual.map(|a| a.sample_size))
+            .sum();
+    }
+    let mut lat = Vec::with_capacity(queries);
+    for _ in 0..queries {
+        let t = Instant::now();
+        let r = j
+            .get_owner_scorecard(req.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_inner();
+        lat.push(t.elapsed());
+        assert_eq!(r.owned.len(), tps.len());
+        assert!(
+            r.owned
+                .iter()
+                .all(|o| o.results.len() == 1 && o.results[0].days.len() == 365)
+        );
+    }
+    lat.sort();
+    println!(
+        "{}",
+        serde_json::json!({"bench": "owner_scorecard", "kpis": tps.len(), "days": 365, "answers_scored": answers,
+            "response_bytes": bytes, "queries": queries,
+            "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
+    );
 }
