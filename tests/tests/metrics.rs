@@ -401,3 +401,63 @@ async fn a_batch_answers_each_query_as_alone_and_names_bad_ones_by_position() {
     assert_eq!(violations(&err), vec!["queries"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn slices_read_together_in_a_batch_equal_each_read_alone() {
+    let (app, mut c, tps, survey) = seeded().await;
+    let q = |slice: pb::Slice, bucket: pb::Bucket, view: pb::MetricsView| pb::QueryMetricsRequest {
+        survey_id: survey.clone(),
+        question_key: "nps".into(),
+        slice: Some(slice),
+        period: named("2026-03"),
+        bucket: bucket as i32,
+        view: view as i32,
+    };
+    let tp = |t: &str| pb::Slice {
+        touchpoint_id: t.into(),
+        ..Default::default()
+    };
+    // Same survey, question and days: touchpoint slices, the all-slice, a segment, and
+    // totals are grouped into shared reads; a two-dimension slice goes alone.
+    let queries = vec![
+        q(tp(&tps[0]), pb::Bucket::Day, pb::MetricsView::Full),
+        q(tp(&tps[1]), pb::Bucket::Day, pb::MetricsView::Histogram),
+        q(
+            pb::Slice::default(),
+            pb::Bucket::Week,
+            pb::MetricsView::Full,
+        ),
+        q(tp(&tps[0]), pb::Bucket::Total, pb::MetricsView::Full),
+        q(tp(&tps[1]), pb::Bucket::Total, pb::MetricsView::Histogram),
+        q(
+            tp("no-such-touchpoint"),
+            pb::Bucket::Total,
+            pb::MetricsView::Full,
+        ),
+        q(
+            pb::Slice {
+                touchpoint_id: tps[0].clone(),
+                segment: "family".into(),
+                ..Default::default()
+            },
+            pb::Bucket::Day,
+            pb::MetricsView::Full,
+        ),
+    ];
+    let batch = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: queries.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.results.len(), queries.len());
+    for (query, result) in queries.into_iter().zip(&batch.results) {
+        let alone = c.query_metrics(query).await.unwrap().into_inner();
+        assert_eq!(&alone, result);
+    }
+    assert!(batch.results[1].buckets.iter().all(|b| b.values.is_empty()));
+    assert!(batch.results[0].total.as_ref().unwrap().count > 0);
+    assert_eq!(batch.results[5].total.as_ref().unwrap().count, 0);
+    app.stop().await;
+}
