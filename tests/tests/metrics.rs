@@ -459,5 +459,27 @@ async fn slices_read_together_in_a_batch_equal_each_read_alone() {
     assert!(batch.results[1].buckets.iter().all(|b| b.values.is_empty()));
     assert!(batch.results[0].total.as_ref().unwrap().count > 0);
     assert_eq!(batch.results[5].total.as_ref().unwrap().count, 0);
+
+    // The dense view holds the same counts as the full view's histograms, row by row.
+    let dense = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: vec![q(tp(&tps[0]), pb::Bucket::Day, pb::MetricsView::Dense)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .remove(0);
+    assert!(dense.buckets.is_empty());
+    let m = dense.dense.unwrap();
+    assert_eq!((m.scale_min, m.scale_points), (0, 11));
+    assert_eq!(m.counts.len(), 31 * 11);
+    for (row, bucket) in m.counts.chunks(11).zip(&batch.results[0].buckets) {
+        let mut expected = [0u64; 11];
+        for sc in &bucket.histogram {
+            expected[sc.score as usize] = sc.count;
+        }
+        assert_eq!(row, expected);
+    }
     app.stop().await;
 }

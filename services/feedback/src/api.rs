@@ -576,8 +576,10 @@ struct MetricsQuery {
     slice: SliceFilter,
     range: Range,
     size: BucketSize,
-    /// False for METRICS_VIEW_HISTOGRAM.
+    /// False for METRICS_VIEW_HISTOGRAM and _DENSE.
     with_values: bool,
+    /// True for METRICS_VIEW_DENSE.
+    dense: bool,
 }
 
 /// Validates one metrics query; field paths start with `prefix` ("" or "queries[3].").
@@ -593,14 +595,12 @@ fn parse_metrics_query(
     let range = parse_range(v, &format!("{prefix}period"), r.period.as_ref());
     let range = check_metric_range(v, &format!("{prefix}period"), range);
     let size = bucket_size(v, &format!("{prefix}bucket"), r.bucket);
-    let with_values = match pb::MetricsView::try_from(r.view) {
-        Ok(pb::MetricsView::Histogram) => false,
-        Ok(_) => true,
-        Err(_) => {
-            v.add(format!("{prefix}view"), "must be a known MetricsView");
-            true
-        }
-    };
+    let view = pb::MetricsView::try_from(r.view).unwrap_or_else(|_| {
+        v.add(format!("{prefix}view"), "must be a known MetricsView");
+        pb::MetricsView::Full
+    });
+    let with_values = matches!(view, pb::MetricsView::Full | pb::MetricsView::Unspecified);
+    let dense = view == pb::MetricsView::Dense;
     Some(MetricsQuery {
         survey_id: r.survey_id.clone(),
         question_key: r.question_key.clone(),
@@ -608,6 +608,7 @@ fn parse_metrics_query(
         range: range?,
         size,
         with_values,
+        dense,
     })
 }
 
@@ -623,13 +624,20 @@ fn prefix_fields(e: ApiError, prefix: &str) -> ApiError {
     }
 }
 
-/// A query's answer from its slice's daily histograms (ascending by day).
-fn respond(
-    q: &MetricsQuery,
+/// A question's scale as metrics see it: its kind (None for response counts) and its lowest
+/// and highest point.
+#[derive(Clone, Copy)]
+struct Scale {
     kind: Option<QuestionKind>,
-    days: &[(i64, Histogram)],
-) -> pb::QueryMetricsResponse {
+    min: i32,
+    max: i32,
+}
+
+/// A query's answer from its slice's daily histograms (ascending by day).
+fn respond(q: &MetricsQuery, scale: Scale, days: &[(i64, Histogram)]) -> pb::QueryMetricsResponse {
+    let kind = scale.kind;
     let mut buckets = Vec::new();
+    let mut dense = Vec::new();
     let mut total = Histogram::new();
     let mut it = days.iter().peekable();
     for b in q.range.buckets(q.size) {
@@ -639,12 +647,27 @@ fn respond(
             h.merge(dh);
         }
         total.merge(&h);
-        buckets.push(bucket_pb(b, kind, &h, q.with_values));
+        if q.dense {
+            let row = dense.len();
+            dense.resize(row + (scale.max - scale.min + 1) as usize, 0);
+            for (score, count) in h.iter() {
+                if (scale.min..=scale.max).contains(&score) {
+                    dense[row + (score - scale.min) as usize] = count;
+                }
+            }
+        } else {
+            buckets.push(bucket_pb(b, kind, &h, q.with_values));
+        }
     }
     pb::QueryMetricsResponse {
         kind: kind.map_or(0, QuestionKind::code),
         buckets,
         total: Some(bucket_pb(q.range, kind, &total, q.with_values)),
+        dense: q.dense.then(|| pb::DenseCounts {
+            scale_min: scale.min,
+            scale_points: scale.max - scale.min + 1,
+            counts: dense,
+        }),
     }
 }
 
@@ -656,10 +679,14 @@ impl FeedbackApi {
         tenant: &TenantId,
         survey_id: &str,
         key: &str,
-    ) -> ApiResult<(Option<QuestionKind>, i32)> {
+    ) -> ApiResult<Scale> {
         let survey = self.store.get_survey_for_metrics(tenant, survey_id).await?;
         if key.is_empty() {
-            return Ok((None, 0));
+            return Ok(Scale {
+                kind: None,
+                min: 0,
+                max: 0,
+            });
         }
         match survey.questions.iter().find(|q| q.key == key) {
             None => Err(ApiError::invalid(
@@ -670,7 +697,11 @@ impl FeedbackApi {
                 "question_key",
                 "a text question has no numeric metrics",
             )),
-            Some(q) => Ok((Some(q.kind), q.min)),
+            Some(q) => Ok(Scale {
+                kind: Some(q.kind),
+                min: q.min,
+                max: q.max,
+            }),
         }
     }
 
@@ -679,7 +710,7 @@ impl FeedbackApi {
         tenant: &TenantId,
         q: &MetricsQuery,
     ) -> ApiResult<pb::QueryMetricsResponse> {
-        let (kind, min) = self
+        let scale = self
             .question_scale(tenant, &q.survey_id, &q.question_key)
             .await?;
         let days = self
@@ -688,12 +719,12 @@ impl FeedbackApi {
                 tenant,
                 &q.survey_id,
                 &q.question_key,
-                min,
+                scale.min,
                 &q.slice,
                 q.range.days(),
             )
             .await?;
-        Ok(respond(q, kind, &days))
+        Ok(respond(q, scale, &days))
     }
 
     /// Answers a batch. Queries on single-dimension slices that share survey, question,
@@ -707,7 +738,7 @@ impl FeedbackApi {
     ) -> ApiResult<Vec<pb::QueryMetricsResponse>> {
         use std::collections::{BTreeSet, HashMap};
         let at = |i: usize| move |e: ApiError| prefix_fields(e, &format!("queries[{i}]."));
-        let mut scales: HashMap<(&str, &str), (Option<QuestionKind>, i32)> = HashMap::new();
+        let mut scales: HashMap<(&str, &str), Scale> = HashMap::new();
         for (i, q) in parsed.iter().enumerate() {
             let k = (q.survey_id.as_str(), q.question_key.as_str());
             if let std::collections::hash_map::Entry::Vacant(e) = scales.entry(k) {
@@ -738,10 +769,11 @@ impl FeedbackApi {
             }
         }
         for ((survey, question, days, total), members) in groups {
-            let (kind, min) = scales
-                .get(&(survey, question))
-                .copied()
-                .unwrap_or((None, 0));
+            let scale = scales.get(&(survey, question)).copied().unwrap_or(Scale {
+                kind: None,
+                min: 0,
+                max: 0,
+            });
             let keys: Vec<String> = members
                 .iter()
                 .map(|(_, k)| k.clone())
@@ -752,13 +784,13 @@ impl FeedbackApi {
             for chunk in keys.chunks(256) {
                 by_key.extend(
                     self.store
-                        .slice_histograms(tenant, survey, question, min, chunk, days, total)
+                        .slice_histograms(tenant, survey, question, scale.min, chunk, days, total)
                         .await?,
                 );
             }
             for (i, k) in members {
                 let days = by_key.get(&k).map(Vec::as_slice).unwrap_or(&[]);
-                results[i] = Some(respond(&parsed[i], kind, days));
+                results[i] = Some(respond(&parsed[i], scale, days));
             }
         }
         Ok(results.into_iter().flatten().collect())
@@ -1297,7 +1329,7 @@ impl FeedbackService for FeedbackApi {
         let (Some(metric), Some(a), Some(b)) = (metric, a, b) else {
             return Err(ApiError::invalid("a", "is required").into());
         };
-        let (kind, min) = self
+        let Scale { kind, min, .. } = self
             .question_scale(&tenant, &r.survey_id, &r.question_key)
             .await?;
         let kind = kind.ok_or_else(|| ApiError::invalid("question_key", "is required"))?;

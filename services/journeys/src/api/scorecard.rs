@@ -98,7 +98,11 @@ impl HistogramReader {
                 }),
                 period: Some(period_pb(range)),
                 bucket,
-                view: fb::MetricsView::Histogram as i32,
+                view: if daily {
+                    fb::MetricsView::Dense
+                } else {
+                    fb::MetricsView::Histogram
+                } as i32,
             });
         }
         Series(i)
@@ -136,10 +140,18 @@ impl Histograms {
         Ok(self.result(s)?.total.as_ref().map(hist).unwrap_or_default())
     }
 
-    /// Adds a daily series into per-day sums.
+    /// Adds a daily series (read as a dense matrix) into per-day sums.
     pub fn add_days(&self, s: Series, days: &mut [Histogram]) -> ApiResult<()> {
-        for (d, b) in days.iter_mut().zip(&self.result(s)?.buckets) {
-            d.merge(&hist(b));
+        let Some(dense) = self.result(s)?.dense.as_ref() else {
+            return Err(ApiError::Internal(
+                "feedback returned no dense counts".into(),
+            ));
+        };
+        let points = dense.scale_points.max(1) as usize;
+        for (d, row) in days.iter_mut().zip(dense.counts.chunks(points)) {
+            for (j, c) in row.iter().enumerate() {
+                d.add(dense.scale_min + j as i32, *c);
+            }
         }
         Ok(())
     }
