@@ -9,7 +9,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(ClusteredRollups)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -135,6 +135,78 @@ impl MigrationTrait for Initial {
             .await?;
         c.execute_unprepared(&cxloop_platform::outbox::table_ddl("fb_outbox"))
             .await?;
+        Ok(())
+    }
+}
+
+struct ClusteredRollups;
+
+impl MigrationName for ClusteredRollups {
+    fn name(&self) -> &str {
+        "m0002_feedback_clustered_rollups"
+    }
+}
+
+/// On SQLite, the rollup tables become WITHOUT ROWID tables: rows are stored in key order
+/// (tenant, survey, measure, slice, day), so a year of one slice is one contiguous range
+/// instead of an index walk plus a table lookup per day, and an upsert touches one B-tree
+/// instead of two. PostgreSQL keeps its heap tables with the primary-key index.
+const CLUSTERED_SQLITE: &str = "
+ALTER TABLE fb_rollup_slices RENAME TO fb_rollup_slices_m0001;
+CREATE TABLE fb_rollup_slices (
+    tenant_id TEXT NOT NULL,
+    survey_id TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    slice TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    h0 BIGINT NOT NULL,
+    h1 BIGINT NOT NULL,
+    h2 BIGINT NOT NULL,
+    h3 BIGINT NOT NULL,
+    h4 BIGINT NOT NULL,
+    h5 BIGINT NOT NULL,
+    h6 BIGINT NOT NULL,
+    h7 BIGINT NOT NULL,
+    h8 BIGINT NOT NULL,
+    h9 BIGINT NOT NULL,
+    h10 BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, survey_id, measure, slice, day)
+) WITHOUT ROWID;
+INSERT INTO fb_rollup_slices SELECT * FROM fb_rollup_slices_m0001;
+DROP TABLE fb_rollup_slices_m0001;
+ALTER TABLE fb_rollup_cells RENAME TO fb_rollup_cells_m0001;
+CREATE TABLE fb_rollup_cells (
+    tenant_id TEXT NOT NULL,
+    survey_id TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    touchpoint_id TEXT NOT NULL,
+    org_unit_id TEXT NOT NULL,
+    channel BIGINT NOT NULL,
+    segment TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    h0 BIGINT NOT NULL,
+    h1 BIGINT NOT NULL,
+    h2 BIGINT NOT NULL,
+    h3 BIGINT NOT NULL,
+    h4 BIGINT NOT NULL,
+    h5 BIGINT NOT NULL,
+    h6 BIGINT NOT NULL,
+    h7 BIGINT NOT NULL,
+    h8 BIGINT NOT NULL,
+    h9 BIGINT NOT NULL,
+    h10 BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day)
+) WITHOUT ROWID;
+INSERT INTO fb_rollup_cells SELECT * FROM fb_rollup_cells_m0001;
+DROP TABLE fb_rollup_cells_m0001
+";
+
+#[async_trait::async_trait]
+impl MigrationTrait for ClusteredRollups {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            cxloop_platform::db::execute_script(manager.get_connection(), CLUSTERED_SQLITE).await?;
+        }
         Ok(())
     }
 }
