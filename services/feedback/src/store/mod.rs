@@ -989,10 +989,17 @@ impl Store {
             format!("MIN(day) || ',' || {}", sums.join(" || ',' || "))
         } else {
             let cols: Vec<String> = (0..HIST_WIDTH).map(|i| format!("h{i}")).collect();
-            let row = format!("day || ',' || {}", cols.join(" || ',' || "));
             match self.backend() {
-                DbBackend::Postgres => format!("string_agg({row}, ';')"),
-                _ => format!("group_concat({row}, ';')"),
+                DbBackend::Postgres => format!(
+                    "string_agg(day || ',' || {}, ';')",
+                    cols.join(" || ',' || ")
+                ),
+                // One printf per row is far fewer VM steps than twenty-two concatenations.
+                _ => format!(
+                    "group_concat(printf('{}', day, {}), ';')",
+                    ["%d"; HIST_WIDTH + 1].join(","),
+                    cols.join(", ")
+                ),
             }
         };
         let sql = format!("SELECT slice, {fields} {filter} GROUP BY slice");
@@ -1010,12 +1017,11 @@ impl Store {
             for day_row in packed.split(';') {
                 let mut nums = day_row.split(',').map(|x| x.parse::<i64>());
                 let day = nums.next().ok_or_else(bad)?.map_err(|_| bad())?;
-                let mut h = Histogram::new();
-                for (i, n) in nums.enumerate() {
-                    let n = n.map_err(|_| bad())?;
-                    h.add(min + i as i32, n.max(0) as u64);
+                let mut counts = [0u64; HIST_WIDTH];
+                for (slot, n) in counts.iter_mut().zip(nums) {
+                    *slot = n.map_err(|_| bad())?.max(0) as u64;
                 }
-                series.push((day, h));
+                series.push((day, Histogram::from_dense(min, &counts)));
             }
             series.sort_by_key(|(d, _)| *d);
             out.insert(key, series);

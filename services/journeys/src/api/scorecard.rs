@@ -140,18 +140,25 @@ impl Histograms {
         Ok(self.result(s)?.total.as_ref().map(hist).unwrap_or_default())
     }
 
-    /// Adds a daily series (read as a dense matrix) into per-day sums.
-    pub fn add_days(&self, s: Series, days: &mut [Histogram]) -> ApiResult<()> {
+    /// Adds a daily series (read as a dense matrix) into per-day dense sums.
+    pub fn add_days(&self, s: Series, days: &mut DenseDays) -> ApiResult<()> {
         let Some(dense) = self.result(s)?.dense.as_ref() else {
             return Err(ApiError::Internal(
                 "feedback returned no dense counts".into(),
             ));
         };
         let points = dense.scale_points.max(1) as usize;
-        for (d, row) in days.iter_mut().zip(dense.counts.chunks(points)) {
-            for (j, c) in row.iter().enumerate() {
-                d.add(dense.scale_min + j as i32, *c);
-            }
+        if days.points == 0 {
+            (days.min, days.points) = (dense.scale_min, points);
+            days.counts = vec![0; days.days * points];
+        }
+        if (days.min, days.points) != (dense.scale_min, points) {
+            return Err(ApiError::Internal(
+                "one KPI's series have different scales".into(),
+            ));
+        }
+        for (sum, c) in days.counts.iter_mut().zip(&dense.counts) {
+            *sum += c;
         }
         Ok(())
     }
@@ -160,6 +167,30 @@ impl Histograms {
 impl Default for HistogramReader {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Per-day counts of one KPI summed over its touchpoints: `days` rows of `points` counts.
+pub struct DenseDays {
+    days: usize,
+    min: i32,
+    points: usize,
+    counts: Vec<u64>,
+}
+
+impl DenseDays {
+    fn new(days: usize) -> Self {
+        Self {
+            days,
+            min: 0,
+            points: 0,
+            counts: Vec::new(),
+        }
+    }
+
+    /// The day rows (none when no series was added).
+    fn rows(&self) -> impl Iterator<Item = &[u64]> {
+        self.counts.chunks(self.points.max(1))
     }
 }
 
@@ -201,7 +232,7 @@ pub async fn score(
         .zip(plans)
         .map(|(k, plan)| {
             let mut total = Histogram::new();
-            let mut days = vec![Histogram::new(); if daily { day_ranges.len() } else { 0 }];
+            let mut days = DenseDays::new(if daily { day_ranges.len() } else { 0 });
             for s in &plan.current {
                 if daily {
                     h.add_days(*s, &mut days)?;
@@ -209,10 +240,14 @@ pub async fn score(
                     total.merge(&h.total(*s)?);
                 }
             }
-            if daily {
-                for d in &days {
-                    total.merge(d);
+            if daily && days.points > 0 {
+                let mut sums = vec![0u64; days.points];
+                for row in days.rows() {
+                    for (a, b) in sums.iter_mut().zip(row) {
+                        *a += b;
+                    }
                 }
+                total = Histogram::from_dense(days.min, &sums);
             }
             let mut prev = Histogram::new();
             for s in &plan.previous {
@@ -238,7 +273,7 @@ fn result(
     total: &Histogram,
     prev: &Histogram,
     day_ranges: &[Range],
-    days: &[Histogram],
+    days: &DenseDays,
 ) -> pb::KpiResult {
     let doc = &k.doc;
     let metric = doc.metric().unwrap_or(SurveyMetric::Mean);
@@ -264,16 +299,23 @@ fn result(
             worsened: better < 0.0 && c.p_value < 0.05,
         }
     });
-    let mut to_date = Histogram::new();
+    // Days without any series (a KPI with no touchpoints) are all zero.
+    let zero = vec![0u64; days.points.max(1)];
+    let mut running = zero.clone();
+    let rows = days.rows().chain(std::iter::repeat(zero.as_slice()));
     let points = day_ranges
         .iter()
-        .zip(days)
-        .map(|(r, d)| {
-            to_date.merge(d);
-            let td = metric.estimate(&to_date);
+        .take(days.days)
+        .zip(rows)
+        .map(|(r, row)| {
+            for (a, b) in running.iter_mut().zip(row) {
+                *a += b;
+            }
+            let td = metric.estimate(&Histogram::from_dense(days.min, &running));
+            let day = metric.estimate(&Histogram::from_dense(days.min, row));
             pb::DailyPoint {
                 day: Some(range_pb(*r)),
-                day_value: Some(estimate_pb(&metric.estimate(d))),
+                day_value: Some(estimate_pb(&day)),
                 to_date: Some(estimate_pb(&td)),
                 to_date_status: kpi::status(doc.direction, &td, target) as i32,
             }
