@@ -25,3 +25,11 @@ pub mod feedback {
         tonic::include_proto!("cxloop.feedback.v1");
     }
 }
+
+/// The employee-experience service (`cxloop.employee.v1`).
+pub mod employee {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("cxloop.employee.v1");
+    }
+}
