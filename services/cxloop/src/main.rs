@@ -60,7 +60,7 @@ enum Command {
         /// Tenant id, e.g. acme.
         #[arg(long)]
         tenant: String,
-        /// Role (repeatable): admin, analyst, case_agent, ingest, hr, finance, manager.
+        /// Role (repeatable): admin, analyst, case_agent, ingest, hr, finance, manager, employee, incentives.
         #[arg(long, required = true)]
         role: Vec<String>,
         /// Subject (user or service id).
