@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Services this build can run, by name.
-pub const SERVICES: &[&str] = &[cxloop_feedback::NAME];
+pub const SERVICES: &[&str] = &[cxloop_feedback::NAME, cxloop_employee::NAME];
 
 /// A started server.
 pub struct Application {
@@ -63,6 +63,11 @@ pub async fn migrate(settings: &Settings) -> Result<(), String> {
     for name in selected(settings)? {
         if name == cxloop_feedback::NAME {
             cxloop_feedback::migrate(&db)
+                .await
+                .map_err(|e| format!("migrating {name}: {e}"))?;
+        }
+        if name == cxloop_employee::NAME {
+            cxloop_employee::migrate(&db)
                 .await
                 .map_err(|e| format!("migrating {name}: {e}"))?;
         }
@@ -159,6 +164,15 @@ impl Application {
                 health
                     .set_service_status(
                         cxloop_feedback::SERVICE_NAME,
+                        tonic_health::ServingStatus::Serving,
+                    )
+                    .await;
+            }
+            if *name == cxloop_employee::NAME {
+                router = router.add_service(cxloop_employee::service(&ctx));
+                health
+                    .set_service_status(
+                        cxloop_employee::SERVICE_NAME,
                         tonic_health::ServingStatus::Serving,
                     )
                     .await;

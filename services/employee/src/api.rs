@@ -491,7 +491,7 @@ impl EmployeeService for EmployeeApi {
                 ),
             }
         }
-        if v.is_empty() {
+        if questions.len() == s.questions.len() {
             for (f, d) in domain::check_questions(&questions) {
                 v.add(f, d);
             }
