@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod demo_ex;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
