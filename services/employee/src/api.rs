@@ -336,7 +336,11 @@ impl EmployeeService for EmployeeApi {
             Some(t) => to_micros(t)
                 .ok_or_else(|| ApiError::invalid("as_of", "is not a valid timestamp"))?,
         };
-        let filters = format!("org_units|{at}");
+        // "now" stays "now" across pages, so the next page's token still matches.
+        let filters = match r.as_of.as_ref() {
+            Some(_) => format!("org_units|{at}"),
+            None => "org_units|now".to_string(),
+        };
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
         let rows = self.store.list_org_units(&tenant, at, &page).await?;

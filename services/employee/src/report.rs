@@ -757,8 +757,8 @@ pub async fn tree_results(
         if let Some((a, plan)) = &view.slices {
             for v in plan.values_of(u) {
                 let g = Group::Slice(u, *a, v.clone());
-                let cur = slice_sums.get(&v).map(|s| &s[u]).unwrap_or(&EMPTY);
-                let ps = prev_index(&g).and_then(|i| prev_slice_sums.get(&v).map(|s| &s[i]));
+                let cur = slice_sums.get(v).map(|s| &s[u]).unwrap_or(&EMPTY);
+                let ps = prev_index(&g).and_then(|i| prev_slice_sums.get(v).map(|s| &s[i]));
                 slices.push(pb::SliceSummary {
                     value: v.clone(),
                     summary: Some(summary(&g, cur, ps)),

@@ -265,19 +265,14 @@ pub struct SliceState {
 pub struct SlicePlan {
     /// The slices.
     pub slices: HashMap<(usize, String), SliceState>,
+    /// Values with a slice, per unit index, sorted.
+    values: Vec<Vec<String>>,
 }
 
 impl SlicePlan {
     /// Values with a slice under unit `u`, sorted.
-    pub fn values_of(&self, u: usize) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .slices
-            .keys()
-            .filter(|(i, _)| *i == u)
-            .map(|(_, v)| v.clone())
-            .collect();
-        v.sort();
-        v
+    pub fn values_of(&self, u: usize) -> &[String] {
+        self.values.get(u).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -474,7 +469,10 @@ pub fn plan_slices(tree: &Tree, plan: &TreePlan, cells: &[Cell], attr: usize) ->
             }
         }
     }
-    SlicePlan { slices }
+    SlicePlan {
+        slices,
+        values: values_at,
+    }
 }
 
 #[cfg(test)]

@@ -355,20 +355,32 @@ impl Store {
     pub async fn launch_cycle(&self, tenant: &TenantId, id: &str) -> ApiResult<CycleRow> {
         let txn = db::begin_write(self.db()).await?;
         let backend = txn.get_database_backend();
+        // Taking the draft → open step first locks the cycle's row: of two concurrent
+        // launches, the second waits and then finds it open.
+        let claimed = txn
+            .execute_raw(stmt(
+                backend,
+                "UPDATE ex_cycles SET state = ? WHERE tenant_id = ? AND id = ? AND state = ?",
+                vec![
+                    i64::from(state::OPEN).into(),
+                    tenant.as_str().into(),
+                    id.into(),
+                    i64::from(state::DRAFT).into(),
+                ],
+            ))
+            .await?
+            .rows_affected();
         let cycle = Self::cycle_in(&txn, tenant, id).await?;
-        match cycle.state {
-            state::OPEN => {
-                txn.commit().await?;
-                return Ok(cycle);
-            }
-            state::CLOSED => {
-                return Err(ApiError::precondition(
+        if claimed == 0 {
+            txn.commit().await?;
+            return match cycle.state {
+                state::OPEN => Ok(cycle),
+                _ => Err(ApiError::precondition(
                     "CYCLE_CLOSED",
                     format!("cycles/{id}"),
                     "a closed cycle cannot be launched again",
-                ));
-            }
-            _ => {}
+                )),
+            };
         }
         let survey = {
             let row = txn
