@@ -26,12 +26,17 @@ pub const MAX_SYNC_ROWS: usize = 10_000;
 pub struct EmployeeApi {
     store: Store,
     pages: PageSigner,
+    cache: report::ResultsCache,
 }
 
 impl EmployeeApi {
     /// An API over this store.
     pub fn new(store: Store, pages: PageSigner) -> Self {
-        Self { store, pages }
+        Self {
+            store,
+            pages,
+            cache: report::ResultsCache::default(),
+        }
     }
 }
 
@@ -803,11 +808,9 @@ impl EmployeeService for EmployeeApi {
         }
         v.finish()?;
         let cycle = self.launched_cycle(&tenant, &r.cycle_id).await?;
-        let unit = g.org_unit_id.clone();
         let filter = attr.map(|a| (a, g.filter_value.clone()));
-        let include = g.include_descendants;
         let results =
-            report::group_results(&self.store, &tenant, cycle, g, &unit, include, filter).await?;
+            report::group_results(&self.cache, &self.store, &tenant, cycle, g, filter).await?;
         Ok(Response::new(pb::GetResultsResponse {
             results: Some(results),
         }))
@@ -825,7 +828,7 @@ impl EmployeeService for EmployeeApi {
         v.finish()?;
         let cycle = self.launched_cycle(&tenant, &r.cycle_id).await?;
         Ok(Response::new(
-            report::tree_results(&self.store, &tenant, cycle, attr).await?,
+            report::tree_results(&self.cache, &self.store, &tenant, cycle, attr).await?,
         ))
     }
 

@@ -80,6 +80,7 @@ CREATE TABLE ex_employees (
 );
 CREATE UNIQUE INDEX ex_employees_external ON ex_employees (tenant_id, external_id);
 CREATE INDEX ex_employees_unit ON ex_employees (tenant_id, org_unit_id);
+CREATE INDEX ex_employees_erased ON ex_employees (tenant_id, erased_at);
 CREATE TABLE ex_surveys (
     tenant_id TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -127,6 +128,7 @@ CREATE TABLE ex_participation (
     PRIMARY KEY (tenant_id, cycle_id, employee_id)
 );
 CREATE INDEX ex_participation_employee ON ex_participation (tenant_id, employee_id);
+CREATE INDEX ex_participation_answered ON ex_participation (tenant_id, cycle_id, answered);
 CREATE TABLE ex_tallies (
     tenant_id TEXT NOT NULL,
     cycle_id TEXT NOT NULL,

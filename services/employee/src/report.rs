@@ -4,6 +4,7 @@
 //! mistake into a response.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use cxloop_platform::TenantId;
 use cxloop_platform::error::{ApiError, ApiResult};
@@ -13,7 +14,7 @@ use cxloop_proto::employee::v1 as pb;
 use crate::domain::anonymity::{self, Hidden, SlicePlan, TreePlan};
 use crate::domain::results::{self, GroupSums};
 use crate::domain::{COMMENTS_MIN, IMPACT_MIN, RESPONDENTS, SurveyDef};
-use crate::store::cycles::{CycleRow, Snapshot, state};
+use crate::store::cycles::{CycleRow, Respondents, Snapshot, state};
 use crate::store::{ActionPlanRow, ORG_UNIT, Store};
 
 /// A group of a cycle, by unit index.
@@ -34,7 +35,9 @@ pub struct CycleView {
     /// Its survey.
     pub survey: SurveyDef,
     /// Tree and cells at launch.
-    pub snap: Snapshot,
+    pub snap: Arc<Snapshot>,
+    /// The cache version the snapshot belongs to.
+    pub version: Version,
     /// Tree decisions at the cycle's k.
     pub plan: TreePlan,
     /// Slice decisions of the attribute asked for, if any.
@@ -44,6 +47,7 @@ pub struct CycleView {
 impl CycleView {
     /// Loads a launched cycle and decides its groups (and the slices of `attr`, if any).
     pub async fn load(
+        cache: &ResultsCache,
         store: &Store,
         tenant: &TenantId,
         cycle: CycleRow,
@@ -57,7 +61,7 @@ impl CycleView {
             ));
         }
         let survey = store.get_survey(tenant, &cycle.survey_id).await?.def();
-        let snap = store.snapshot(tenant, &cycle.id).await?;
+        let (version, snap) = cache.snapshot(store, tenant, &cycle.id).await?;
         let len = snap.tree.len();
         let (mut answered, mut invited) = (vec![0u64; len], vec![0u64; len]);
         for c in &snap.cells {
@@ -71,6 +75,7 @@ impl CycleView {
             cycle,
             survey,
             snap,
+            version,
             plan,
             slices,
         })
@@ -234,9 +239,9 @@ pub struct Previous {
     /// The previous cycle's view.
     pub view: CycleView,
     /// Its sums by dimension.
-    pub sums: HashMap<i64, UnitSums>,
+    pub sums: HashMap<i64, Arc<UnitSums>>,
     /// Respondent changes per group.
-    pub change: MembershipChange,
+    pub change: Arc<MembershipChange>,
 }
 
 /// Whether and against what a group's change can be shown.
@@ -436,12 +441,11 @@ pub fn ts(us: i64) -> prost_types::Timestamp {
 
 /// Loads the previous cycle of `cur` for these dimensions, if it has one.
 pub async fn load_previous(
+    cache: &ResultsCache,
     store: &Store,
     tenant: &TenantId,
     cur: &CycleView,
     dims: &[i64],
-    measures: Option<&[&str]>,
-    stats: &[&str],
 ) -> ApiResult<Option<Previous>> {
     if cur.cycle.previous_cycle_id.is_empty() {
         return Ok(None);
@@ -450,33 +454,182 @@ pub async fn load_previous(
         .get_cycle(tenant, &cur.cycle.previous_cycle_id)
         .await?;
     let attr = cur.slices.as_ref().map(|(a, _)| *a);
-    let view = CycleView::load(store, tenant, prev_cycle, attr).await?;
+    let view = CycleView::load(cache, store, tenant, prev_cycle, attr).await?;
     let mut sums = HashMap::new();
     for d in dims {
-        sums.insert(
-            *d,
-            store
-                .sums(tenant, &view.cycle.id, *d, measures, stats)
-                .await?,
-        );
+        sums.insert(*d, cache.sums(store, tenant, &view, *d).await?);
     }
-    let prev_resp = store.respondents(tenant, &view.cycle.id).await?;
-    let cur_resp = store.respondents(tenant, &cur.cycle.id).await?;
-    let change = MembershipChange::between(&view, &prev_resp, cur, &cur_resp, attr);
+    let change = cache.change(store, tenant, &view, cur, attr).await?;
     Ok(Some(Previous { view, sums, change }))
+}
+
+/// Which data of a cycle a cache entry was built from: answered participants and erased
+/// employees of the tenant. Both only grow, so equal counts mean equal data.
+pub type Version = (i64, i64);
+
+/// What is kept of one cycle between requests.
+struct CycleData {
+    version: Version,
+    snap: Arc<Snapshot>,
+    respondents: Option<Arc<Respondents>>,
+    sums: HashMap<i64, Arc<UnitSums>>,
+    changes: HashMap<(String, Version, Option<usize>), Arc<MembershipChange>>,
+}
+
+/// Per-process cache of the parts of results that only change when someone answers or is
+/// erased: the launch snapshot with its counts, the sums and the respondent changes between
+/// cycles. Every request checks the cycle's version with two indexed counts, so a replica
+/// never serves results older than the database, and a closed cycle is read once.
+#[derive(Clone, Default)]
+pub struct ResultsCache {
+    inner: Arc<Mutex<HashMap<(String, String), CycleData>>>,
+}
+
+/// Entries kept; beyond this the cache starts over (results stay correct, only slower).
+const CACHE_CYCLES: usize = 64;
+
+impl ResultsCache {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(String, String), CycleData>) -> T) -> T {
+        // A poisoned lock only means another request panicked mid-update: start over.
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => {
+                let mut g = p.into_inner();
+                g.clear();
+                g
+            }
+        };
+        f(&mut guard)
+    }
+
+    /// The snapshot of a cycle at its current version.
+    pub async fn snapshot(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        cycle_id: &str,
+    ) -> ApiResult<(Version, Arc<Snapshot>)> {
+        let version = store.cycle_version(tenant, cycle_id).await?;
+        let key = (tenant.as_str().to_owned(), cycle_id.to_owned());
+        if let Some(snap) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == version)
+                .map(|d| d.snap.clone())
+        }) {
+            return Ok((version, snap));
+        }
+        let snap = Arc::new(store.snapshot(tenant, cycle_id).await?);
+        self.with(|m| {
+            if m.len() >= CACHE_CYCLES {
+                m.clear();
+            }
+            m.insert(
+                key,
+                CycleData {
+                    version,
+                    snap: snap.clone(),
+                    respondents: None,
+                    sums: HashMap::new(),
+                    changes: HashMap::new(),
+                },
+            );
+        });
+        Ok((version, snap))
+    }
+
+    /// Every sum of one dimension of a cycle.
+    pub async fn sums(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        view: &CycleView,
+        dim: i64,
+    ) -> ApiResult<Arc<UnitSums>> {
+        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
+        if let Some(s) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == view.version)
+                .and_then(|d| d.sums.get(&dim).cloned())
+        }) {
+            return Ok(s);
+        }
+        let s = Arc::new(store.sums(tenant, &view.cycle.id, dim, None, &[]).await?);
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
+                d.sums.insert(dim, s.clone());
+            }
+        });
+        Ok(s)
+    }
+
+    async fn respondents(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        view: &CycleView,
+    ) -> ApiResult<Arc<Respondents>> {
+        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
+        if let Some(r) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == view.version)
+                .and_then(|d| d.respondents.clone())
+        }) {
+            return Ok(r);
+        }
+        let r = Arc::new(store.respondents(tenant, &view.cycle.id).await?);
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
+                d.respondents = Some(r.clone());
+            }
+        });
+        Ok(r)
+    }
+
+    /// The respondent changes between `prev` and `cur`.
+    async fn change(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        prev: &CycleView,
+        cur: &CycleView,
+        attr: Option<usize>,
+    ) -> ApiResult<Arc<MembershipChange>> {
+        let key = (tenant.as_str().to_owned(), cur.cycle.id.clone());
+        let ck = (prev.cycle.id.clone(), prev.version, attr);
+        if let Some(c) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == cur.version)
+                .and_then(|d| d.changes.get(&ck).cloned())
+        }) {
+            return Ok(c);
+        }
+        let prev_resp = self.respondents(store, tenant, prev).await?;
+        let cur_resp = self.respondents(store, tenant, cur).await?;
+        let c = Arc::new(MembershipChange::between(
+            prev, &prev_resp, cur, &cur_resp, attr,
+        ));
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == cur.version) {
+                d.changes.insert(ck, c.clone());
+            }
+        });
+        Ok(c)
+    }
 }
 
 /// Every result of one group.
 pub async fn group_results(
+    cache: &ResultsCache,
     store: &Store,
     tenant: &TenantId,
     cycle: CycleRow,
     selector: pb::GroupSelector,
-    unit_id: &str,
-    include_descendants: bool,
     filter: Option<(usize, String)>,
 ) -> ApiResult<pb::GroupResults> {
-    let view = CycleView::load(store, tenant, cycle, filter.as_ref().map(|f| f.0)).await?;
+    let unit_id = selector.org_unit_id.clone();
+    let unit_id = unit_id.as_str();
+    let include_descendants = selector.include_descendants;
+    let view = CycleView::load(cache, store, tenant, cycle, filter.as_ref().map(|f| f.0)).await?;
     let u = view
         .snap
         .tree
@@ -494,14 +647,14 @@ pub async fn group_results(
     let sums = if shown {
         Some(group_sums(
             &view,
-            &store.sums(tenant, &view.cycle.id, dim, None, &[]).await?,
+            &*cache.sums(store, tenant, &view, dim).await?,
             &g,
         ))
     } else {
         None
     };
     let prev = if shown {
-        load_previous(store, tenant, &view, &[dim], None, &[]).await?
+        load_previous(cache, store, tenant, &view, &[dim]).await?
     } else {
         None
     };
@@ -651,32 +804,39 @@ static EMPTY: std::sync::LazyLock<GroupSums> = std::sync::LazyLock::new(GroupSum
 
 /// Headline results of every unit of a cycle.
 pub async fn tree_results(
+    cache: &ResultsCache,
     store: &Store,
     tenant: &TenantId,
     cycle: CycleRow,
     attr: Option<usize>,
 ) -> ApiResult<pb::GetResultsTreeResponse> {
-    let view = CycleView::load(store, tenant, cycle, attr).await?;
+    let view = CycleView::load(cache, store, tenant, cycle, attr).await?;
     let enps = view.survey.enps_key().map(str::to_owned);
-    let mut measures: Vec<&str> = vec![RESPONDENTS];
-    if let Some(e) = enps.as_deref() {
-        measures.push(e);
-    }
-    let stats = ["e:", "f:"];
     let mut dims = vec![0i64];
     if let Some(a) = attr {
         dims.push(a as i64 + 1);
     }
-    let mut sums: HashMap<i64, UnitSums> = HashMap::new();
+    let mut sums: HashMap<i64, Arc<UnitSums>> = HashMap::new();
     for d in &dims {
-        sums.insert(
-            *d,
-            store
-                .sums(tenant, &view.cycle.id, *d, Some(&measures), &stats)
-                .await?,
-        );
+        sums.insert(*d, cache.sums(store, tenant, &view, *d).await?);
     }
-    let prev = load_previous(store, tenant, &view, &dims, Some(&measures), &stats).await?;
+    let prev = load_previous(cache, store, tenant, &view, &dims).await?;
+    // The headline needs the respondent count, eNPS and the engagement and driver sums:
+    // rollups carry only those.
+    let headline_only = |g: &GroupSums| GroupSums {
+        tallies: g
+            .tallies
+            .iter()
+            .filter(|(m, _)| m.as_str() == RESPONDENTS || Some(m.as_str()) == enps.as_deref())
+            .map(|(m, h)| (m.clone(), *h))
+            .collect(),
+        moments: g
+            .moments
+            .iter()
+            .filter(|(st, _)| st.starts_with("e:") || st.starts_with("f:"))
+            .map(|(st, v)| (st.clone(), *v))
+            .collect(),
+    };
     let tree = &view.snap.tree;
     // Rollup sums bottom-up, from each unit's own sums, per dimension value.
     let rollups = |value: &str, sums: &UnitSums, v: &CycleView| -> Vec<GroupSums> {
@@ -686,7 +846,7 @@ pub async fn tree_results(
             .iter()
             .map(|id| {
                 sums.get(&(id.clone(), value.to_owned()))
-                    .cloned()
+                    .map(&headline_only)
                     .unwrap_or_default()
             })
             .collect();
@@ -704,7 +864,7 @@ pub async fn tree_results(
         .map(|id| {
             sums[&0]
                 .get(&(id.clone(), String::new()))
-                .cloned()
+                .map(&headline_only)
                 .unwrap_or_default()
         })
         .collect();
@@ -738,7 +898,7 @@ pub async fn tree_results(
             .map(|id| {
                 p.sums[&0]
                     .get(&(id.clone(), String::new()))
-                    .cloned()
+                    .map(&headline_only)
                     .unwrap_or_default()
             })
             .collect()

@@ -114,6 +114,9 @@ fn survey_row(r: &sea_orm::QueryResult) -> ApiResult<SurveyRow> {
     })
 }
 
+/// Answered participants: (participant key, unit, tenure band / location / role family).
+pub type Respondents = Vec<(String, String, [String; 3])>;
+
 /// Dimension numbers of the sums: 0 = no attribute, 1 tenure band, 2 location, 3 role family.
 pub const DIMS: [i64; 4] = [0, 1, 2, 3];
 
@@ -819,13 +822,37 @@ impl Store {
         Ok(out)
     }
 
+    /// The version of a cycle's results data: (answered participants, erased employees of
+    /// the tenant). Two index-only counts; both numbers only grow.
+    pub async fn cycle_version(&self, tenant: &TenantId, cycle_id: &str) -> ApiResult<(i64, i64)> {
+        let answered = self
+            .db()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT COUNT(*) FROM ex_participation WHERE tenant_id = ? AND cycle_id = ? AND answered = 1",
+                vec![tenant.as_str().into(), cycle_id.into()],
+            ))
+            .await?
+            .map(|r| get::<i64>(&r, 0))
+            .transpose()?
+            .unwrap_or(0);
+        let erased = self
+            .db()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT COUNT(*) FROM ex_employees WHERE tenant_id = ? AND erased_at IS NOT NULL",
+                vec![tenant.as_str().into()],
+            ))
+            .await?
+            .map(|r| get::<i64>(&r, 0))
+            .transpose()?
+            .unwrap_or(0);
+        Ok((answered, erased))
+    }
+
     /// Answered participants of a cycle: (participant key, unit, attributes). Used only to
     /// count how much a group's respondents changed between cycles.
-    pub async fn respondents(
-        &self,
-        tenant: &TenantId,
-        cycle_id: &str,
-    ) -> ApiResult<Vec<(String, String, [String; 3])>> {
+    pub async fn respondents(&self, tenant: &TenantId, cycle_id: &str) -> ApiResult<Respondents> {
         let rows = self
             .db()
             .query_all_raw(stmt(
