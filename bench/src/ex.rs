@@ -85,7 +85,7 @@ pub async fn run(o: Options) {
     let mut employees = Vec::with_capacity(o.employees);
     for i in 0..o.employees {
         let h = mix(i as u64);
-        let unit = if h % 20 == 0 {
+        let unit = if h.is_multiple_of(20) {
             6 + (h as usize / 20) % 45
         } else {
             // Skewed: some teams much larger than others.
@@ -293,6 +293,25 @@ pub async fn run(o: Options) {
         );
         previous = cycle.id.clone();
     }
+    tree_latency(&mut admin, &previous, o.units, o.employees, o.queries).await;
+}
+
+/// GetResultsTree p50/p99 for a cycle: without breakdown, by tenure, by location.
+pub async fn tree_latency(
+    admin: &mut cxloop::client::EmployeeClient,
+    cycle: &str,
+    units: usize,
+    employees: usize,
+    queries: usize,
+) {
+    let (previous, o) = (
+        cycle.to_owned(),
+        TreeArgs {
+            units,
+            employees,
+            queries,
+        },
+    );
     for (label, attr) in [
         ("ex_tree", pb::Attribute::Unspecified),
         ("ex_tree_by_tenure", pb::Attribute::TenureBand),
@@ -346,4 +365,10 @@ pub async fn run(o: Options) {
             })
         );
     }
+}
+
+struct TreeArgs {
+    units: usize,
+    employees: usize,
+    queries: usize,
 }

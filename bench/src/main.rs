@@ -133,6 +133,17 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         cycles: usize,
     },
+    /// GetResultsTree latency of an existing cycle (after `ex`).
+    ExTree {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        cycle: String,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
     /// RSS of a process in MiB.
     Rss {
         #[arg(long)]
@@ -637,6 +648,17 @@ async fn main() {
                 cycles,
             })
             .await
+        }
+        Cmd::ExTree {
+            addr,
+            token,
+            cycle,
+            queries,
+        } => {
+            let mut admin = cxloop::client::connect_employee(&addr, &token)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            ex::tree_latency(&mut admin, &cycle, 0, 0, queries).await
         }
         Cmd::Rss { pid } => println!(
             "{}",

@@ -371,7 +371,6 @@ async fn the_same_unit_across_cycles_does_not_reveal_one_newcomer() {
             .as_ref()
             .unwrap()
             .engagement_change
-            .clone()
             .unwrap()
             .result
             .unwrap()

@@ -583,7 +583,7 @@ async fn the_next_cycle_shows_each_drivers_change_next_to_its_action_plan() {
         .as_ref()
         .unwrap()
     {
-        pb::change::Result::Comparison(c) => c.clone(),
+        pb::change::Result::Comparison(c) => *c,
         pb::change::Result::Suppressed(x) => panic!("{x:?}"),
     };
     assert!((change.difference - 1.0).abs() < 1e-12);

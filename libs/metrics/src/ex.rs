@@ -49,6 +49,27 @@ impl Moments {
     }
 }
 
+/// t(0.975, df) for whole degrees of freedom 1..=1000, computed once per process: group
+/// means have n − 1 degrees of freedom, and a results page computes thousands of them.
+fn t975(df: u64) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=1000u32)
+            .map(|d| {
+                if d == 0 {
+                    f64::NAN
+                } else {
+                    student_t_quantile(0.5 + CONFIDENCE / 2.0, f64::from(d))
+                }
+            })
+            .collect()
+    });
+    match usize::try_from(df).ok().and_then(|d| table.get(d)) {
+        Some(t) => *t,
+        None => student_t_quantile(0.5 + CONFIDENCE / 2.0, df as f64),
+    }
+}
+
 /// The mean of a per-respondent variable with a Student t interval, from its sums.
 pub fn mean_of(m: &Moments) -> Estimate {
     let (mean, var) = m.mean_var();
@@ -63,7 +84,7 @@ pub fn mean_of(m: &Moments) -> Estimate {
         },
         n => {
             let se = (var / n as f64).sqrt();
-            let t = student_t_quantile(0.5 + CONFIDENCE / 2.0, (n - 1) as f64);
+            let t = t975(n - 1);
             Estimate {
                 value: mean,
                 n,

@@ -119,13 +119,16 @@ fn likert(rng: &mut Rng, q: f64) -> i32 {
     1 + (x * 4.0).round() as i32
 }
 
+/// Makes a token for an employee's external id.
+pub type MintEmployeeToken<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
 /// Seeds the EX part. `employee_token` mints a token for an employee's external id; without
 /// it (a production token was given) the organisation and cycle are created but nobody
 /// answers.
 pub async fn run(
     addr: &str,
     admin_token: &str,
-    employee_token: Option<&dyn Fn(&str) -> Result<String, String>>,
+    employee_token: Option<MintEmployeeToken<'_>>,
 ) -> Result<(), String> {
     let mut c = connect_employee(addr, admin_token).await?;
     let mut units = vec![pb::OrgUnit {

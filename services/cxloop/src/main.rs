@@ -227,7 +227,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let s = settings(&common)?;
             let mint =
                 |ext: &str| dev_token(&s, &tenant, &["employee"], ext, Duration::from_secs(3600));
-            let mint: Option<&dyn Fn(&str) -> Result<String, String>> =
+            let mint: Option<cxloop::demo_ex::MintEmployeeToken<'_>> =
                 if given { None } else { Some(&mint) };
             cxloop::demo_ex::run(&addr, &token, mint).await
         }

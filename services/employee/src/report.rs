@@ -365,6 +365,7 @@ pub fn summary_pb(
     g: &Group,
     basis: &ChangeBasis<'_>,
     plans: &[ActionPlanRow],
+    driver_changes: bool,
 ) -> pb::GroupSummary {
     let (hidden, _, invited) = view.status(g);
     let k = view.cycle.threshold;
@@ -376,7 +377,12 @@ pub fn summary_pb(
     };
     let h = results::headline(&view.survey, sums, invited);
     let ch = match basis {
-        ChangeBasis::Against(prev) => Some(results::headline_change(&view.survey, prev, sums)),
+        ChangeBasis::Against(prev) => Some(results::headline_change(
+            &view.survey,
+            prev,
+            sums,
+            driver_changes,
+        )),
         _ => None,
     };
     pb::GroupSummary {
@@ -398,11 +404,15 @@ pub fn summary_pb(
             .map(|(d, e)| pb::DriverFigure {
                 driver: d.clone(),
                 favourable: figure(e),
-                favourable_change: change_pb(
-                    basis,
-                    ch.as_ref()
-                        .and_then(|c| c.drivers.iter().find(|(x, _)| x == d).map(|(_, c)| c)),
-                ),
+                favourable_change: if driver_changes {
+                    change_pb(
+                        basis,
+                        ch.as_ref()
+                            .and_then(|c| c.drivers.iter().find(|(x, _)| x == d).map(|(_, c)| c)),
+                    )
+                } else {
+                    None
+                },
                 action_plans: plans
                     .iter()
                     .filter(|p| p.driver == *d)
@@ -672,7 +682,7 @@ pub async fn group_results(
             .collect(),
         None => Vec::new(),
     };
-    let summary = summary_pb(&view, sums.as_ref(), &g, &basis, &plans);
+    let summary = summary_pb(&view, sums.as_ref(), &g, &basis, &plans, true);
     let questions = match &sums {
         Some(s) => {
             let prev_q = match &basis {
@@ -905,7 +915,7 @@ pub async fn tree_results(
     });
     let summary = |g: &Group, cur: &GroupSums, prev_sums: Option<&GroupSums>| {
         let basis = change_basis(&view, prev.as_ref(), g, prev_sums);
-        summary_pb(&view, Some(cur), g, &basis, &[])
+        summary_pb(&view, Some(cur), g, &basis, &[], false)
     };
     let mut units = Vec::with_capacity(tree.len());
     for u in 0..tree.len() {

@@ -121,8 +121,14 @@ pub struct HeadlineChange {
     pub drivers: Vec<(String, Comparison)>,
 }
 
-/// Compares two cycles' sums of the same group. Both surveys must be the same survey.
-pub fn headline_change(survey: &SurveyDef, prev: &GroupSums, cur: &GroupSums) -> HeadlineChange {
+/// Compares two cycles' sums of the same group (same survey). `drivers` false leaves the
+/// driver comparisons out (the whole-tree overview shows them per group on request).
+pub fn headline_change(
+    survey: &SurveyDef,
+    prev: &GroupSums,
+    cur: &GroupSums,
+    drivers: bool,
+) -> HeadlineChange {
     HeadlineChange {
         engagement: survey
             .has_engagement()
@@ -130,14 +136,18 @@ pub fn headline_change(survey: &SurveyDef, prev: &GroupSums, cur: &GroupSums) ->
         enps: survey
             .enps_key()
             .map(|k| cxloop_metrics::compare_nps(&prev.histogram(k), &cur.histogram(k))),
-        drivers: survey
-            .drivers()
-            .into_iter()
-            .map(|d| {
-                let c = cxloop_metrics::ex::compare_means_of(&prev.driver(&d), &cur.driver(&d));
-                (d, c)
-            })
-            .collect(),
+        drivers: if drivers {
+            survey
+                .drivers()
+                .into_iter()
+                .map(|d| {
+                    let c = cxloop_metrics::ex::compare_means_of(&prev.driver(&d), &cur.driver(&d));
+                    (d, c)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
