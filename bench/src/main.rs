@@ -12,6 +12,8 @@ use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
 use sea_orm::ConnectionTrait;
 
+mod ex;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -122,6 +124,41 @@ enum Cmd {
         #[arg(long)]
         touchpoint: String,
         #[arg(long, default_value_t = 500)]
+        queries: usize,
+    },
+    /// The employee-experience benchmark (issue 5): sync, launch, answer submission rate and
+    /// whole-tree results latency.
+    Ex {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        token: String,
+        /// The server's dev secret file, to make employee tokens.
+        #[arg(long)]
+        secret_file: String,
+        #[arg(long, default_value = "bench")]
+        tenant: String,
+        #[arg(long, default_value_t = 20_000)]
+        employees: usize,
+        #[arg(long, default_value_t = 500)]
+        units: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// 2 measures results with the change against a previous cycle.
+        #[arg(long, default_value_t = 2)]
+        cycles: usize,
+    },
+    /// GetResultsTree latency of an existing cycle (after `ex`).
+    ExTree {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        cycle: String,
+        #[arg(long, default_value_t = 200)]
         queries: usize,
     },
     /// RSS of a process in MiB.
@@ -616,6 +653,41 @@ async fn main() {
                 serde_json::json!({"bench": "metrics", "queries": queries, "buckets": 365, "answers_in_slice": answered,
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
             );
+        }
+        Cmd::Ex {
+            addr,
+            token,
+            secret_file,
+            tenant,
+            employees,
+            units,
+            concurrency,
+            queries,
+            cycles,
+        } => {
+            ex::run(ex::Options {
+                addr,
+                admin_token: token,
+                secret_file,
+                tenant,
+                employees,
+                units,
+                concurrency,
+                queries,
+                cycles,
+            })
+            .await
+        }
+        Cmd::ExTree {
+            addr,
+            token,
+            cycle,
+            queries,
+        } => {
+            let mut admin = cxloop::client::connect_employee(&addr, &token)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            ex::tree_latency(&mut admin, &cycle, 0, 0, queries).await
         }
         Cmd::Rss { pid } => println!(
             "{}",

@@ -10,6 +10,8 @@ use cxloop_proto::feedback::v1 as pb;
 
 pub use cxloop::client::{Client, JourneysClient};
 
+pub mod employee;
+
 /// A running server for one test.
 pub struct TestApp {
     /// Address as a URL for clients.

@@ -12,6 +12,8 @@
 pub mod survey;
 pub use survey::SurveyMetric;
 
+pub mod ex;
+
 /// z for a two-sided 95 % interval.
 pub const Z95: f64 = 1.959_963_984_540_054;
 /// Confidence level of every interval here.

@@ -63,8 +63,12 @@ pub enum Role {
     Hr,
     /// Finance: reads aggregated metrics.
     Finance,
-    /// A line manager: reads configuration and aggregated metrics.
+    /// A line manager: reads configuration and aggregated metrics, EX results and action plans.
     Manager,
+    /// An employee answering EX surveys; the token's subject is the employee's external HR id.
+    Employee,
+    /// The incentives service's own identity: compensation work, so no EX permission at all.
+    Incentives,
 }
 
 /// Something a call needs to be allowed to do.
@@ -86,11 +90,23 @@ pub enum Permission {
     JourneysWrite,
     /// Propose, plan and move improvement items, and measure their effect.
     BacklogWrite,
+    /// Sync org units and employees from HR, erase an employee's personal data.
+    PeopleWrite,
+    /// Read org units and employees.
+    PeopleRead,
+    /// Create EX surveys and cycles, launch and close cycles, set the anonymity threshold.
+    ExSurveysWrite,
+    /// Read anonymity-safe EX results (never individual answers; no such call exists).
+    ExResultsRead,
+    /// Answer EX surveys as oneself.
+    ExAnswer,
+    /// Create and update action plans.
+    ActionPlansWrite,
 }
 
 impl Role {
     /// Every role by its name in tokens.
-    pub const ALL: [(&'static str, Role); 7] = [
+    pub const ALL: [(&'static str, Role); 9] = [
         ("admin", Role::Admin),
         ("analyst", Role::Analyst),
         ("case_agent", Role::CaseAgent),
@@ -98,6 +114,8 @@ impl Role {
         ("hr", Role::Hr),
         ("finance", Role::Finance),
         ("manager", Role::Manager),
+        ("employee", Role::Employee),
+        ("incentives", Role::Incentives),
     ];
 
     /// Parses a role name as it appears in a token.
@@ -114,7 +132,9 @@ impl Role {
     }
 
     /// The one table of who may do what. Ingest is write-only on purpose: a collection front
-    /// end holds a long-lived token in places an analyst's never goes.
+    /// end holds a long-lived token in places an analyst's never goes. EX answers never feed
+    /// pay: finance and the incentives service get no EX permission, and nobody may answer
+    /// for someone else (an admin cannot hold ExAnswer).
     pub fn permissions(self) -> &'static [Permission] {
         use Permission::*;
         match self {
@@ -127,6 +147,11 @@ impl Role {
                 JourneysRead,
                 JourneysWrite,
                 BacklogWrite,
+                PeopleWrite,
+                PeopleRead,
+                ExSurveysWrite,
+                ExResultsRead,
+                ActionPlansWrite,
             ],
             Role::Analyst => &[
                 ConfigRead,
@@ -137,8 +162,27 @@ impl Role {
             ],
             Role::CaseAgent => &[ConfigRead, ResponsesRead, JourneysRead],
             Role::Ingest => &[ResponsesWrite],
-            Role::Hr | Role::Finance => &[MetricsRead, JourneysRead],
-            Role::Manager => &[ConfigRead, MetricsRead, JourneysRead, BacklogWrite],
+            Role::Hr => &[
+                MetricsRead,
+                JourneysRead,
+                PeopleWrite,
+                PeopleRead,
+                ExSurveysWrite,
+                ExResultsRead,
+                ActionPlansWrite,
+            ],
+            // Finance and the incentives service work on pay: no EX permission at all.
+            Role::Finance => &[MetricsRead, JourneysRead],
+            Role::Manager => &[
+                ConfigRead,
+                MetricsRead,
+                JourneysRead,
+                BacklogWrite,
+                ExResultsRead,
+                ActionPlansWrite,
+            ],
+            Role::Employee => &[ExAnswer],
+            Role::Incentives => &[MetricsRead, JourneysRead],
         }
     }
 }

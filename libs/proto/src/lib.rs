@@ -33,3 +33,11 @@ pub mod journeys {
         tonic::include_proto!("cxloop.journeys.v1");
     }
 }
+
+/// The employee-experience service (`cxloop.employee.v1`).
+pub mod employee {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("cxloop.employee.v1");
+    }
+}

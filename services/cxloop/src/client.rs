@@ -52,3 +52,28 @@ pub async fn connect_journeys(addr: &str, token: &str) -> Result<JourneysClient,
     Ok(JourneyServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(MAX_MESSAGE))
 }
+
+/// An employee-service client with a bearer token.
+pub type EmployeeClient =
+    cxloop_proto::employee::v1::employee_service_client::EmployeeServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+    >;
+
+/// Connects an employee-service client to `addr` with a token.
+pub async fn connect_employee(addr: &str, token: &str) -> Result<EmployeeClient, String> {
+    let channel = Channel::from_shared(addr.to_owned())
+        .map_err(|e| format!("address {addr}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {e} (is `cxloop serve` running?)"))?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "the token is not valid header text".to_string())?;
+    Ok(
+        cxloop_proto::employee::v1::employee_service_client::EmployeeServiceClient::with_interceptor(
+            channel,
+            Bearer(value),
+        )
+        .max_decoding_message_size(64 * 1024 * 1024),
+    )
+}

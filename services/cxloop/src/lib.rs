@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod demo_ex;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Services this build can run, by name.
-pub const SERVICES: &[&str] = &[cxloop_feedback::NAME, cxloop_journeys::NAME];
+pub const SERVICES: &[&str] = &[
+    cxloop_feedback::NAME,
+    cxloop_journeys::NAME,
+    cxloop_employee::NAME,
+];
 
 /// A started server.
 pub struct Application {
@@ -64,6 +69,7 @@ pub async fn migrate(settings: &Settings) -> Result<(), String> {
         let migrated = match name {
             cxloop_feedback::NAME => cxloop_feedback::migrate(&db).await,
             cxloop_journeys::NAME => cxloop_journeys::migrate(&db).await,
+            cxloop_employee::NAME => cxloop_employee::migrate(&db).await,
             _ => Ok(()),
         };
         migrated.map_err(|e| format!("migrating {name}: {e}"))?;
@@ -190,6 +196,10 @@ impl Application {
                     let url = peer_url(&settings.peers.feedback, addr, &services, "feedback")?;
                     router = router.add_service(cxloop_journeys::service(&ctx, &url)?);
                     cxloop_journeys::SERVICE_NAME
+                }
+                cxloop_employee::NAME => {
+                    router = router.add_service(cxloop_employee::service(&ctx));
+                    cxloop_employee::SERVICE_NAME
                 }
                 _ => continue,
             };

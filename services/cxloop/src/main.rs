@@ -60,7 +60,7 @@ enum Command {
         /// Tenant id, e.g. acme.
         #[arg(long)]
         tenant: String,
-        /// Role (repeatable): admin, analyst, case_agent, ingest, hr, finance, manager.
+        /// Role (repeatable): admin, analyst, case_agent, ingest, hr, finance, manager, employee, incentives.
         #[arg(long, required = true)]
         role: Vec<String>,
         /// Subject (user or service id).
@@ -70,7 +70,8 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
-    /// Seeds a demo tenant (charter-holiday journey, six months of responses) through the API.
+    /// Seeds a demo tenant (charter-holiday journey, six months of responses; an organisation
+    /// with an answered engagement cycle) through the API.
     Demo {
         #[command(flatten)]
         common: Common,
@@ -204,6 +205,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             days,
             per_day,
         } => {
+            let given = token.is_some();
             let token = match token {
                 Some(t) => t,
                 None => dev_token(
@@ -215,12 +217,19 @@ async fn run(cli: Cli) -> Result<(), String> {
                 )?,
             };
             cxloop::demo::run(cxloop::demo::DemoOptions {
-                addr,
-                token,
+                addr: addr.clone(),
+                token: token.clone(),
                 days,
                 per_day,
             })
-            .await
+            .await?;
+            // Employees answer with their own tokens, which only the dev secret can make.
+            let s = settings(&common)?;
+            let mint =
+                |ext: &str| dev_token(&s, &tenant, &["employee"], ext, Duration::from_secs(3600));
+            let mint: Option<cxloop::demo_ex::MintEmployeeToken<'_>> =
+                if given { None } else { Some(&mint) };
+            cxloop::demo_ex::run(&addr, &token, mint).await
         }
     }
 }

@@ -1,0 +1,629 @@
+//! Which groups of a cycle may be shown: the anonymity rules, as pure functions of counts.
+//!
+//! A decision depends only on the cycle's respondent counts and threshold, never on who asks
+//! or in which order: an attacker cannot make a group visible by asking for other groups
+//! first. The rules, with worked examples, are in docs/employee.md; in short:
+//!
+//! - **Groups** are a unit alone (`own`), a unit with everything below it (`rollup`), and a
+//!   rollup filtered by one value of one attribute (`slice`). No other cut exists.
+//! - **Tree**: top-down from the cycle's unit, a rollup is split into its parts (the unit's
+//!   own members and the rollup of each child). A part with fewer than k respondents is
+//!   hidden; so is a part whose complement in the rollup has 1..k-1 respondents; then, while
+//!   the hidden parts together have 1..k-1 respondents, the smallest shown part is hidden too
+//!   (secondary suppression), so the hidden parts can only be computed together, and together
+//!   they are k or more people. Nothing below a hidden rollup is shown. Every hidden group
+//!   therefore appears in exactly one visible sum, and what that sum gives away is a group of
+//!   k or more (or nobody).
+//! - **Slices** of a shown rollup follow the same pattern across the attribute's values, and
+//!   additionally against the same value's slice of every enclosing unit (difference ≥ k or
+//!   0), against the finest groups the tree shows (a slice must not differ from a shown set
+//!   of units by 1..k-1 people either way), and within the value's own tree (the unit's own
+//!   members with that value are never shown, so they and the hidden child slices must add
+//!   up to 0 or ≥ k).
+
+use std::collections::HashMap;
+
+/// Why a group is hidden.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hidden {
+    /// Fewer than k respondents (0 included).
+    TooFew,
+    /// The rest of the enclosing group has 1..k-1 respondents.
+    Complement,
+    /// Hidden so that a hidden neighbour cannot be computed from the total (secondary).
+    Protects,
+    /// An enclosing group is hidden.
+    EnclosingHidden,
+    /// Differs from a shown related group by 1..k-1 respondents.
+    Difference,
+}
+
+/// A cycle's unit tree as frozen at launch; index 0 is the cycle's unit, parents come before
+/// children.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    /// Unit ids.
+    pub ids: Vec<String>,
+    /// Parent index (None for index 0).
+    pub parent: Vec<Option<usize>>,
+    /// Child indexes.
+    pub children: Vec<Vec<usize>>,
+    /// Depth (0 at the root).
+    pub depth: Vec<u32>,
+    index: HashMap<String, usize>,
+}
+
+impl Tree {
+    /// Builds the tree from (unit id, parent id) rows with parents before children; a parent
+    /// id not in the rows makes the row a root (only the first row should be one).
+    pub fn new(rows: &[(String, String)]) -> Self {
+        let mut t = Tree::default();
+        for (id, parent) in rows {
+            let i = t.ids.len();
+            let p = t.index.get(parent).copied();
+            t.ids.push(id.clone());
+            t.parent.push(p);
+            t.children.push(Vec::new());
+            t.depth.push(p.map_or(0, |p| t.depth[p] + 1));
+            if let Some(p) = p {
+                t.children[p].push(i);
+            }
+            t.index.insert(id.clone(), i);
+        }
+        t
+    }
+
+    /// The index of a unit id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Number of units.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when the tree has no unit.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// `u` and its ancestors, nearest first.
+    pub fn ancestors_or_self(&self, u: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(Some(u), move |i| self.parent[*i])
+    }
+
+    /// `u` and every unit below it.
+    pub fn subtree(&self, u: usize) -> Vec<usize> {
+        let mut out = vec![u];
+        let mut i = 0;
+        while i < out.len() {
+            out.extend(self.children[out[i]].iter().copied());
+            i += 1;
+        }
+        out
+    }
+}
+
+/// Invited and answered people of one full cell: a unit and three attribute values, as
+/// frozen at launch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// Unit index in the tree.
+    pub unit: usize,
+    /// Tenure band, location, role family.
+    pub attrs: [String; 3],
+    /// Invited.
+    pub invited: u64,
+    /// Answered.
+    pub answered: u64,
+}
+
+/// Decisions for the tree's groups.
+#[derive(Clone, Debug)]
+pub struct TreePlan {
+    /// The threshold.
+    pub k: u64,
+    /// Rollup (unit with descendants) of each unit: None = shown.
+    pub rollup: Vec<Option<Hidden>>,
+    /// Own members of each unit: None = shown.
+    pub own: Vec<Option<Hidden>>,
+    /// Respondents per rollup.
+    pub n_rollup: Vec<u64>,
+    /// Respondents per unit's own members.
+    pub n_own: Vec<u64>,
+    /// Invited per rollup.
+    pub invited_rollup: Vec<u64>,
+    /// Invited per unit's own members.
+    pub invited_own: Vec<u64>,
+}
+
+/// A shown-or-hidden part of a partition, with its respondents and a stable tie-breaker.
+struct Part {
+    n: u64,
+    order: usize,
+    hidden: Option<Hidden>,
+}
+
+/// Hides parts until the hidden ones add up to 0 or at least k respondents, smallest shown
+/// part first (then by order), and returns whether anything changed.
+fn protect_partition(parts: &mut [Part], k: u64) -> bool {
+    let mut changed = false;
+    loop {
+        let hidden: u64 = parts
+            .iter()
+            .filter(|p| p.hidden.is_some())
+            .map(|p| p.n)
+            .sum();
+        if hidden == 0 || hidden >= k {
+            return changed;
+        }
+        let Some(next) = parts
+            .iter_mut()
+            .filter(|p| p.hidden.is_none() && p.n > 0)
+            .min_by_key(|p| (p.n, p.order))
+        else {
+            return changed;
+        };
+        next.hidden = Some(Hidden::Protects);
+        changed = true;
+    }
+}
+
+fn small_difference(a: u64, b: u64, k: u64) -> bool {
+    let d = a.abs_diff(b);
+    d > 0 && d < k
+}
+
+/// Decides every own and rollup group of the tree for threshold `k`.
+pub fn plan_tree(tree: &Tree, own_answered: &[u64], own_invited: &[u64], k: u64) -> TreePlan {
+    let len = tree.len();
+    let mut n_rollup = own_answered.to_vec();
+    let mut invited_rollup = own_invited.to_vec();
+    for u in (1..len).rev() {
+        if let Some(p) = tree.parent[u] {
+            n_rollup[p] += n_rollup[u];
+            invited_rollup[p] += invited_rollup[u];
+        }
+    }
+    let mut rollup = vec![None; len];
+    let mut own = vec![None; len];
+    if len == 0 {
+        return TreePlan {
+            k,
+            rollup,
+            own,
+            n_rollup,
+            n_own: own_answered.to_vec(),
+            invited_rollup,
+            invited_own: own_invited.to_vec(),
+        };
+    }
+    if n_rollup[0] < k {
+        rollup[0] = Some(Hidden::TooFew);
+    }
+    for p in 0..len {
+        if rollup[p].is_some() {
+            own[p] = Some(Hidden::EnclosingHidden);
+            for c in &tree.children[p] {
+                rollup[*c] = Some(Hidden::EnclosingHidden);
+            }
+            continue;
+        }
+        let total = n_rollup[p];
+        let primary = |n: u64| {
+            if n < k {
+                Some(Hidden::TooFew)
+            } else if small_difference(total, n, k) {
+                Some(Hidden::Complement)
+            } else {
+                None
+            }
+        };
+        let mut parts = vec![Part {
+            n: own_answered[p],
+            order: 0,
+            hidden: primary(own_answered[p]),
+        }];
+        for (i, c) in tree.children[p].iter().enumerate() {
+            parts.push(Part {
+                n: n_rollup[*c],
+                order: i + 1,
+                hidden: primary(n_rollup[*c]),
+            });
+        }
+        protect_partition(&mut parts, k);
+        own[p] = parts[0].hidden;
+        for (i, c) in tree.children[p].iter().enumerate() {
+            rollup[*c] = parts[i + 1].hidden;
+        }
+    }
+    TreePlan {
+        k,
+        rollup,
+        own,
+        n_rollup,
+        n_own: own_answered.to_vec(),
+        invited_rollup,
+        invited_own: own_invited.to_vec(),
+    }
+}
+
+/// One slice (a rollup filtered by one attribute value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceState {
+    /// Respondents.
+    pub n: u64,
+    /// Invited.
+    pub invited: u64,
+    /// None = shown.
+    pub hidden: Option<Hidden>,
+}
+
+/// Decisions for every slice of one attribute, keyed by (unit index, value).
+#[derive(Clone, Debug, Default)]
+pub struct SlicePlan {
+    /// The slices.
+    pub slices: HashMap<(usize, String), SliceState>,
+    /// Values with a slice, per unit index, sorted.
+    values: Vec<Vec<String>>,
+}
+
+impl SlicePlan {
+    /// Values with a slice under unit `u`, sorted.
+    pub fn values_of(&self, u: usize) -> &[String] {
+        self.values.get(u).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The finest groups the tree plan lets a reader compute: a shown own group, or the hidden
+/// remainder of a shown rollup (its hidden parts together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum FinestPart {
+    Own(usize),
+    Remainder(usize),
+}
+
+fn finest_part(tree: &Tree, plan: &TreePlan, unit: usize) -> Option<(FinestPart, usize)> {
+    if plan.own[unit].is_none() {
+        return Some((FinestPart::Own(unit), unit));
+    }
+    tree.ancestors_or_self(unit)
+        .find(|a| plan.rollup[*a].is_none())
+        .map(|a| (FinestPart::Remainder(a), a))
+}
+
+/// Decides every slice of attribute `attr` (0 tenure band, 1 location, 2 role family).
+pub fn plan_slices(tree: &Tree, plan: &TreePlan, cells: &[Cell], attr: usize) -> SlicePlan {
+    let k = plan.k;
+    let mut counts: HashMap<(usize, String), (u64, u64)> = HashMap::new();
+    let mut own_v: HashMap<(usize, String), u64> = HashMap::new();
+    // Per finest part: total respondents and respondents per value.
+    let mut parts: HashMap<FinestPart, (usize, u64, HashMap<String, u64>)> = HashMap::new();
+    for c in cells {
+        let v = &c.attrs[attr];
+        for a in tree.ancestors_or_self(c.unit) {
+            let e = counts.entry((a, v.clone())).or_default();
+            e.0 += c.answered;
+            e.1 += c.invited;
+        }
+        *own_v.entry((c.unit, v.clone())).or_default() += c.answered;
+        if let Some((part, anchor)) = finest_part(tree, plan, c.unit).filter(|_| c.answered > 0) {
+            let e = parts
+                .entry(part)
+                .or_insert_with(|| (anchor, 0, HashMap::new()));
+            e.1 += c.answered;
+            *e.2.entry(v.clone()).or_default() += c.answered;
+        }
+    }
+    // For slice (u, v): over the finest parts inside u's subtree, the non-v respondents of
+    // parts that hold some v (mixed_y) and the v respondents of parts that hold some non-v
+    // (mixed_x). A reader can compute "slice minus the v-only parts" and "the parts holding v
+    // minus the slice"; these are those groups' sizes.
+    let mut mixed: HashMap<(usize, String), (u64, u64)> = HashMap::new();
+    for (anchor, total, by_value) in parts.values() {
+        for (v, x) in by_value {
+            let y = total - x;
+            if *x == 0 || y == 0 {
+                continue;
+            }
+            for a in tree.ancestors_or_self(*anchor) {
+                let e = mixed.entry((a, v.clone())).or_default();
+                e.0 += y;
+                e.1 += *x;
+            }
+        }
+    }
+    let mut values_at: Vec<Vec<String>> = vec![Vec::new(); tree.len()];
+    for (u, v) in counts.keys() {
+        values_at[*u].push(v.clone());
+    }
+    for v in &mut values_at {
+        v.sort();
+    }
+    let mut slices: HashMap<(usize, String), SliceState> = HashMap::new();
+    let max_depth = tree.depth.iter().copied().max().unwrap_or(0);
+    for level in 0..=max_depth {
+        let units: Vec<usize> = (0..tree.len())
+            .filter(|u| tree.depth[*u] == level)
+            .collect();
+        for &u in &units {
+            let total = plan.n_rollup[u];
+            let mut unit_parts = Vec::new();
+            for (order, v) in values_at[u].iter().enumerate() {
+                let (n, invited) = counts[&(u, v.clone())];
+                let enclosing_hidden = plan.rollup[u].is_some()
+                    || tree.parent[u]
+                        .and_then(|p| slices.get(&(p, v.clone())))
+                        .is_some_and(|s| s.hidden.is_some());
+                let near_ancestor = tree.ancestors_or_self(u).skip(1).any(|a| {
+                    slices
+                        .get(&(a, v.clone()))
+                        .is_some_and(|s| s.hidden.is_none() && small_difference(s.n, n, k))
+                });
+                let near_units = mixed
+                    .get(&(u, v.clone()))
+                    .is_some_and(|(y, x)| (*y > 0 && *y < k) || (*x > 0 && *x < k));
+                let hidden = if enclosing_hidden {
+                    Some(Hidden::EnclosingHidden)
+                } else if n < k {
+                    Some(Hidden::TooFew)
+                } else if small_difference(total, n, k) {
+                    Some(Hidden::Complement)
+                } else if near_ancestor || near_units {
+                    Some(Hidden::Difference)
+                } else {
+                    None
+                };
+                unit_parts.push((v.clone(), invited, Part { n, order, hidden }));
+            }
+            if plan.rollup[u].is_none() {
+                let mut ps: Vec<Part> = unit_parts
+                    .iter()
+                    .map(|(_, _, p)| Part {
+                        n: p.n,
+                        order: p.order,
+                        hidden: p.hidden,
+                    })
+                    .collect();
+                protect_partition(&mut ps, k);
+                for (i, p) in ps.into_iter().enumerate() {
+                    unit_parts[i].2.hidden = p.hidden;
+                }
+            }
+            for (v, invited, p) in unit_parts {
+                slices.insert(
+                    (u, v),
+                    SliceState {
+                        n: p.n,
+                        invited,
+                        hidden: p.hidden,
+                    },
+                );
+            }
+        }
+        // The value's own tree: a shown slice of a parent equals its own members with that
+        // value (never shown) plus its children's slices. What is hidden there must add up
+        // to 0 or ≥ k, and so must what those hidden parts leave out of their shown units.
+        let parents: Vec<usize> = {
+            let mut ps: Vec<usize> = units.iter().filter_map(|u| tree.parent[*u]).collect();
+            ps.sort_unstable();
+            ps.dedup();
+            ps
+        };
+        for p in parents {
+            if plan.rollup[p].is_some() {
+                continue;
+            }
+            for v in values_at[p].clone() {
+                if slices
+                    .get(&(p, v.clone()))
+                    .is_none_or(|s| s.hidden.is_some())
+                {
+                    continue;
+                }
+                let own = own_v.get(&(p, v.clone())).copied().unwrap_or(0);
+                loop {
+                    let kids: Vec<usize> = tree.children[p]
+                        .iter()
+                        .copied()
+                        .filter(|c| slices.contains_key(&(*c, v.clone())))
+                        .collect();
+                    let hidden: Vec<(usize, u64)> = kids
+                        .iter()
+                        .filter_map(|c| slices.get(&(*c, v.clone())).map(|s| (*c, s)))
+                        .filter(|(_, s)| s.hidden.is_some() && s.n > 0)
+                        .map(|(c, s)| (c, s.n))
+                        .collect();
+                    let h = own + hidden.iter().map(|(_, n)| n).sum::<u64>();
+                    // What the hidden parts leave out of their own (shown) units: computable
+                    // once the hidden parts are, so it must not be 1..k-1 people either.
+                    let rest: u64 = hidden
+                        .iter()
+                        .map(|(c, n)| plan.n_rollup[*c] - n)
+                        .sum::<u64>()
+                        + if own > 0 && plan.own[p].is_none() {
+                            plan.n_own[p] - own
+                        } else {
+                            0
+                        };
+                    if h == 0 || (h >= k && !(rest > 0 && rest < k)) {
+                        break;
+                    }
+                    let Some(c) = kids
+                        .iter()
+                        .copied()
+                        .filter(|c| {
+                            slices
+                                .get(&(*c, v.clone()))
+                                .is_some_and(|s| s.hidden.is_none() && s.n > 0)
+                        })
+                        .min_by_key(|c| (slices[&(*c, v.clone())].n, *c))
+                    else {
+                        break;
+                    };
+                    if let Some(s) = slices.get_mut(&(c, v.clone())) {
+                        s.hidden = Some(Hidden::Protects);
+                    }
+                }
+            }
+        }
+    }
+    SlicePlan {
+        slices,
+        values: values_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// root ─┬─ a ─┬─ a1
+    ///       │     └─ a2
+    ///       └─ b
+    fn tree() -> Tree {
+        Tree::new(&[
+            ("root".into(), "".into()),
+            ("a".into(), "root".into()),
+            ("b".into(), "root".into()),
+            ("a1".into(), "a".into()),
+            ("a2".into(), "a".into()),
+        ])
+    }
+
+    fn plan(own: [u64; 5]) -> TreePlan {
+        plan_tree(&tree(), &own, &own, 5)
+    }
+
+    #[test]
+    fn small_units_are_hidden_and_protected_by_a_neighbour() {
+        // a1 has 2: hidden. a2 (8) is the rest of a (10) but for a1: a − a2 would be a1, so
+        // a2 is hidden too (its complement is small).
+        let p = plan([6, 0, 9, 2, 8]);
+        assert_eq!(p.rollup[3], Some(Hidden::TooFew));
+        assert_eq!(p.rollup[4], Some(Hidden::Complement));
+        assert_eq!(p.rollup[1], None);
+        assert_eq!(p.own[1], Some(Hidden::TooFew));
+        // The hidden parts of a (own 0 + a1 2 + a2 8) add up to 10 ≥ 5.
+        assert_eq!(p.n_rollup[1], 10);
+        // Nothing below a hidden rollup is shown.
+        let p = plan([20, 0, 9, 1, 2]);
+        assert_eq!(p.rollup[1], Some(Hidden::TooFew));
+        assert_eq!(p.rollup[3], Some(Hidden::EnclosingHidden));
+        assert_eq!(p.own[1], Some(Hidden::EnclosingHidden));
+    }
+
+    #[test]
+    fn a_part_whose_rest_is_small_is_hidden() {
+        // a has 12 = own 0 + a1 10 + a2 2: a1 is fine alone but a − a1 = 2 people.
+        let p = plan([10, 0, 10, 10, 2]);
+        assert_eq!(p.rollup[3], Some(Hidden::Complement));
+        assert_eq!(p.rollup[4], Some(Hidden::TooFew));
+        // The unit with and without descendants: root own 10, rollup 32 - fine; a leaf's own
+        // group equals its rollup (difference 0 reveals nothing).
+        assert_eq!(p.own[0], None);
+        assert_eq!(p.own[2], None);
+    }
+
+    #[test]
+    fn hidden_parts_together_are_never_one_to_k_minus_one() {
+        // root: own 1, a 20, b 3 → own and b hidden (1 + 3 = 4 < 5) → a hidden too.
+        let p = plan([1, 20, 3, 0, 0]);
+        assert_eq!(p.own[0], Some(Hidden::TooFew));
+        assert_eq!(p.rollup[2], Some(Hidden::TooFew));
+        assert_eq!(p.rollup[1], Some(Hidden::Complement));
+        assert_eq!(p.rollup[0], None);
+        // Secondary suppression proper: root own 3 (hidden), a 10, b 12: the hidden part alone
+        // would be root − a − b, so the smaller shown part (a) is hidden with it.
+        let p = plan([3, 10, 12, 0, 0]);
+        assert_eq!(p.own[0], Some(Hidden::TooFew));
+        assert_eq!(p.rollup[1], Some(Hidden::Protects));
+        assert_eq!(p.rollup[2], None);
+    }
+
+    fn cell(unit: usize, tenure: &str, answered: u64) -> Cell {
+        Cell {
+            unit,
+            attrs: [tenure.into(), String::new(), String::new()],
+            invited: answered,
+            answered,
+        }
+    }
+
+    #[test]
+    fn slices_need_k_and_a_complement_of_k() {
+        let t = Tree::new(&[("root".into(), "".into())]);
+        let cells = vec![cell(0, "new", 5), cell(0, "old", 3), cell(0, "mid", 9)];
+        let p = plan_tree(&t, &[17], &[17], 5);
+        let s = plan_slices(&t, &p, &cells, 0);
+        assert_eq!(s.slices[&(0, "old".into())].hidden, Some(Hidden::TooFew));
+        // old (3) is hidden; new (5) is the smallest shown: hidden so old cannot be
+        // computed as total − new − mid.
+        assert_eq!(s.slices[&(0, "new".into())].hidden, Some(Hidden::Protects));
+        assert_eq!(s.slices[&(0, "mid".into())].hidden, None);
+        // A slice whose complement is 1..k-1 is hidden.
+        let cells = vec![cell(0, "new", 15), cell(0, "old", 2)];
+        let p = plan_tree(&t, &[17], &[17], 5);
+        let s = plan_slices(&t, &p, &cells, 0);
+        assert_eq!(
+            s.slices[&(0, "new".into())].hidden,
+            Some(Hidden::Complement)
+        );
+    }
+
+    #[test]
+    fn a_slice_must_not_differ_from_a_shown_unit_by_a_few() {
+        // root has children a (6: 5 new + 1 old) and b (10 old). The slice root/new (5)
+        // equals a's new people; a (shown, 6) minus it would be 1 person.
+        let t = Tree::new(&[
+            ("root".into(), "".into()),
+            ("a".into(), "root".into()),
+            ("b".into(), "root".into()),
+        ]);
+        let cells = vec![cell(1, "new", 5), cell(1, "old", 1), cell(2, "old", 10)];
+        let p = plan_tree(&t, &[0, 6, 10], &[0, 6, 10], 5);
+        assert_eq!(p.rollup[1], None);
+        let s = plan_slices(&t, &p, &cells, 0);
+        assert_eq!(
+            s.slices[&(0, "new".into())].hidden,
+            Some(Hidden::Difference)
+        );
+        // root/old (11) minus b (shown, 10 old people) would be a's one old person.
+        assert_eq!(
+            s.slices[&(0, "old".into())].hidden,
+            Some(Hidden::Difference)
+        );
+    }
+
+    #[test]
+    fn a_child_slice_that_differs_from_its_parent_slice_by_a_few_is_hidden() {
+        let t = Tree::new(&[
+            ("root".into(), "".into()),
+            ("a".into(), "root".into()),
+            ("b".into(), "root".into()),
+        ]);
+        // new: a 8, b 2 → root/new 10; a/new differs from root/new by 2.
+        let cells = vec![
+            cell(1, "new", 8),
+            cell(1, "old", 8),
+            cell(2, "new", 2),
+            cell(2, "old", 9),
+        ];
+        let p = plan_tree(&t, &[0, 16, 11], &[0, 16, 11], 5);
+        let s = plan_slices(&t, &p, &cells, 0);
+        assert_eq!(s.slices[&(0, "new".into())].hidden, None);
+        assert_eq!(
+            s.slices[&(1, "new".into())].hidden,
+            Some(Hidden::Difference)
+        );
+        assert_eq!(s.slices[&(2, "new".into())].hidden, Some(Hidden::TooFew));
+        // b/old (9) is hidden because b − b/old = 2; but root/old − a/old would give it back,
+        // so a/old is hidden too.
+        assert_eq!(
+            s.slices[&(2, "old".into())].hidden,
+            Some(Hidden::Complement)
+        );
+        assert_eq!(s.slices[&(1, "old".into())].hidden, Some(Hidden::Protects));
+    }
+}

@@ -1,0 +1,954 @@
+//! Results of a cycle as the API returns them: loads a cycle's snapshot and sums, asks the
+//! anonymity rules which groups may be shown, computes the figures of those groups only, and
+//! encodes them. A hidden group's figures are never computed, so they cannot leak by
+//! mistake into a response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cxloop_platform::TenantId;
+use cxloop_platform::error::{ApiError, ApiResult};
+use cxloop_proto::common::v1 as common;
+use cxloop_proto::employee::v1 as pb;
+
+use crate::domain::anonymity::{self, Hidden, SlicePlan, TreePlan};
+use crate::domain::results::{self, GroupSums};
+use crate::domain::{COMMENTS_MIN, IMPACT_MIN, RESPONDENTS, SurveyDef};
+use crate::store::cycles::{CycleRow, Respondents, Snapshot, state};
+use crate::store::{ActionPlanRow, ORG_UNIT, Store};
+
+/// A group of a cycle, by unit index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// The unit's own members.
+    Own(usize),
+    /// The unit with its descendants.
+    Rollup(usize),
+    /// The rollup filtered by (attribute 0-2, value).
+    Slice(usize, usize, String),
+}
+
+/// One cycle, loaded for results.
+pub struct CycleView {
+    /// The cycle.
+    pub cycle: CycleRow,
+    /// Its survey.
+    pub survey: SurveyDef,
+    /// Tree and cells at launch.
+    pub snap: Arc<Snapshot>,
+    /// The cache version the snapshot belongs to.
+    pub version: Version,
+    /// Tree decisions at the cycle's k.
+    pub plan: TreePlan,
+    /// Slice decisions of the attribute asked for, if any.
+    pub slices: Option<(usize, SlicePlan)>,
+}
+
+impl CycleView {
+    /// Loads a launched cycle and decides its groups (and the slices of `attr`, if any).
+    pub async fn load(
+        cache: &ResultsCache,
+        store: &Store,
+        tenant: &TenantId,
+        cycle: CycleRow,
+        attr: Option<usize>,
+    ) -> ApiResult<Self> {
+        if cycle.state == state::DRAFT {
+            return Err(ApiError::precondition(
+                "CYCLE_NOT_LAUNCHED",
+                format!("cycles/{}", cycle.id),
+                "a draft cycle has no results",
+            ));
+        }
+        let survey = store.get_survey(tenant, &cycle.survey_id).await?.def();
+        let (version, snap) = cache.snapshot(store, tenant, &cycle.id).await?;
+        let len = snap.tree.len();
+        let (mut answered, mut invited) = (vec![0u64; len], vec![0u64; len]);
+        for c in &snap.cells {
+            answered[c.unit] += c.answered;
+            invited[c.unit] += c.invited;
+        }
+        let plan =
+            anonymity::plan_tree(&snap.tree, &answered, &invited, u64::from(cycle.threshold));
+        let slices = attr.map(|a| (a, anonymity::plan_slices(&snap.tree, &plan, &snap.cells, a)));
+        Ok(Self {
+            cycle,
+            survey,
+            snap,
+            version,
+            plan,
+            slices,
+        })
+    }
+
+    /// The group's decision: (hidden?, respondents, invited).
+    pub fn status(&self, g: &Group) -> (Option<Hidden>, u64, u64) {
+        match g {
+            Group::Own(u) => (
+                self.plan.own[*u],
+                self.plan.n_own[*u],
+                self.plan.invited_own[*u],
+            ),
+            Group::Rollup(u) => (
+                self.plan.rollup[*u],
+                self.plan.n_rollup[*u],
+                self.plan.invited_rollup[*u],
+            ),
+            Group::Slice(u, _, v) => self
+                .slices
+                .as_ref()
+                .and_then(|(_, s)| s.slices.get(&(*u, v.clone())))
+                .map_or((Some(Hidden::TooFew), 0, 0), |s| (s.hidden, s.n, s.invited)),
+        }
+    }
+
+    /// The same group in this cycle, by unit id (None when the unit was not in its tree).
+    pub fn same_group(&self, other: &CycleView, g: &Group) -> Option<Group> {
+        let id = |u: usize| other.snap.tree.ids.get(u).cloned().unwrap_or_default();
+        match g {
+            Group::Own(u) => self.snap.tree.index_of(&id(*u)).map(Group::Own),
+            Group::Rollup(u) => self.snap.tree.index_of(&id(*u)).map(Group::Rollup),
+            Group::Slice(u, a, v) => self
+                .snap
+                .tree
+                .index_of(&id(*u))
+                .map(|i| Group::Slice(i, *a, v.clone())),
+        }
+    }
+
+    /// The unit indexes whose own sums make up a group.
+    fn units_of(&self, g: &Group) -> Vec<usize> {
+        match g {
+            Group::Own(u) => vec![*u],
+            Group::Rollup(u) | Group::Slice(u, _, _) => self.snap.tree.subtree(*u),
+        }
+    }
+}
+
+/// Sums of every unit of a cycle for one dimension, by (unit id, value).
+pub type UnitSums = HashMap<(String, String), GroupSums>;
+
+/// The sums of a group from its units' sums.
+pub fn group_sums(view: &CycleView, sums: &UnitSums, g: &Group) -> GroupSums {
+    let value = match g {
+        Group::Slice(_, _, v) => v.clone(),
+        _ => String::new(),
+    };
+    let mut out = GroupSums::default();
+    for u in view.units_of(g) {
+        if let Some(s) = sums.get(&(view.snap.tree.ids[u].clone(), value.clone())) {
+            out.merge(s);
+        }
+    }
+    out
+}
+
+/// The dimension number of an attribute index.
+pub fn dim_of(g: &Group) -> i64 {
+    match g {
+        Group::Slice(_, a, _) => *a as i64 + 1,
+        _ => 0,
+    }
+}
+
+/// How many respondents each group's respondent set changed by between two cycles.
+#[derive(Debug, Default)]
+pub struct MembershipChange {
+    rollup: HashMap<String, u64>,
+    own: HashMap<String, u64>,
+    slice: HashMap<(String, String), u64>,
+}
+
+impl MembershipChange {
+    /// Counts, per group, the people who answered in one cycle's group but not in the
+    /// other's (symmetric difference), from both cycles' respondents and trees.
+    pub fn between(
+        prev: &CycleView,
+        prev_resp: &[(String, String, [String; 3])],
+        cur: &CycleView,
+        cur_resp: &[(String, String, [String; 3])],
+        attr: Option<usize>,
+    ) -> Self {
+        type Keys = (Vec<String>, String, Vec<(String, String)>);
+        let keys = |view: &CycleView, unit: &str, attrs: &[String; 3]| -> Keys {
+            let anc: Vec<String> = view
+                .snap
+                .tree
+                .index_of(unit)
+                .map(|u| {
+                    view.snap
+                        .tree
+                        .ancestors_or_self(u)
+                        .map(|a| view.snap.tree.ids[a].clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let slices = attr
+                .map(|a| anc.iter().map(|u| (u.clone(), attrs[a].clone())).collect())
+                .unwrap_or_default();
+            (anc, unit.to_owned(), slices)
+        };
+        let mut by_person: HashMap<&str, (Option<Keys>, Option<Keys>)> = HashMap::new();
+        for (e, u, a) in prev_resp {
+            by_person.entry(e.as_str()).or_default().0 = Some(keys(prev, u, a));
+        }
+        for (e, u, a) in cur_resp {
+            by_person.entry(e.as_str()).or_default().1 = Some(keys(cur, u, a));
+        }
+        let mut out = MembershipChange::default();
+        for (p, c) in by_person.values() {
+            let empty: Keys = (Vec::new(), String::new(), Vec::new());
+            let (p, c) = (p.as_ref().unwrap_or(&empty), c.as_ref().unwrap_or(&empty));
+            for u in
+                p.0.iter()
+                    .filter(|u| !c.0.contains(u))
+                    .chain(c.0.iter().filter(|u| !p.0.contains(u)))
+            {
+                *out.rollup.entry(u.clone()).or_default() += 1;
+            }
+            if p.1 != c.1 {
+                for u in [&p.1, &c.1] {
+                    if !u.is_empty() {
+                        *out.own.entry(u.clone()).or_default() += 1;
+                    }
+                }
+            }
+            for s in
+                p.2.iter()
+                    .filter(|s| !c.2.contains(s))
+                    .chain(c.2.iter().filter(|s| !p.2.contains(s)))
+            {
+                *out.slice.entry(s.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    fn of(&self, view: &CycleView, g: &Group) -> u64 {
+        let id = |u: usize| view.snap.tree.ids[u].clone();
+        match g {
+            Group::Own(u) => self.own.get(&id(*u)).copied().unwrap_or(0),
+            Group::Rollup(u) => self.rollup.get(&id(*u)).copied().unwrap_or(0),
+            Group::Slice(u, _, v) => self.slice.get(&(id(*u), v.clone())).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The previous cycle of a view, loaded for comparisons.
+pub struct Previous {
+    /// The previous cycle's view.
+    pub view: CycleView,
+    /// Its sums by dimension.
+    pub sums: HashMap<i64, Arc<UnitSums>>,
+    /// Respondent changes per group.
+    pub change: Arc<MembershipChange>,
+}
+
+/// Whether and against what a group's change can be shown.
+pub enum ChangeBasis<'a> {
+    /// The cycle has no previous cycle (or the group did not exist then).
+    None,
+    /// Hidden, for this reason.
+    Hidden(pb::SuppressionReason, u32),
+    /// Comparable with these sums.
+    Against(&'a GroupSums),
+}
+
+/// Decides whether a shown group's change since the previous cycle may be shown; the
+/// caller passes the previous cycle's sums of the same group.
+pub fn change_basis<'a>(
+    cur: &CycleView,
+    prev: Option<&Previous>,
+    g: &Group,
+    prev_sums: Option<&'a GroupSums>,
+) -> ChangeBasis<'a> {
+    let Some(prev) = prev else {
+        return ChangeBasis::None;
+    };
+    let Some(pg) = prev.view.same_group(cur, g) else {
+        return ChangeBasis::None;
+    };
+    let k = cur.cycle.threshold;
+    if prev.view.status(&pg).0.is_some() {
+        // Showing this cycle's figure and its change would give the hidden one away.
+        return ChangeBasis::Hidden(
+            pb::SuppressionReason::PreviousHidden,
+            prev.view.cycle.threshold,
+        );
+    }
+    let delta = prev.change.of(cur, g);
+    if delta > 0 && delta < u64::from(k) {
+        // The change would be the answers of the few who joined or left.
+        return ChangeBasis::Hidden(pb::SuppressionReason::MembershipChangeTooSmall, k);
+    }
+    match prev_sums {
+        Some(s) => ChangeBasis::Against(s),
+        None => ChangeBasis::None,
+    }
+}
+
+/// The reason enum of a decision.
+pub fn reason_pb(h: Hidden) -> pb::SuppressionReason {
+    match h {
+        Hidden::TooFew => pb::SuppressionReason::TooFewRespondents,
+        Hidden::Complement => pb::SuppressionReason::ComplementTooSmall,
+        Hidden::Protects => pb::SuppressionReason::ProtectsOtherGroup,
+        Hidden::EnclosingHidden => pb::SuppressionReason::EnclosingGroupHidden,
+        Hidden::Difference => pb::SuppressionReason::DifferenceTooSmall,
+    }
+}
+
+fn suppressed(reason: pb::SuppressionReason, threshold: u32) -> pb::Suppression {
+    pb::Suppression {
+        reason: reason as i32,
+        threshold,
+    }
+}
+
+/// An estimate on the wire.
+pub fn estimate_pb(e: &cxloop_metrics::Estimate) -> common::Estimate {
+    common::Estimate {
+        value: e.value,
+        sample_size: e.n,
+        confidence_level: e.confidence,
+        interval_low: e.low,
+        interval_high: e.high,
+        standard_error: e.standard_error,
+        method: match e.method {
+            cxloop_metrics::Method::Wald => common::IntervalMethod::Wald,
+            cxloop_metrics::Method::Wilson => common::IntervalMethod::Wilson,
+            cxloop_metrics::Method::StudentT => common::IntervalMethod::StudentT,
+        } as i32,
+        defined: e.defined,
+    }
+}
+
+fn figure(e: &cxloop_metrics::Estimate) -> Option<pb::Figure> {
+    Some(pb::Figure {
+        result: Some(pb::figure::Result::Estimate(estimate_pb(e))),
+    })
+}
+
+fn comparison_pb(c: &cxloop_metrics::Comparison) -> common::Comparison {
+    common::Comparison {
+        a: Some(estimate_pb(&c.a)),
+        b: Some(estimate_pb(&c.b)),
+        difference: c.difference,
+        standard_error: c.standard_error,
+        confidence_level: c.confidence,
+        interval_low: c.low,
+        interval_high: c.high,
+        p_value: c.p_value,
+        degrees_of_freedom: c.degrees_of_freedom,
+    }
+}
+
+fn change_pb(
+    basis: &ChangeBasis<'_>,
+    c: Option<&cxloop_metrics::Comparison>,
+) -> Option<pb::Change> {
+    match basis {
+        ChangeBasis::None => None,
+        ChangeBasis::Hidden(r, k) => Some(pb::Change {
+            result: Some(pb::change::Result::Suppressed(suppressed(*r, *k))),
+        }),
+        ChangeBasis::Against(_) => c.map(|c| pb::Change {
+            result: Some(pb::change::Result::Comparison(comparison_pb(c))),
+        }),
+    }
+}
+
+/// The headline of a group: suppressed, or every figure with its change.
+pub fn summary_pb(
+    view: &CycleView,
+    sums: Option<&GroupSums>,
+    g: &Group,
+    basis: &ChangeBasis<'_>,
+    plans: &[ActionPlanRow],
+    driver_changes: bool,
+) -> pb::GroupSummary {
+    let (hidden, _, invited) = view.status(g);
+    let k = view.cycle.threshold;
+    let (Some(sums), None) = (sums, hidden) else {
+        return pb::GroupSummary {
+            suppressed: Some(suppressed(reason_pb(hidden.unwrap_or(Hidden::TooFew)), k)),
+            ..Default::default()
+        };
+    };
+    let h = results::headline(&view.survey, sums, invited);
+    let ch = match basis {
+        ChangeBasis::Against(prev) => Some(results::headline_change(
+            &view.survey,
+            prev,
+            sums,
+            driver_changes,
+        )),
+        _ => None,
+    };
+    pb::GroupSummary {
+        suppressed: None,
+        response_rate: figure(&h.response_rate),
+        engagement_index: h.engagement.as_ref().and_then(figure),
+        engagement_change: h
+            .engagement
+            .as_ref()
+            .and_then(|_| change_pb(basis, ch.as_ref().and_then(|c| c.engagement.as_ref()))),
+        enps: h.enps.as_ref().and_then(figure),
+        enps_change: h
+            .enps
+            .as_ref()
+            .and_then(|_| change_pb(basis, ch.as_ref().and_then(|c| c.enps.as_ref()))),
+        drivers: h
+            .drivers
+            .iter()
+            .map(|(d, e)| pb::DriverFigure {
+                driver: d.clone(),
+                favourable: figure(e),
+                favourable_change: if driver_changes {
+                    change_pb(
+                        basis,
+                        ch.as_ref()
+                            .and_then(|c| c.drivers.iter().find(|(x, _)| x == d).map(|(_, c)| c)),
+                    )
+                } else {
+                    None
+                },
+                action_plans: plans
+                    .iter()
+                    .filter(|p| p.driver == *d)
+                    .map(plan_pb)
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// An action plan on the wire.
+pub fn plan_pb(p: &ActionPlanRow) -> pb::ActionPlan {
+    pb::ActionPlan {
+        id: p.id.clone(),
+        cycle_id: p.cycle_id.clone(),
+        org_unit_id: p.unit_id.clone(),
+        driver: p.driver.clone(),
+        title: p.title.clone(),
+        description: p.description.clone(),
+        owner: p.owner.clone(),
+        due_date: p.due_date.clone(),
+        status: p.status,
+        create_time: Some(ts(p.created_at)),
+        update_time: Some(ts(p.updated_at)),
+    }
+}
+
+/// A stored time on the wire.
+pub fn ts(us: i64) -> prost_types::Timestamp {
+    let t = cxloop_platform::db::from_micros(us);
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// Loads the previous cycle of `cur` for these dimensions, if it has one.
+pub async fn load_previous(
+    cache: &ResultsCache,
+    store: &Store,
+    tenant: &TenantId,
+    cur: &CycleView,
+    dims: &[i64],
+) -> ApiResult<Option<Previous>> {
+    if cur.cycle.previous_cycle_id.is_empty() {
+        return Ok(None);
+    }
+    let prev_cycle = store
+        .get_cycle(tenant, &cur.cycle.previous_cycle_id)
+        .await?;
+    let attr = cur.slices.as_ref().map(|(a, _)| *a);
+    let view = CycleView::load(cache, store, tenant, prev_cycle, attr).await?;
+    let mut sums = HashMap::new();
+    for d in dims {
+        sums.insert(*d, cache.sums(store, tenant, &view, *d).await?);
+    }
+    let change = cache.change(store, tenant, &view, cur, attr).await?;
+    Ok(Some(Previous { view, sums, change }))
+}
+
+/// Which data of a cycle a cache entry was built from: answered participants and erased
+/// employees of the tenant. Both only grow, so equal counts mean equal data.
+pub type Version = (i64, i64);
+
+/// What is kept of one cycle between requests.
+struct CycleData {
+    version: Version,
+    snap: Arc<Snapshot>,
+    respondents: Option<Arc<Respondents>>,
+    sums: HashMap<i64, Arc<UnitSums>>,
+    changes: HashMap<(String, Version, Option<usize>), Arc<MembershipChange>>,
+}
+
+/// Per-process cache of the parts of results that only change when someone answers or is
+/// erased: the launch snapshot with its counts, the sums and the respondent changes between
+/// cycles. Every request checks the cycle's version with two indexed counts, so a replica
+/// never serves results older than the database, and a closed cycle is read once.
+#[derive(Clone, Default)]
+pub struct ResultsCache {
+    inner: Arc<Mutex<HashMap<(String, String), CycleData>>>,
+}
+
+/// Entries kept; beyond this the cache starts over (results stay correct, only slower).
+const CACHE_CYCLES: usize = 64;
+
+impl ResultsCache {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(String, String), CycleData>) -> T) -> T {
+        // A poisoned lock only means another request panicked mid-update: start over.
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => {
+                let mut g = p.into_inner();
+                g.clear();
+                g
+            }
+        };
+        f(&mut guard)
+    }
+
+    /// The snapshot of a cycle at its current version.
+    pub async fn snapshot(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        cycle_id: &str,
+    ) -> ApiResult<(Version, Arc<Snapshot>)> {
+        let version = store.cycle_version(tenant, cycle_id).await?;
+        let key = (tenant.as_str().to_owned(), cycle_id.to_owned());
+        if let Some(snap) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == version)
+                .map(|d| d.snap.clone())
+        }) {
+            return Ok((version, snap));
+        }
+        let snap = Arc::new(store.snapshot(tenant, cycle_id).await?);
+        self.with(|m| {
+            if m.len() >= CACHE_CYCLES {
+                m.clear();
+            }
+            m.insert(
+                key,
+                CycleData {
+                    version,
+                    snap: snap.clone(),
+                    respondents: None,
+                    sums: HashMap::new(),
+                    changes: HashMap::new(),
+                },
+            );
+        });
+        Ok((version, snap))
+    }
+
+    /// Every sum of one dimension of a cycle.
+    pub async fn sums(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        view: &CycleView,
+        dim: i64,
+    ) -> ApiResult<Arc<UnitSums>> {
+        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
+        if let Some(s) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == view.version)
+                .and_then(|d| d.sums.get(&dim).cloned())
+        }) {
+            return Ok(s);
+        }
+        let s = Arc::new(store.sums(tenant, &view.cycle.id, dim, None, &[]).await?);
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
+                d.sums.insert(dim, s.clone());
+            }
+        });
+        Ok(s)
+    }
+
+    async fn respondents(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        view: &CycleView,
+    ) -> ApiResult<Arc<Respondents>> {
+        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
+        if let Some(r) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == view.version)
+                .and_then(|d| d.respondents.clone())
+        }) {
+            return Ok(r);
+        }
+        let r = Arc::new(store.respondents(tenant, &view.cycle.id).await?);
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
+                d.respondents = Some(r.clone());
+            }
+        });
+        Ok(r)
+    }
+
+    /// The respondent changes between `prev` and `cur`.
+    async fn change(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        prev: &CycleView,
+        cur: &CycleView,
+        attr: Option<usize>,
+    ) -> ApiResult<Arc<MembershipChange>> {
+        let key = (tenant.as_str().to_owned(), cur.cycle.id.clone());
+        let ck = (prev.cycle.id.clone(), prev.version, attr);
+        if let Some(c) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == cur.version)
+                .and_then(|d| d.changes.get(&ck).cloned())
+        }) {
+            return Ok(c);
+        }
+        let prev_resp = self.respondents(store, tenant, prev).await?;
+        let cur_resp = self.respondents(store, tenant, cur).await?;
+        let c = Arc::new(MembershipChange::between(
+            prev, &prev_resp, cur, &cur_resp, attr,
+        ));
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == cur.version) {
+                d.changes.insert(ck, c.clone());
+            }
+        });
+        Ok(c)
+    }
+}
+
+/// Every result of one group.
+pub async fn group_results(
+    cache: &ResultsCache,
+    store: &Store,
+    tenant: &TenantId,
+    cycle: CycleRow,
+    selector: pb::GroupSelector,
+    filter: Option<(usize, String)>,
+) -> ApiResult<pb::GroupResults> {
+    let unit_id = selector.org_unit_id.clone();
+    let unit_id = unit_id.as_str();
+    let include_descendants = selector.include_descendants;
+    let view = CycleView::load(cache, store, tenant, cycle, filter.as_ref().map(|f| f.0)).await?;
+    let u = view
+        .snap
+        .tree
+        .index_of(unit_id)
+        .ok_or_else(|| ApiError::not_found(ORG_UNIT, unit_id))?;
+    let g = match (&filter, include_descendants) {
+        (Some((a, v)), _) => Group::Slice(u, *a, v.clone()),
+        (None, true) => Group::Rollup(u),
+        (None, false) => Group::Own(u),
+    };
+    let k = view.cycle.threshold;
+    let (hidden, n, _) = view.status(&g);
+    let dim = dim_of(&g);
+    let shown = hidden.is_none();
+    let sums = if shown {
+        Some(group_sums(
+            &view,
+            &*cache.sums(store, tenant, &view, dim).await?,
+            &g,
+        ))
+    } else {
+        None
+    };
+    let prev = if shown {
+        load_previous(cache, store, tenant, &view, &[dim]).await?
+    } else {
+        None
+    };
+    let prev_sums = prev.as_ref().and_then(|p| {
+        let pg = p.view.same_group(&view, &g)?;
+        Some(group_sums(&p.view, p.sums.get(&dim)?, &pg))
+    });
+    let basis = change_basis(&view, prev.as_ref(), &g, prev_sums.as_ref());
+    let plans: Vec<ActionPlanRow> = match &prev {
+        Some(p) => store
+            .plans_after_cycle(tenant, &p.view.cycle.id)
+            .await?
+            .into_iter()
+            .filter(|pl| pl.unit_id == unit_id)
+            .collect(),
+        None => Vec::new(),
+    };
+    let summary = summary_pb(&view, sums.as_ref(), &g, &basis, &plans, true);
+    let questions = match &sums {
+        Some(s) => {
+            let prev_q = match &basis {
+                ChangeBasis::Against(p) => results::questions(&view.survey, p),
+                _ => Vec::new(),
+            };
+            results::questions(&view.survey, s)
+                .into_iter()
+                .map(|q| {
+                    let c = prev_q.iter().find(|p| p.key == q.key).map(|p| {
+                        cxloop_metrics::compare_share(
+                            p.favourable_count.0,
+                            p.favourable_count.1,
+                            q.favourable_count.0,
+                            q.favourable_count.1,
+                        )
+                    });
+                    pb::QuestionFigure {
+                        question_key: q.key.clone(),
+                        driver: q.driver.clone(),
+                        favourable: figure(&q.favourable),
+                        neutral: figure(&q.neutral),
+                        unfavourable: figure(&q.unfavourable),
+                        mean: figure(&q.mean),
+                        favourable_change: change_pb(&basis, c.as_ref()),
+                    }
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    // Comments: their own threshold (10), applied with the same tree rules, so that no
+    // difference of two comment lists is the comments of fewer than 10 people.
+    let comments = if filter.is_some() {
+        pb::CommentsResult {
+            suppressed: Some(suppressed(pb::SuppressionReason::NotUnderFilter, k)),
+            comments: Vec::new(),
+        }
+    } else {
+        let kc = COMMENTS_MIN.max(u64::from(k));
+        let cplan = anonymity::plan_tree(
+            &view.snap.tree,
+            &view.plan.n_own,
+            &view.plan.invited_own,
+            kc,
+        );
+        let chidden = match g {
+            Group::Own(u) => cplan.own[u],
+            _ => cplan.rollup[u],
+        };
+        match (hidden, chidden) {
+            (Some(h), _) => pb::CommentsResult {
+                suppressed: Some(suppressed(reason_pb(h), k)),
+                comments: Vec::new(),
+            },
+            (None, Some(_)) => pb::CommentsResult {
+                suppressed: Some(suppressed(
+                    pb::SuppressionReason::CommentsNeedTen,
+                    kc as u32,
+                )),
+                comments: Vec::new(),
+            },
+            (None, None) => {
+                let units: Vec<String> = view
+                    .units_of(&g)
+                    .into_iter()
+                    .map(|u| view.snap.tree.ids[u].clone())
+                    .collect();
+                pb::CommentsResult {
+                    suppressed: None,
+                    comments: store
+                        .comments(tenant, &view.cycle.id, &units)
+                        .await?
+                        .into_iter()
+                        .map(|(question_key, text)| pb::Comment { question_key, text })
+                        .collect(),
+                }
+            }
+        }
+    };
+    let driver_impact = match (&sums, hidden) {
+        (_, Some(h)) => pb::DriverImpact {
+            suppressed: Some(suppressed(reason_pb(h), k)),
+            ..Default::default()
+        },
+        _ if filter.is_some() => pb::DriverImpact {
+            suppressed: Some(suppressed(pb::SuppressionReason::NotUnderFilter, k)),
+            ..Default::default()
+        },
+        _ if n < IMPACT_MIN => pb::DriverImpact {
+            suppressed: Some(suppressed(
+                pb::SuppressionReason::ImpactNeedsTwentyFive,
+                IMPACT_MIN as u32,
+            )),
+            ..Default::default()
+        },
+        (Some(s), None) => match results::impact(&view.survey, s) {
+            Some((r2, weights)) => pb::DriverImpact {
+                suppressed: None,
+                sample_size: s.respondents(),
+                r_squared: r2,
+                weights: weights
+                    .into_iter()
+                    .map(|(driver, w)| pb::DriverWeight {
+                        driver,
+                        raw_weight: w,
+                        rescaled_weight: if r2 > 0.0 { w / r2 } else { 0.0 },
+                    })
+                    .collect(),
+            },
+            None => pb::DriverImpact {
+                sample_size: s.respondents(),
+                ..Default::default()
+            },
+        },
+        (None, None) => pb::DriverImpact::default(),
+    };
+    Ok(pb::GroupResults {
+        group: Some(selector),
+        previous_cycle_id: view.cycle.previous_cycle_id.clone(),
+        summary: Some(summary),
+        questions,
+        comments: Some(comments),
+        driver_impact: Some(driver_impact),
+    })
+}
+
+static EMPTY: std::sync::LazyLock<GroupSums> = std::sync::LazyLock::new(GroupSums::default);
+
+/// Headline results of every unit of a cycle.
+pub async fn tree_results(
+    cache: &ResultsCache,
+    store: &Store,
+    tenant: &TenantId,
+    cycle: CycleRow,
+    attr: Option<usize>,
+) -> ApiResult<pb::GetResultsTreeResponse> {
+    let view = CycleView::load(cache, store, tenant, cycle, attr).await?;
+    let enps = view.survey.enps_key().map(str::to_owned);
+    let mut dims = vec![0i64];
+    if let Some(a) = attr {
+        dims.push(a as i64 + 1);
+    }
+    let mut sums: HashMap<i64, Arc<UnitSums>> = HashMap::new();
+    for d in &dims {
+        sums.insert(*d, cache.sums(store, tenant, &view, *d).await?);
+    }
+    let prev = load_previous(cache, store, tenant, &view, &dims).await?;
+    // The headline needs the respondent count, eNPS and the engagement and driver sums:
+    // rollups carry only those.
+    let headline_only = |g: &GroupSums| GroupSums {
+        tallies: g
+            .tallies
+            .iter()
+            .filter(|(m, _)| m.as_str() == RESPONDENTS || Some(m.as_str()) == enps.as_deref())
+            .map(|(m, h)| (m.clone(), *h))
+            .collect(),
+        moments: g
+            .moments
+            .iter()
+            .filter(|(st, _)| st.starts_with("e:") || st.starts_with("f:"))
+            .map(|(st, v)| (st.clone(), *v))
+            .collect(),
+    };
+    let tree = &view.snap.tree;
+    // Rollup sums bottom-up, from each unit's own sums, per dimension value.
+    let rollups = |value: &str, sums: &UnitSums, v: &CycleView| -> Vec<GroupSums> {
+        let t = &v.snap.tree;
+        let mut out: Vec<GroupSums> = t
+            .ids
+            .iter()
+            .map(|id| {
+                sums.get(&(id.clone(), value.to_owned()))
+                    .map(&headline_only)
+                    .unwrap_or_default()
+            })
+            .collect();
+        for u in (1..t.len()).rev() {
+            if let Some(p) = t.parent[u] {
+                let child = out[u].clone();
+                out[p].merge(&child);
+            }
+        }
+        out
+    };
+    let own: Vec<GroupSums> = tree
+        .ids
+        .iter()
+        .map(|id| {
+            sums[&0]
+                .get(&(id.clone(), String::new()))
+                .map(&headline_only)
+                .unwrap_or_default()
+        })
+        .collect();
+    let roll = rollups("", &sums[&0], &view);
+    let prev_roll = prev.as_ref().map(|p| rollups("", &p.sums[&0], &p.view));
+    let mut slice_sums: HashMap<String, Vec<GroupSums>> = HashMap::new();
+    let mut prev_slice_sums: HashMap<String, Vec<GroupSums>> = HashMap::new();
+    if let Some(a) = attr {
+        let d = a as i64 + 1;
+        let values: std::collections::BTreeSet<String> =
+            view.snap.cells.iter().map(|c| c.attrs[a].clone()).collect();
+        for v in values {
+            slice_sums.insert(v.clone(), rollups(&v, &sums[&d], &view));
+            if let Some((p, ps)) = prev.as_ref().and_then(|p| Some((p, p.sums.get(&d)?))) {
+                prev_slice_sums.insert(v.clone(), rollups(&v, ps, &p.view));
+            }
+        }
+    }
+    let prev_index = |g: &Group| -> Option<usize> {
+        let p = prev.as_ref()?;
+        match p.view.same_group(&view, g)? {
+            Group::Own(i) | Group::Rollup(i) | Group::Slice(i, _, _) => Some(i),
+        }
+    };
+    let prev_own: Option<Vec<GroupSums>> = prev.as_ref().map(|p| {
+        p.view
+            .snap
+            .tree
+            .ids
+            .iter()
+            .map(|id| {
+                p.sums[&0]
+                    .get(&(id.clone(), String::new()))
+                    .map(&headline_only)
+                    .unwrap_or_default()
+            })
+            .collect()
+    });
+    let summary = |g: &Group, cur: &GroupSums, prev_sums: Option<&GroupSums>| {
+        let basis = change_basis(&view, prev.as_ref(), g, prev_sums);
+        summary_pb(&view, Some(cur), g, &basis, &[], false)
+    };
+    let mut units = Vec::with_capacity(tree.len());
+    for u in 0..tree.len() {
+        let g_roll = Group::Rollup(u);
+        let g_own = Group::Own(u);
+        let pr = prev_index(&g_roll).and_then(|i| prev_roll.as_ref().map(|r| &r[i]));
+        let po = prev_index(&g_own).and_then(|i| prev_own.as_ref().map(|r| &r[i]));
+        let mut slices = Vec::new();
+        if let Some((a, plan)) = &view.slices {
+            for v in plan.values_of(u) {
+                let g = Group::Slice(u, *a, v.clone());
+                let cur = slice_sums.get(v).map(|s| &s[u]).unwrap_or(&EMPTY);
+                let ps = prev_index(&g).and_then(|i| prev_slice_sums.get(v).map(|s| &s[i]));
+                slices.push(pb::SliceSummary {
+                    value: v.clone(),
+                    summary: Some(summary(&g, cur, ps)),
+                });
+            }
+        }
+        units.push(pb::UnitResults {
+            org_unit_id: tree.ids[u].clone(),
+            parent_id: tree.parent[u]
+                .map(|p| tree.ids[p].clone())
+                .unwrap_or_default(),
+            name: view.snap.names[u].clone(),
+            depth: tree.depth[u],
+            with_descendants: Some(summary(&g_roll, &roll[u], pr)),
+            own: Some(summary(&g_own, &own[u], po)),
+            slices,
+        });
+    }
+    Ok(pb::GetResultsTreeResponse {
+        previous_cycle_id: view.cycle.previous_cycle_id.clone(),
+        units,
+    })
+}
