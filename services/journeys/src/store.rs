@@ -132,6 +132,19 @@ pub struct AssignmentFilter {
     pub active_at: Option<i64>,
 }
 
+/// What a create found or made.
+enum Created {
+    /// The same request was done before and made this resource.
+    Before(String),
+    /// Made now, with this id at this time (µs).
+    Now {
+        /// The new id.
+        id: String,
+        /// When.
+        at: i64,
+    },
+}
+
 fn to_json<T: Serialize>(t: &T) -> ApiResult<String> {
     serde_json::to_string(t).map_err(|e| ApiError::Internal(format!("encode: {e}")))
 }
@@ -245,6 +258,30 @@ impl Store {
         )
     }
 
+    /// The frame of every create: in one write transaction, a retry with the same request id
+    /// finds the first resource's id; otherwise `insert` writes the new resource under a
+    /// fresh id and time, and the request id is remembered with it.
+    async fn create_once(
+        &self,
+        tenant: &TenantId,
+        op: &str,
+        request_id: &str,
+        hash: &str,
+        insert: impl AsyncFnOnce(&DatabaseTransaction, &str, i64) -> ApiResult<()>,
+    ) -> ApiResult<Created> {
+        let txn = db::begin_write(&self.db).await?;
+        if let Some(id) = self.prior(&txn, tenant, op, request_id, hash).await? {
+            txn.commit().await?;
+            return Ok(Created::Before(id));
+        }
+        let id = db::new_id();
+        let now = db::now_micros();
+        insert(&txn, &id, now).await?;
+        idempotency::remember(&txn, IDEMPOTENCY, tenant, op, request_id, hash, &id).await?;
+        txn.commit().await?;
+        Ok(Created::Now { id, at: now })
+    }
+
     // ---- journeys ----
 
     /// Creates a journey (revision 1).
@@ -256,49 +293,35 @@ impl Store {
         doc: &JourneyDoc,
         by: &str,
     ) -> ApiResult<JourneyRow> {
-        let txn = db::begin_write(&self.db).await?;
-        if let Some(id) = self
-            .prior(&txn, tenant, "CreateJourney", request_id, hash)
+        let insert = async |txn: &DatabaseTransaction, id: &str, now: i64| {
+            txn.execute_raw(stmt(
+                self.backend(),
+                "INSERT INTO jr_journeys (tenant_id, id, revision, created_at) VALUES (?, ?, 1, ?)",
+                vec![tenant.as_str().into(), id.into(), now.into()],
+            ))
+            .await?;
+            let change = Change {
+                doc,
+                changes: &["created".into()],
+                by,
+                delete: false,
+            };
+            self.insert_revision(txn, tenant, id, 1, now, &change).await
+        };
+        match self
+            .create_once(tenant, "CreateJourney", request_id, hash, insert)
             .await?
         {
-            txn.commit().await?;
-            return self.get_journey(tenant, &id, None).await;
+            Created::Before(id) => self.get_journey(tenant, &id, None).await,
+            Created::Now { id, at } => Ok(JourneyRow {
+                id,
+                revision: 1,
+                doc: doc.clone(),
+                created_at: at,
+                changed_at: at,
+                changed_by: by.into(),
+            }),
         }
-        let id = db::new_id();
-        let now = db::now_micros();
-        txn.execute_raw(stmt(
-            self.backend(),
-            "INSERT INTO jr_journeys (tenant_id, id, revision, created_at) VALUES (?, ?, 1, ?)",
-            vec![tenant.as_str().into(), id.clone().into(), now.into()],
-        ))
-        .await?;
-        let change = Change {
-            doc,
-            changes: &["created".into()],
-            by,
-            delete: false,
-        };
-        self.insert_revision(&txn, tenant, &id, 1, now, &change)
-            .await?;
-        idempotency::remember(
-            &txn,
-            IDEMPOTENCY,
-            tenant,
-            "CreateJourney",
-            request_id,
-            hash,
-            &id,
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(JourneyRow {
-            id,
-            revision: 1,
-            doc: doc.clone(),
-            created_at: now,
-            changed_at: now,
-            changed_by: by.into(),
-        })
     }
 
     async fn insert_revision(
@@ -510,71 +533,62 @@ impl Store {
         hash: &str,
         a: &AssignmentRow,
     ) -> ApiResult<AssignmentRow> {
-        let txn = db::begin_write(&self.db).await?;
-        if let Some(id) = self
-            .prior(&txn, tenant, "CreateAssignment", request_id, hash)
-            .await?
-        {
-            txn.commit().await?;
-            return self.get_assignment(tenant, &id).await;
-        }
         let subject = a.subject.key();
-        if a.role.exclusive() {
-            self.lock(
-                &txn,
-                &format!("{}|{subject}|{}", tenant.as_str(), a.role as i32),
-            )
-            .await?;
-            let others = self
-                .assignments_where(
-                    &txn,
-                    tenant,
-                    "subject = ? AND role = ?",
-                    vec![subject.clone().into(), (a.role as i64).into()],
+        let insert = async |txn: &DatabaseTransaction, id: &str, now: i64| {
+            if a.role.exclusive() {
+                self.lock(
+                    txn,
+                    &format!("{}|{subject}|{}", tenant.as_str(), a.role as i32),
                 )
                 .await?;
-            if let Some(o) = others.iter().find(|o| o.span.overlaps(&a.span)) {
-                return Err(ApiError::invalid(
-                    "assignment.start_time",
-                    format!(
-                        "the period overlaps assignment {} of {} ({}); a role held by one at a time cannot overlap: end that one first",
-                        o.id, o.assignee_name, o.assignee_id
-                    ),
-                ));
+                let others = self
+                    .assignments_where(
+                        txn,
+                        tenant,
+                        "subject = ? AND role = ?",
+                        vec![subject.clone().into(), (a.role as i64).into()],
+                    )
+                    .await?;
+                if let Some(o) = others.iter().find(|o| o.span.overlaps(&a.span)) {
+                    return Err(ApiError::invalid(
+                        "assignment.start_time",
+                        format!(
+                            "the period overlaps assignment {} of {} ({}); a role held by one at a time cannot overlap: end that one first",
+                            o.id, o.assignee_name, o.assignee_id
+                        ),
+                    ));
+                }
             }
+            txn.execute_raw(stmt(
+                self.backend(),
+                &format!("INSERT INTO jr_assignments (tenant_id, {ASSIGNMENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                vec![
+                    tenant.as_str().into(),
+                    id.into(),
+                    subject.clone().into(),
+                    (a.role as i64).into(),
+                    a.assignee_kind.clone().into(),
+                    a.assignee_id.clone().into(),
+                    a.assignee_name.clone().into(),
+                    a.span.start.into(),
+                    a.span.end.into(),
+                    now.into(),
+                ],
+            ))
+            .await?;
+            Ok(())
+        };
+        match self
+            .create_once(tenant, "CreateAssignment", request_id, hash, insert)
+            .await?
+        {
+            Created::Before(id) => self.get_assignment(tenant, &id).await,
+            Created::Now { id, at } => Ok(AssignmentRow {
+                id,
+                created_at: at,
+                ..a.clone()
+            }),
         }
-        let mut row = a.clone();
-        row.id = db::new_id();
-        row.created_at = db::now_micros();
-        txn.execute_raw(stmt(
-            self.backend(),
-            &format!("INSERT INTO jr_assignments (tenant_id, {ASSIGNMENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-            vec![
-                tenant.as_str().into(),
-                row.id.clone().into(),
-                subject.into(),
-                (row.role as i64).into(),
-                row.assignee_kind.clone().into(),
-                row.assignee_id.clone().into(),
-                row.assignee_name.clone().into(),
-                row.span.start.into(),
-                row.span.end.into(),
-                row.created_at.into(),
-            ],
-        ))
-        .await?;
-        idempotency::remember(
-            &txn,
-            IDEMPOTENCY,
-            tenant,
-            "CreateAssignment",
-            request_id,
-            hash,
-            &row.id,
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(row)
     }
 
     async fn assignments_where<C: ConnectionTrait>(
@@ -717,46 +731,34 @@ impl Store {
         hash: &str,
         doc: &KpiDoc,
     ) -> ApiResult<KpiRow> {
-        let txn = db::begin_write(&self.db).await?;
-        if let Some(id) = self
-            .prior(&txn, tenant, "CreateKpi", request_id, hash)
+        let insert = async |txn: &DatabaseTransaction, id: &str, now: i64| {
+            txn.execute_raw(stmt(
+                self.backend(),
+                "INSERT INTO jr_kpis (tenant_id, id, subject, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                vec![
+                    tenant.as_str().into(),
+                    id.into(),
+                    doc.subject.key().into(),
+                    to_json(doc)?.into(),
+                    now.into(),
+                    now.into(),
+                ],
+            ))
+            .await?;
+            Ok(())
+        };
+        match self
+            .create_once(tenant, "CreateKpi", request_id, hash, insert)
             .await?
         {
-            txn.commit().await?;
-            return self.get_kpi(tenant, &id).await;
+            Created::Before(id) => self.get_kpi(tenant, &id).await,
+            Created::Now { id, at } => Ok(KpiRow {
+                id,
+                doc: doc.clone(),
+                created_at: at,
+                updated_at: at,
+            }),
         }
-        let id = db::new_id();
-        let now = db::now_micros();
-        txn.execute_raw(stmt(
-            self.backend(),
-            "INSERT INTO jr_kpis (tenant_id, id, subject, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            vec![
-                tenant.as_str().into(),
-                id.clone().into(),
-                doc.subject.key().into(),
-                to_json(doc)?.into(),
-                now.into(),
-                now.into(),
-            ],
-        ))
-        .await?;
-        idempotency::remember(
-            &txn,
-            IDEMPOTENCY,
-            tenant,
-            "CreateKpi",
-            request_id,
-            hash,
-            &id,
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(KpiRow {
-            id,
-            doc: doc.clone(),
-            created_at: now,
-            updated_at: now,
-        })
     }
 
     /// A live KPI.
@@ -884,48 +886,36 @@ impl Store {
         hash: &str,
         doc: &ItemDoc,
     ) -> ApiResult<ItemRow> {
-        let txn = db::begin_write(&self.db).await?;
-        if let Some(id) = self
-            .prior(&txn, tenant, "CreateBacklogItem", request_id, hash)
+        let insert = async |txn: &DatabaseTransaction, id: &str, now: i64| {
+            txn.execute_raw(stmt(
+                self.backend(),
+                "INSERT INTO jr_backlog_items (tenant_id, id, status, planned_period, priority, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                vec![
+                    tenant.as_str().into(),
+                    id.into(),
+                    i64::from(doc.status().code()).into(),
+                    doc.planned_period.clone().into(),
+                    doc.priority().into(),
+                    to_json(doc)?.into(),
+                    now.into(),
+                    now.into(),
+                ],
+            ))
+            .await?;
+            Ok(())
+        };
+        match self
+            .create_once(tenant, "CreateBacklogItem", request_id, hash, insert)
             .await?
         {
-            txn.commit().await?;
-            return self.get_item(tenant, &id).await;
+            Created::Before(id) => self.get_item(tenant, &id).await,
+            Created::Now { id, at } => Ok(ItemRow {
+                id,
+                doc: doc.clone(),
+                created_at: at,
+                updated_at: at,
+            }),
         }
-        let id = db::new_id();
-        let now = db::now_micros();
-        txn.execute_raw(stmt(
-            self.backend(),
-            "INSERT INTO jr_backlog_items (tenant_id, id, status, planned_period, priority, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                tenant.as_str().into(),
-                id.clone().into(),
-                i64::from(doc.status().code()).into(),
-                doc.planned_period.clone().into(),
-                doc.priority().into(),
-                to_json(doc)?.into(),
-                now.into(),
-                now.into(),
-            ],
-        ))
-        .await?;
-        idempotency::remember(
-            &txn,
-            IDEMPOTENCY,
-            tenant,
-            "CreateBacklogItem",
-            request_id,
-            hash,
-            &id,
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(ItemRow {
-            id,
-            doc: doc.clone(),
-            created_at: now,
-            updated_at: now,
-        })
     }
 
     async fn items_where(
