@@ -134,6 +134,15 @@ pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
+/// A stored time as a protobuf timestamp, for answers.
+pub fn timestamp(us: i64) -> prost_types::Timestamp {
+    let t = from_micros(us);
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
 /// The current time as stored.
 pub fn now_micros() -> i64 {
     micros(chrono::Utc::now())

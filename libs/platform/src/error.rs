@@ -184,3 +184,16 @@ impl Violations {
         }
     }
 }
+
+/// Adds a violation when `s` is not `min..=max` characters long (the message says "at most"
+/// when empty is allowed).
+pub fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) {
+    let n = s.chars().count();
+    if n < min || n > max {
+        if min == 0 {
+            v.add(field, format!("must be at most {max} characters"));
+        } else {
+            v.add(field, format!("must be {min}-{max} characters"));
+        }
+    }
+}

@@ -114,6 +114,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `page_size` and `page_token` of a list request's paging (zero and empty when unset).
+pub fn request_args(p: Option<&cxloop_proto::common::v1::PageRequest>) -> (i32, &str) {
+    p.map_or((0, ""), |p| (p.page_size, p.page_token.as_str()))
+}
+
+/// Cuts the extra row a list query reads to tell whether another page exists, and makes the
+/// next page's token from the last row's key.
+pub fn finish_page<T>(
+    pages: &PageSigner,
+    tenant: &TenantId,
+    filters: &str,
+    page: &Page,
+    mut rows: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, cxloop_proto::common::v1::PageResponse) {
+    let more = rows.len() as u64 > page.size;
+    rows.truncate(page.size as usize);
+    let next_page_token = match (more, rows.last()) {
+        (true, Some(last)) => pages.token(tenant, filters, &key(last)),
+        _ => String::new(),
+    };
+    (
+        rows,
+        cxloop_proto::common::v1::PageResponse { next_page_token },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,9 @@
 //! values once, check the caller's permission, call the store or the report, encode the
 //! answer. No call returns an individual answer: the store keeps none.
 
-use cxloop_platform::error::{ApiError, ApiResult, Violations};
+use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len};
 use cxloop_platform::idempotency;
-use cxloop_platform::paging::{Page, PageSigner};
+use cxloop_platform::paging::{PageSigner, finish_page, request_args as page_args};
 use cxloop_platform::{Caller, Permission, TenantId};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::employee::v1 as pb;
@@ -53,44 +53,12 @@ fn to_micros(t: &prost_types::Timestamp) -> Option<i64> {
     chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).map(|d| d.timestamp_micros())
 }
 
-fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) {
-    let n = s.chars().count();
-    if n < min || n > max {
-        if min == 0 {
-            v.add(field, format!("must be at most {max} characters"));
-        } else {
-            v.add(field, format!("must be {min}-{max} characters"));
-        }
-    }
-}
-
 fn check_id(v: &mut Violations, field: &str, s: &str) {
     if s.is_empty() {
         v.add(field, "is required");
     } else if s.len() > 128 {
         v.add(field, "must be at most 128 characters");
     }
-}
-
-fn page_args(p: Option<&common::PageRequest>) -> (i32, &str) {
-    p.map_or((0, ""), |p| (p.page_size, p.page_token.as_str()))
-}
-
-fn finish_page<T>(
-    pages: &PageSigner,
-    tenant: &TenantId,
-    filters: &str,
-    page: &Page,
-    mut rows: Vec<T>,
-    key: impl Fn(&T) -> String,
-) -> (Vec<T>, common::PageResponse) {
-    let more = rows.len() as u64 > page.size;
-    rows.truncate(page.size as usize);
-    let next_page_token = match (more, rows.last()) {
-        (true, Some(last)) => pages.token(tenant, filters, &key(last)),
-        _ => String::new(),
-    };
-    (rows, common::PageResponse { next_page_token })
 }
 
 fn sync_results_pb(rows: Vec<RowResult>, ext: &[String]) -> Vec<pb::SyncResult> {

@@ -440,14 +440,7 @@ pub fn plan_pb(p: &ActionPlanRow) -> pb::ActionPlan {
     }
 }
 
-/// A stored time on the wire.
-pub fn ts(us: i64) -> prost_types::Timestamp {
-    let t = cxloop_platform::db::from_micros(us);
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+pub use cxloop_platform::db::timestamp as ts;
 
 /// Loads the previous cycle of `cur` for these dimensions, if it has one.
 pub async fn load_previous(

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use cxloop_metrics::Histogram;
-use cxloop_platform::error::{ApiError, ApiResult, Violations};
+use cxloop_platform::db::timestamp as ts;
+use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len};
 use cxloop_platform::idempotency;
-use cxloop_platform::paging::{Page, PageSigner};
+use cxloop_platform::paging::{PageSigner, finish_page, request_args as page_args};
 use cxloop_platform::period::{self, BucketSize, Range};
 use cxloop_platform::{Caller, Permission, TenantId};
 use cxloop_proto::common::v1 as common;
@@ -57,30 +58,11 @@ fn auth<T>(req: &Request<T>, p: Permission) -> Result<TenantId, Status> {
     Ok(caller.tenant)
 }
 
-fn ts(us: i64) -> prost_types::Timestamp {
-    let t = cxloop_platform::db::from_micros(us);
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
 fn to_utc(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return None;
     }
     chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
-}
-
-fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) {
-    let n = s.chars().count();
-    if n < min || n > max {
-        if min == 0 {
-            v.add(field, format!("must be at most {max} characters"));
-        } else {
-            v.add(field, format!("must be {min}-{max} characters"));
-        }
-    }
 }
 
 fn parse_channel(v: &mut Violations, field: &str, code: i32, allow_all: bool) -> i32 {
@@ -95,28 +77,6 @@ fn parse_channel(v: &mut Violations, field: &str, code: i32, allow_all: bool) ->
         }
         Ok(c) => c as i32,
     }
-}
-
-fn page_args(p: Option<&common::PageRequest>) -> (i32, &str) {
-    p.map_or((0, ""), |p| (p.page_size, p.page_token.as_str()))
-}
-
-/// Cuts the extra row that tells whether another page exists, and makes its token.
-fn finish_page<T>(
-    pages: &PageSigner,
-    tenant: &TenantId,
-    filters: &str,
-    page: &Page,
-    mut rows: Vec<T>,
-    key: impl Fn(&T) -> String,
-) -> (Vec<T>, common::PageResponse) {
-    let more = rows.len() as u64 > page.size;
-    rows.truncate(page.size as usize);
-    let next_page_token = match (more, rows.last()) {
-        (true, Some(last)) => pages.token(tenant, filters, &key(last)),
-        _ => String::new(),
-    };
-    (rows, common::PageResponse { next_page_token })
 }
 
 fn parse_range(v: &mut Violations, field: &str, p: Option<&common::Period>) -> Option<Range> {

@@ -14,14 +14,7 @@ use crate::domain::map::{JourneyDoc, Needs, PainPointDoc, StageDoc, StageInput};
 use crate::domain::ownership::Span;
 use crate::store::{AssignmentRow, ItemRow, JourneyRow, KpiRow, RevisionRow};
 
-/// A timestamp from microseconds.
-pub fn ts(us: i64) -> prost_types::Timestamp {
-    let t = from_micros(us);
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+pub use cxloop_platform::db::timestamp as ts;
 
 /// Microseconds from a timestamp; a violation when it is out of range.
 pub fn parse_ts(v: &mut Violations, field: &str, t: &prost_types::Timestamp) -> Option<i64> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cxloop_platform::db::{self, micros};
 use cxloop_platform::error::{ApiError, ApiResult, Violations};
 use cxloop_platform::idempotency;
-use cxloop_platform::paging::{Page, PageSigner};
+use cxloop_platform::paging::{Page, PageSigner, finish_page, request_args as page_of};
 use cxloop_platform::period::{self, Range};
 use cxloop_platform::{Caller, Permission, TenantId};
 use cxloop_proto::common::v1 as common;
@@ -54,28 +54,6 @@ fn caller<T>(req: &Request<T>, p: Permission) -> Result<Caller, Status> {
     let c = Caller::of(req)?;
     c.require(p)?;
     Ok(c)
-}
-
-fn page_of(p: Option<&common::PageRequest>) -> (i32, &str) {
-    p.map_or((0, ""), |p| (p.page_size, p.page_token.as_str()))
-}
-
-/// Cuts the extra row that tells whether another page exists, and makes its token.
-fn finish_page<T>(
-    pages: &PageSigner,
-    tenant: &TenantId,
-    filters: &str,
-    page: &Page,
-    mut rows: Vec<T>,
-    key: impl Fn(&T) -> String,
-) -> (Vec<T>, common::PageResponse) {
-    let more = rows.len() as u64 > page.size;
-    rows.truncate(page.size as usize);
-    let next_page_token = match (more, rows.last()) {
-        (true, Some(last)) => pages.token(tenant, filters, &key(last)),
-        _ => String::new(),
-    };
-    (rows, common::PageResponse { next_page_token })
 }
 
 fn mask(v: &mut Violations, m: Option<&prost_types::FieldMask>, allowed: &[&str]) -> Vec<String> {

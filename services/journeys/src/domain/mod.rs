@@ -68,23 +68,7 @@ impl Subject {
     }
 }
 
-/// Checks a text's length in characters.
-pub fn check_len(
-    v: &mut cxloop_platform::Violations,
-    field: &str,
-    s: &str,
-    min: usize,
-    max: usize,
-) {
-    let n = s.chars().count();
-    if n < min || n > max {
-        if min == 0 {
-            v.add(field, format!("must be at most {max} characters"));
-        } else {
-            v.add(field, format!("must be {min}-{max} characters"));
-        }
-    }
-}
+pub use cxloop_platform::error::check_len;
 
 #[cfg(test)]
 mod tests {
