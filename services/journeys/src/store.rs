@@ -359,7 +359,7 @@ impl Store {
         id: &str,
         as_of: Option<i64>,
     ) -> ApiResult<JourneyRow> {
-        let (sql, mut values): (String, Vec<Value>) = match as_of {
+        let (sql, values): (String, Vec<Value>) = match as_of {
             None => (
                 format!(
                     "SELECT {JOURNEY_COLS} FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id AND r.revision = j.revision WHERE j.tenant_id = ? AND j.id = ? AND j.deleted_at IS NULL"
@@ -375,7 +375,7 @@ impl Store {
         };
         let row = self
             .db
-            .query_one_raw(stmt(self.backend(), &sql, std::mem::take(&mut values)))
+            .query_one_raw(stmt(self.backend(), &sql, values))
             .await?
             .ok_or_else(|| ApiError::not_found(JOURNEY, id))?;
         if as_of.is_some() && row.try_get_by_index::<i64>(6)? != 0 {
@@ -423,11 +423,10 @@ impl Store {
     pub async fn update_journey(
         &self,
         tenant: &TenantId,
-        id: &str,
-        base: i64,
+        current: &JourneyRow,
         change: &Change<'_>,
     ) -> ApiResult<JourneyRow> {
-        let delete = change.delete;
+        let (id, base, delete) = (current.id.as_str(), current.revision, change.delete);
         let txn = db::begin_write(&self.db).await?;
         let now = db::now_micros();
         let res = txn
@@ -457,22 +456,11 @@ impl Store {
         self.insert_revision(&txn, tenant, id, base + 1, now, change)
             .await?;
         txn.commit().await?;
-        let created_at = self
-            .db
-            .query_one_raw(stmt(
-                self.backend(),
-                "SELECT created_at FROM jr_journeys WHERE tenant_id = ? AND id = ?",
-                vec![tenant.as_str().into(), id.into()],
-            ))
-            .await?
-            .map(|r| r.try_get_by_index::<i64>(0))
-            .transpose()?
-            .unwrap_or(now);
         Ok(JourneyRow {
             id: id.into(),
             revision: base + 1,
             doc: change.doc.clone(),
-            created_at,
+            created_at: current.created_at,
             changed_at: now,
             changed_by: change.by.into(),
         })
@@ -653,6 +641,16 @@ impl Store {
             .query_all_raw(stmt(self.backend(), &sql, values))
             .await?;
         rows.iter().map(assignment_row).collect()
+    }
+
+    /// Every assignment of one person or team, by start.
+    pub async fn assignments_of_assignee(
+        &self,
+        tenant: &TenantId,
+        assignee: &str,
+    ) -> ApiResult<Vec<AssignmentRow>> {
+        self.assignments_where(&self.db, tenant, "assignee_id = ?", vec![assignee.into()])
+            .await
     }
 
     /// Every assignment of the tenant, by start.

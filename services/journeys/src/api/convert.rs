@@ -519,7 +519,7 @@ fn stored_comparison_pb(c: &ComparisonDoc, method: i32) -> common::Comparison {
 }
 
 /// The interval method a metric's estimates use.
-pub fn method_of(metric: i32) -> i32 {
+fn method_of(metric: i32) -> i32 {
     use cxloop_metrics::SurveyMetric::*;
     (match cxloop_metrics::SurveyMetric::from_code(metric) {
         Some(Nps) => common::IntervalMethod::Wald,
@@ -529,19 +529,19 @@ pub fn method_of(metric: i32) -> i32 {
     }) as i32
 }
 
-fn effect_pb(e: &Effect, metric: i32) -> pb::MeasuredEffect {
+fn effect_pb(e: &Effect) -> pb::MeasuredEffect {
     pb::MeasuredEffect {
         kpi_id: e.kpi_id.clone(),
         before: Some(range_pb(range_us(e.before.0, e.before.1))),
         after: Some(range_pb(range_us(e.after.0, e.after.1))),
-        comparison: Some(stored_comparison_pb(&e.comparison, method_of(metric))),
+        comparison: Some(stored_comparison_pb(&e.comparison, method_of(e.metric))),
         improved: e.improved,
         measure_time: Some(ts(e.at)),
     }
 }
 
-/// An item on the wire; `metric` is its KPI's metric (for the effect's interval method).
-pub fn item_pb(r: &ItemRow, metric: i32) -> pb::BacklogItem {
+/// An item on the wire.
+pub fn item_pb(r: &ItemRow) -> pb::BacklogItem {
     let d = &r.doc;
     pb::BacklogItem {
         id: r.id.clone(),
@@ -573,7 +573,7 @@ pub fn item_pb(r: &ItemRow, metric: i32) -> pb::BacklogItem {
             .collect(),
         planned_period: d.planned_period.clone(),
         spent_days: d.spent_days,
-        effect: d.effect.as_ref().map(|e| effect_pb(e, metric)),
+        effect: d.effect.as_ref().map(effect_pb),
         create_time: Some(ts(r.created_at)),
         update_time: Some(ts(r.updated_at)),
     }

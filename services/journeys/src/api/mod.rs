@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cxloop_platform::db::{self, micros};
 use cxloop_platform::error::{ApiError, ApiResult, Violations};
 use cxloop_platform::idempotency;
-use cxloop_platform::paging::{Page, PageSigner, finish_page, request_args as page_of};
+use cxloop_platform::paging::{PageSigner, finish_page, request_args as page_of};
 use cxloop_platform::period::{self, Range};
 use cxloop_platform::{Caller, Permission, TenantId};
 use cxloop_proto::common::v1 as common;
@@ -160,18 +160,6 @@ impl JourneyApi {
         }
     }
 
-    async fn item_out(&self, tenant: &TenantId, r: &ItemRow) -> pb::BacklogItem {
-        let metric = if r.doc.kpi_id.is_empty() {
-            0
-        } else {
-            self.store
-                .get_kpi(tenant, &r.doc.kpi_id)
-                .await
-                .map_or(0, |k| k.doc.metric)
-        };
-        item_pb(r, metric)
-    }
-
     async fn capacity_report(
         &self,
         tenant: &TenantId,
@@ -230,7 +218,7 @@ impl JourneyApi {
             delete,
         };
         self.store
-            .update_journey(&caller.tenant, &current.id, current.revision, &change)
+            .update_journey(&caller.tenant, current, &change)
             .await
     }
 }
@@ -814,7 +802,7 @@ impl JourneyService for JourneyApi {
             .create_item(&c.tenant, &request_id.unwrap_or_default(), &hash, &doc)
             .await?;
         Ok(Response::new(pb::CreateBacklogItemResponse {
-            item: Some(self.item_out(&c.tenant, &row).await),
+            item: Some(item_pb(&row)),
         }))
     }
 
@@ -825,7 +813,7 @@ impl JourneyService for JourneyApi {
         let c = caller(&req, Permission::JourneysRead)?;
         let row = self.store.get_item(&c.tenant, &req.get_ref().id).await?;
         Ok(Response::new(pb::GetBacklogItemResponse {
-            item: Some(self.item_out(&c.tenant, &row).await),
+            item: Some(item_pb(&row)),
         }))
     }
 
@@ -861,12 +849,8 @@ impl JourneyService for JourneyApi {
         let (rows, page) = finish_page(&self.pages, &c.tenant, &filters, &page, rows, |i| {
             crate::store::item_page_key(i.doc.priority(), &i.id)
         });
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            items.push(self.item_out(&c.tenant, row).await);
-        }
         Ok(Response::new(pb::ListBacklogItemsResponse {
-            items,
+            items: rows.iter().map(item_pb).collect(),
             page: Some(page),
         }))
     }
@@ -933,7 +917,7 @@ impl JourneyService for JourneyApi {
             .update_item(&c.tenant, &i.id, current.updated_at, &d)
             .await?;
         Ok(Response::new(pb::UpdateBacklogItemResponse {
-            item: Some(self.item_out(&c.tenant, &row).await),
+            item: Some(item_pb(&row)),
         }))
     }
 
@@ -976,7 +960,7 @@ impl JourneyService for JourneyApi {
             .update_item(&c.tenant, &r.id, current.updated_at, &d)
             .await?;
         Ok(Response::new(pb::TransitionBacklogItemResponse {
-            item: Some(self.item_out(&c.tenant, &row).await),
+            item: Some(item_pb(&row)),
         }))
     }
 
@@ -1002,7 +986,7 @@ impl JourneyService for JourneyApi {
             .measure_effect(&c, item, before.map(|b| b.0), after.map(|a| a.0))
             .await?;
         Ok(Response::new(pb::MeasureBacklogItemEffectResponse {
-            item: Some(self.item_out(&c.tenant, &row).await),
+            item: Some(item_pb(&row)),
         }))
     }
 
@@ -1224,17 +1208,7 @@ impl JourneyApi {
         let (from, to) = (micros(range.start), micros(range.end));
         let owned: Vec<AssignmentRow> = self
             .store
-            .list_assignments(
-                &c.tenant,
-                &AssignmentFilter {
-                    assignee: Some(assignee.into()),
-                    ..Default::default()
-                },
-                &Page {
-                    size: 100_000,
-                    after: None,
-                },
-            )
+            .assignments_of_assignee(&c.tenant, assignee)
             .await?
             .into_iter()
             .filter(|a| matches!(a.role, OwnerRole::JourneyOwner | OwnerRole::TouchpointOwner))
@@ -1367,6 +1341,7 @@ impl JourneyApi {
         let mut doc = item.doc.clone();
         doc.effect = Some(Effect {
             kpi_id: kpi.id.clone(),
+            metric: kpi.doc.metric,
             before: (micros(before.start), micros(before.end)),
             after: (micros(after.start), micros(after.end)),
             comparison: comparison_doc(&cmp),

@@ -85,6 +85,9 @@ pub struct StatusChange {
 pub struct Effect {
     /// The KPI.
     pub kpi_id: String,
+    /// The KPI's metric at measurement (wire value of `cxloop.feedback.v1.Metric`), which
+    /// decides the interval method shown with the stored comparison.
+    pub metric: i32,
     /// Before period [start, end) µs.
     pub before: (i64, i64),
     /// After period [start, end) µs.
