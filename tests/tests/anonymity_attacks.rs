@@ -375,27 +375,92 @@ async fn the_same_unit_across_cycles_does_not_reveal_one_newcomer() {
             .result
             .unwrap()
     };
+    // u itself is hidden: its figures in both cycles would differ by the newcomer.
     let u = results(&mut admin, &c2.id, &o.ids[1], true, None).await;
-    assert_eq!(hidden(&u), None);
-    match change_of(&u) {
-        pb::change::Result::Suppressed(s) => {
-            assert_eq!(s.reason(), pb::SuppressionReason::MembershipChangeTooSmall)
-        }
-        pb::change::Result::Comparison(c) => panic!("the newcomer's effect was shown: {c:?}"),
-    }
-    // Every change figure of the group is withheld, not only the headline.
-    let m1 = u.questions.iter().find(|q| q.question_key == "m1").unwrap();
-    assert!(matches!(
-        m1.favourable_change.as_ref().unwrap().result,
-        Some(pb::change::Result::Suppressed(_))
-    ));
-    // v has the same ten people, w changed by ten, the root by eleven: their changes show.
-    for unit in [0, 2, 3] {
+    assert_eq!(
+        hidden(&u),
+        Some(pb::SuppressionReason::MembershipChangeTooSmall)
+    );
+    // And it cannot be computed as root − v − w: w is hidden with it (u + w changed by 11
+    // people), not v (u + v would still differ by the one newcomer).
+    let w = results(&mut admin, &c2.id, &o.ids[3], true, None).await;
+    assert_eq!(hidden(&w), Some(pb::SuppressionReason::ProtectsOtherGroup));
+    // v has the same ten people, the root changed by eleven: both show, with their change.
+    for unit in [0, 2] {
         let r = results(&mut admin, &c2.id, &o.ids[unit], true, None).await;
+        assert_eq!(hidden(&r), None, "unit {unit}");
         assert!(
             matches!(change_of(&r), pb::change::Result::Comparison(_)),
             "unit {unit}"
         );
+    }
+    // The tree says the same for every unit.
+    let tree = admin
+        .get_results_tree(pb::GetResultsTreeRequest {
+            cycle_id: c2.id.clone(),
+            breakdown_attribute: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<bool> = tree
+        .units
+        .iter()
+        .map(|u| {
+            u.with_descendants
+                .as_ref()
+                .unwrap()
+                .suppressed
+                .is_none()
+        })
+        .collect();
+    assert_eq!(shown, [true, false, true, false]);
+    // In the first cycle (no previous one) everything shows.
+    for unit in 0..4 {
+        let r = results(&mut admin, &c1.id, &o.ids[unit], true, None).await;
+        assert_eq!(hidden(&r), None, "unit {unit}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn people_moving_between_teams_do_not_reveal_them() {
+    let app = spawn().await;
+    // a and b, ten each. In the second cycle one person of a has moved to b: each team
+    // changed by one person, the two together by nobody.
+    let o = org(
+        &app,
+        &[("root", ""), ("a", "root"), ("b", "root"), ("c", "root")],
+        &[
+            ("a", "a", 10, "t"),
+            ("b", "b", 10, "t"),
+            ("c", "c", 10, "t"),
+        ],
+    )
+    .await;
+    let mut admin = app.ex(&o.t, &["admin"]).await;
+    let c1 = launch(&mut admin, &o.survey, &o.ids[0], "", "c1").await;
+    for p in ["a", "b", "c"] {
+        answer_all(&app, &o.t, &c1.id, &names(p, 0..10), [3, 3, 3, 3, 7]).await;
+    }
+    let mut hr = app.ex(&o.t, &["hr"]).await;
+    crowds(&mut hr, &[("a0".into(), "b".into(), "t".into())]).await;
+    let c2 = launch(&mut admin, &o.survey, &o.ids[0], &c1.id, "c2").await;
+    for p in ["a", "b", "c"] {
+        answer_all(&app, &o.t, &c2.id, &names(p, 0..10), [4, 4, 4, 4, 9]).await;
+    }
+    for unit in [1, 2] {
+        let r = results(&mut admin, &c2.id, &o.ids[unit], true, None).await;
+        assert_eq!(
+            hidden(&r),
+            Some(pb::SuppressionReason::MembershipChangeTooSmall),
+            "unit {unit}"
+        );
+    }
+    // a + b together are the same twenty people: c and the root show.
+    for unit in [0, 3] {
+        let r = results(&mut admin, &c2.id, &o.ids[unit], true, None).await;
+        assert_eq!(hidden(&r), None, "unit {unit}");
     }
     app.stop().await;
 }

@@ -11,7 +11,7 @@ use cxloop_platform::error::{ApiError, ApiResult};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::employee::v1 as pb;
 
-use crate::domain::anonymity::{self, Hidden, SlicePlan, TreePlan};
+use crate::domain::anonymity::{self, Cut, Hidden, Movers, SlicePlan, TreePlan};
 use crate::domain::results::{self, GroupSums};
 use crate::domain::{COMMENTS_MIN, IMPACT_MIN, RESPONDENTS, SurveyDef};
 use crate::store::cycles::{CycleRow, Respondents, Snapshot, state};
@@ -42,6 +42,8 @@ pub struct CycleView {
     pub plan: TreePlan,
     /// Slice decisions of the attribute asked for, if any.
     pub slices: Option<(usize, SlicePlan)>,
+    /// Respondents who differ from the previous cycle's (None without a previous cycle).
+    pub movers: Option<Arc<Movers>>,
 }
 
 impl CycleView {
@@ -68,9 +70,17 @@ impl CycleView {
             answered[c.unit] += c.answered;
             invited[c.unit] += c.invited;
         }
-        let plan =
-            anonymity::plan_tree(&snap.tree, &answered, &invited, u64::from(cycle.threshold));
-        let slices = attr.map(|a| (a, anonymity::plan_slices(&snap.tree, &plan, &snap.cells, a)));
+        let movers = cache.movers(store, tenant, &cycle, version, &snap).await?;
+        let m = movers.as_deref();
+        let plan = anonymity::plan_tree(
+            &snap.tree,
+            &answered,
+            &invited,
+            u64::from(cycle.threshold),
+            m,
+        );
+        let slices =
+            attr.map(|a| (a, anonymity::plan_slices(&snap.tree, &plan, &snap.cells, a, m)));
         Ok(Self {
             cycle,
             survey,
@@ -78,6 +88,7 @@ impl CycleView {
             version,
             plan,
             slices,
+            movers,
         })
     }
 
@@ -116,6 +127,23 @@ impl CycleView {
         }
     }
 
+    /// The group as a set of people, and its attribute.
+    fn cut(g: &Group) -> (usize, Cut) {
+        match g {
+            Group::Own(u) => (0, Cut::Own(*u)),
+            Group::Rollup(u) => (0, Cut::Rollup(*u)),
+            Group::Slice(u, a, v) => (*a, Cut::Slice(*u, v.clone())),
+        }
+    }
+
+    /// How many respondents the group changed by since the previous cycle.
+    fn respondent_change(&self, g: &Group) -> u64 {
+        let (attr, cut) = Self::cut(g);
+        self.movers
+            .as_ref()
+            .map_or(0, |m| m.delta(&self.snap.tree, attr, &[cut]))
+    }
+
     /// The unit indexes whose own sums make up a group.
     fn units_of(&self, g: &Group) -> Vec<usize> {
         match g {
@@ -151,97 +179,12 @@ pub fn dim_of(g: &Group) -> i64 {
     }
 }
 
-/// How many respondents each group's respondent set changed by between two cycles.
-#[derive(Debug, Default)]
-pub struct MembershipChange {
-    rollup: HashMap<String, u64>,
-    own: HashMap<String, u64>,
-    slice: HashMap<(String, String), u64>,
-}
-
-impl MembershipChange {
-    /// Counts, per group, the people who answered in one cycle's group but not in the
-    /// other's (symmetric difference), from both cycles' respondents and trees.
-    pub fn between(
-        prev: &CycleView,
-        prev_resp: &[(String, String, [String; 3])],
-        cur: &CycleView,
-        cur_resp: &[(String, String, [String; 3])],
-        attr: Option<usize>,
-    ) -> Self {
-        type Keys = (Vec<String>, String, Vec<(String, String)>);
-        let keys = |view: &CycleView, unit: &str, attrs: &[String; 3]| -> Keys {
-            let anc: Vec<String> = view
-                .snap
-                .tree
-                .index_of(unit)
-                .map(|u| {
-                    view.snap
-                        .tree
-                        .ancestors_or_self(u)
-                        .map(|a| view.snap.tree.ids[a].clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let slices = attr
-                .map(|a| anc.iter().map(|u| (u.clone(), attrs[a].clone())).collect())
-                .unwrap_or_default();
-            (anc, unit.to_owned(), slices)
-        };
-        let mut by_person: HashMap<&str, (Option<Keys>, Option<Keys>)> = HashMap::new();
-        for (e, u, a) in prev_resp {
-            by_person.entry(e.as_str()).or_default().0 = Some(keys(prev, u, a));
-        }
-        for (e, u, a) in cur_resp {
-            by_person.entry(e.as_str()).or_default().1 = Some(keys(cur, u, a));
-        }
-        let mut out = MembershipChange::default();
-        for (p, c) in by_person.values() {
-            let empty: Keys = (Vec::new(), String::new(), Vec::new());
-            let (p, c) = (p.as_ref().unwrap_or(&empty), c.as_ref().unwrap_or(&empty));
-            for u in
-                p.0.iter()
-                    .filter(|u| !c.0.contains(u))
-                    .chain(c.0.iter().filter(|u| !p.0.contains(u)))
-            {
-                *out.rollup.entry(u.clone()).or_default() += 1;
-            }
-            if p.1 != c.1 {
-                for u in [&p.1, &c.1] {
-                    if !u.is_empty() {
-                        *out.own.entry(u.clone()).or_default() += 1;
-                    }
-                }
-            }
-            for s in
-                p.2.iter()
-                    .filter(|s| !c.2.contains(s))
-                    .chain(c.2.iter().filter(|s| !p.2.contains(s)))
-            {
-                *out.slice.entry(s.clone()).or_default() += 1;
-            }
-        }
-        out
-    }
-
-    fn of(&self, view: &CycleView, g: &Group) -> u64 {
-        let id = |u: usize| view.snap.tree.ids[u].clone();
-        match g {
-            Group::Own(u) => self.own.get(&id(*u)).copied().unwrap_or(0),
-            Group::Rollup(u) => self.rollup.get(&id(*u)).copied().unwrap_or(0),
-            Group::Slice(u, _, v) => self.slice.get(&(id(*u), v.clone())).copied().unwrap_or(0),
-        }
-    }
-}
-
 /// The previous cycle of a view, loaded for comparisons.
 pub struct Previous {
     /// The previous cycle's view.
     pub view: CycleView,
     /// Its sums by dimension.
     pub sums: HashMap<i64, Arc<UnitSums>>,
-    /// Respondent changes per group.
-    pub change: Arc<MembershipChange>,
 }
 
 /// Whether and against what a group's change can be shown.
@@ -276,9 +219,10 @@ pub fn change_basis<'a>(
             prev.view.cycle.threshold,
         );
     }
-    let delta = prev.change.of(cur, g);
+    let delta = cur.respondent_change(g);
     if delta > 0 && delta < u64::from(k) {
-        // The change would be the answers of the few who joined or left.
+        // The change would be the answers of the few who joined or left. (R5 already hides
+        // such a group; this keeps the change withheld should that rule ever be relaxed.)
         return ChangeBasis::Hidden(pb::SuppressionReason::MembershipChangeTooSmall, k);
     }
     match prev_sums {
@@ -295,6 +239,7 @@ pub fn reason_pb(h: Hidden) -> pb::SuppressionReason {
         Hidden::Protects => pb::SuppressionReason::ProtectsOtherGroup,
         Hidden::EnclosingHidden => pb::SuppressionReason::EnclosingGroupHidden,
         Hidden::Difference => pb::SuppressionReason::DifferenceTooSmall,
+        Hidden::MembershipChange => pb::SuppressionReason::MembershipChangeTooSmall,
     }
 }
 
@@ -462,8 +407,7 @@ pub async fn load_previous(
     for d in dims {
         sums.insert(*d, cache.sums(store, tenant, &view, *d).await?);
     }
-    let change = cache.change(store, tenant, &view, cur, attr).await?;
-    Ok(Some(Previous { view, sums, change }))
+    Ok(Some(Previous { view, sums }))
 }
 
 /// Which data of a cycle a cache entry was built from: answered participants and erased
@@ -476,7 +420,8 @@ struct CycleData {
     snap: Arc<Snapshot>,
     respondents: Option<Arc<Respondents>>,
     sums: HashMap<i64, Arc<UnitSums>>,
-    changes: HashMap<(String, Version, Option<usize>), Arc<MembershipChange>>,
+    /// Movers against a previous cycle, by (previous cycle id, its version).
+    movers: HashMap<(String, Version), Arc<Movers>>,
 }
 
 /// Per-process cache of the parts of results that only change when someone answers or is
@@ -533,7 +478,7 @@ impl ResultsCache {
                     snap: snap.clone(),
                     respondents: None,
                     sums: HashMap::new(),
-                    changes: HashMap::new(),
+                    movers: HashMap::new(),
                 },
             );
         });
@@ -569,54 +514,62 @@ impl ResultsCache {
         &self,
         store: &Store,
         tenant: &TenantId,
-        view: &CycleView,
+        cycle_id: &str,
+        version: Version,
     ) -> ApiResult<Arc<Respondents>> {
-        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
+        let key = (tenant.as_str().to_owned(), cycle_id.to_owned());
         if let Some(r) = self.with(|m| {
             m.get(&key)
-                .filter(|d| d.version == view.version)
+                .filter(|d| d.version == version)
                 .and_then(|d| d.respondents.clone())
         }) {
             return Ok(r);
         }
-        let r = Arc::new(store.respondents(tenant, &view.cycle.id).await?);
+        let r = Arc::new(store.respondents(tenant, cycle_id).await?);
         self.with(|m| {
-            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == version) {
                 d.respondents = Some(r.clone());
             }
         });
         Ok(r)
     }
 
-    /// The respondent changes between `prev` and `cur`.
-    async fn change(
+    /// The respondents of `cycle` (at `version`, with launch snapshot `snap`) who differ from
+    /// its previous cycle's; None when it names no previous cycle.
+    async fn movers(
         &self,
         store: &Store,
         tenant: &TenantId,
-        prev: &CycleView,
-        cur: &CycleView,
-        attr: Option<usize>,
-    ) -> ApiResult<Arc<MembershipChange>> {
-        let key = (tenant.as_str().to_owned(), cur.cycle.id.clone());
-        let ck = (prev.cycle.id.clone(), prev.version, attr);
-        if let Some(c) = self.with(|m| {
-            m.get(&key)
-                .filter(|d| d.version == cur.version)
-                .and_then(|d| d.changes.get(&ck).cloned())
-        }) {
-            return Ok(c);
+        cycle: &CycleRow,
+        version: Version,
+        snap: &Snapshot,
+    ) -> ApiResult<Option<Arc<Movers>>> {
+        if cycle.previous_cycle_id.is_empty() {
+            return Ok(None);
         }
-        let prev_resp = self.respondents(store, tenant, prev).await?;
-        let cur_resp = self.respondents(store, tenant, cur).await?;
-        let c = Arc::new(MembershipChange::between(
-            prev, &prev_resp, cur, &cur_resp, attr,
-        ));
-        self.with(|m| {
-            if let Some(d) = m.get_mut(&key).filter(|d| d.version == cur.version) {
-                d.changes.insert(ck, c.clone());
+        let prev_id = cycle.previous_cycle_id.as_str();
+        let prev_version = store.cycle_version(tenant, prev_id).await?;
+        let key = (tenant.as_str().to_owned(), cycle.id.clone());
+        let mk = (prev_id.to_owned(), prev_version);
+        if let Some(m) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == version)
+                .and_then(|d| d.movers.get(&mk).cloned())
+        }) {
+            return Ok(Some(m));
+        }
+        // The previous cycle's respondents are cached under its own entry, which must exist
+        // for them to be kept: make sure it does.
+        self.snapshot(store, tenant, prev_id).await?;
+        let prev_resp = self.respondents(store, tenant, prev_id, prev_version).await?;
+        let cur_resp = self.respondents(store, tenant, &cycle.id, version).await?;
+        let m = Arc::new(Movers::between(&snap.tree, &prev_resp, &cur_resp));
+        self.with(|c| {
+            if let Some(d) = c.get_mut(&key).filter(|d| d.version == version) {
+                d.movers.insert(mk, m.clone());
             }
         });
-        Ok(c)
+        Ok(Some(m))
     }
 }
 
@@ -721,6 +674,7 @@ pub async fn group_results(
             &view.plan.n_own,
             &view.plan.invited_own,
             kc,
+            None,
         );
         let chidden = match g {
             Group::Own(u) => cplan.own[u],

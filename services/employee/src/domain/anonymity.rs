@@ -36,6 +36,8 @@ pub enum Hidden {
     EnclosingHidden,
     /// Differs from a shown related group by 1..k-1 respondents.
     Difference,
+    /// Its respondents differ from the same group's in the previous cycle by 1..k-1 people.
+    MembershipChange,
 }
 
 /// A cycle's unit tree as frozen at launch; index 0 is the cycle's unit, parents come before
@@ -51,6 +53,10 @@ pub struct Tree {
     /// Depth (0 at the root).
     pub depth: Vec<u32>,
     index: HashMap<String, usize>,
+    /// Entry and exit positions of a depth-first walk: `v` is in `u`'s subtree exactly when
+    /// `enter[u] <= enter[v] < exit[u]`.
+    enter: Vec<usize>,
+    exit: Vec<usize>,
 }
 
 impl Tree {
@@ -70,7 +76,39 @@ impl Tree {
             }
             t.index.insert(id.clone(), i);
         }
+        t.number();
         t
+    }
+
+    fn number(&mut self) {
+        let len = self.ids.len();
+        self.enter = vec![0; len];
+        self.exit = vec![0; len];
+        let mut clock = 0;
+        let roots: Vec<usize> = (0..len).filter(|u| self.parent[*u].is_none()).collect();
+        // (unit, next child position) frames of an explicit stack: deep trees cannot overflow.
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        for r in roots {
+            self.enter[r] = clock;
+            clock += 1;
+            stack.push((r, 0));
+            while let Some((u, next)) = stack.last_mut() {
+                if let Some(&c) = self.children[*u].get(*next) {
+                    *next += 1;
+                    self.enter[c] = clock;
+                    clock += 1;
+                    stack.push((c, 0));
+                } else {
+                    self.exit[*u] = clock;
+                    stack.pop();
+                }
+            }
+        }
+    }
+
+    /// True when `v` is `u` or below it.
+    pub fn in_subtree(&self, v: usize, u: usize) -> bool {
+        self.enter[u] <= self.enter[v] && self.enter[v] < self.exit[u]
     }
 
     /// The index of a unit id.
@@ -119,6 +157,121 @@ pub struct Cell {
     pub answered: u64,
 }
 
+/// Where a respondent answered from, in the current cycle's tree: unit index and the three
+/// attribute values frozen at launch.
+pub type Place = (usize, [String; 3]);
+
+/// A set of people of the current cycle's tree, for counting respondent changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// A unit's own members.
+    Own(usize),
+    /// A unit and everything below it.
+    Rollup(usize),
+    /// A rollup's people with this value of the attribute.
+    Slice(usize, String),
+    /// A unit's own members with this value of the attribute.
+    OwnSlice(usize, String),
+}
+
+/// The respondents who differ between the previous cycle and this one: people who answered
+/// in only one of them, or from another unit or with other attributes. A group's respondent
+/// change is the number of these people inside it in exactly one of the two cycles (the
+/// symmetric difference of its respondent sets): someone who moved between two teams
+/// changes both teams but not their parent.
+#[derive(Clone, Debug, Default)]
+pub struct Movers {
+    /// (place in the previous cycle, place in this one, people); `None` = did not answer there,
+    /// or answered from a unit outside this cycle's tree.
+    moves: Vec<(Option<Place>, Option<Place>, u64)>,
+}
+
+impl Movers {
+    /// Compares two cycles' respondents, each as (person key, unit id, attributes); units are
+    /// matched by id in the current cycle's tree.
+    pub fn between(
+        tree: &Tree,
+        previous: &[(String, String, [String; 3])],
+        current: &[(String, String, [String; 3])],
+    ) -> Self {
+        let place = |unit: &str, attrs: &[String; 3]| tree.index_of(unit).map(|u| (u, attrs.clone()));
+        let mut by_person: HashMap<&str, (Option<Place>, Option<Place>)> = HashMap::new();
+        for (person, unit, attrs) in previous {
+            by_person.entry(person.as_str()).or_default().0 = place(unit, attrs);
+        }
+        for (person, unit, attrs) in current {
+            by_person.entry(person.as_str()).or_default().1 = place(unit, attrs);
+        }
+        let mut counted: HashMap<(Option<Place>, Option<Place>), u64> = HashMap::new();
+        for (before, now) in by_person.into_values() {
+            if before != now {
+                *counted.entry((before, now)).or_default() += 1;
+            }
+        }
+        let mut moves: Vec<_> = counted.into_iter().map(|((b, n), c)| (b, n, c)).collect();
+        moves.sort();
+        Self { moves }
+    }
+
+    /// The respondent change of the union of `cuts`; slices are of attribute `attr`.
+    pub fn delta(&self, tree: &Tree, attr: usize, cuts: &[Cut]) -> u64 {
+        let inside = |p: &Option<Place>| {
+            p.as_ref().is_some_and(|(u, attrs)| {
+                cuts.iter().any(|c| match c {
+                    Cut::Own(x) => u == x,
+                    Cut::Rollup(x) => tree.in_subtree(*u, *x),
+                    Cut::Slice(x, v) => tree.in_subtree(*u, *x) && attrs[attr] == *v,
+                    Cut::OwnSlice(x, v) => u == x && attrs[attr] == *v,
+                })
+            })
+        };
+        self.moves
+            .iter()
+            .filter(|(b, n, _)| inside(b) != inside(n))
+            .map(|(_, _, c)| c)
+            .sum()
+    }
+
+    /// Respondent change of every unit's own group and rollup, in one pass.
+    fn tree_deltas(&self, tree: &Tree) -> (Vec<u64>, Vec<u64>) {
+        let (mut own, mut rollup) = (vec![0u64; tree.len()], vec![0u64; tree.len()]);
+        for (b, n, c) in &self.moves {
+            let (bu, nu) = (b.as_ref().map(|p| p.0), n.as_ref().map(|p| p.0));
+            if bu == nu {
+                continue;
+            }
+            for u in [bu, nu].into_iter().flatten() {
+                own[u] += c;
+            }
+            let anc = |x: Option<usize>| -> Vec<usize> {
+                x.map(|x| tree.ancestors_or_self(x).collect()).unwrap_or_default()
+            };
+            let (ab, an) = (anc(bu), anc(nu));
+            for u in ab.iter().filter(|u| !an.contains(u)).chain(an.iter().filter(|u| !ab.contains(u))) {
+                rollup[*u] += c;
+            }
+        }
+        (own, rollup)
+    }
+
+    /// Respondent change of every slice of attribute `attr`, in one pass.
+    fn slice_deltas(&self, tree: &Tree, attr: usize) -> HashMap<(usize, String), u64> {
+        let mut out: HashMap<(usize, String), u64> = HashMap::new();
+        let keys = |p: &Option<Place>| -> Vec<(usize, String)> {
+            p.as_ref()
+                .map(|(u, a)| tree.ancestors_or_self(*u).map(|x| (x, a[attr].clone())).collect())
+                .unwrap_or_default()
+        };
+        for (b, n, c) in &self.moves {
+            let (kb, kn) = (keys(b), keys(n));
+            for key in kb.iter().filter(|x| !kn.contains(x)).chain(kn.iter().filter(|x| !kb.contains(x))) {
+                *out.entry(key.clone()).or_default() += c;
+            }
+        }
+        out
+    }
+}
+
 /// Decisions for the tree's groups.
 #[derive(Clone, Debug)]
 pub struct TreePlan {
@@ -145,38 +298,59 @@ struct Part {
     hidden: Option<Hidden>,
 }
 
-/// Hides parts until the hidden ones add up to 0 or at least k respondents, smallest shown
-/// part first (then by order), and returns whether anything changed.
-fn protect_partition(parts: &mut [Part], k: u64) -> bool {
-    let mut changed = false;
+/// Hides parts until the hidden ones add up to 0 or at least k respondents and their
+/// respondent change since the previous cycle (`change_ok` of the hidden parts' indexes) is
+/// 0 or at least k: a reader can compute the hidden parts together, in both cycles. The part
+/// hidden next is the smallest shown part, preferring one that makes the change acceptable.
+/// Hiding every part always ends it: together they are the enclosing group, which is shown.
+fn protect_partition(parts: &mut [Part], k: u64, change_ok: &dyn Fn(&[usize]) -> bool) {
     loop {
-        let hidden: u64 = parts
-            .iter()
-            .filter(|p| p.hidden.is_some())
-            .map(|p| p.n)
-            .sum();
-        if hidden == 0 || hidden >= k {
-            return changed;
+        let hidden_idx: Vec<usize> = (0..parts.len())
+            .filter(|i| parts[*i].hidden.is_some())
+            .collect();
+        let hidden: u64 = hidden_idx.iter().map(|i| parts[*i].n).sum();
+        let size_ok = hidden == 0 || hidden >= k;
+        if size_ok && (hidden_idx.is_empty() || change_ok(&hidden_idx)) {
+            return;
         }
-        let Some(next) = parts
-            .iter_mut()
-            .filter(|p| p.hidden.is_none() && p.n > 0)
-            .min_by_key(|p| (p.n, p.order))
-        else {
-            return changed;
+        let shown = (0..parts.len()).filter(|i| parts[*i].hidden.is_none() && parts[*i].n > 0);
+        let key = |i: &usize| (parts[*i].n, parts[*i].order);
+        let fixes = |i: &usize| {
+            let mut with: Vec<usize> = hidden_idx.clone();
+            with.push(*i);
+            with.sort_unstable();
+            let n = hidden + parts[*i].n;
+            (n == 0 || n >= k) && change_ok(&with)
         };
-        next.hidden = Some(Hidden::Protects);
-        changed = true;
+        let next = if size_ok {
+            shown.clone().filter(fixes).min_by_key(key).or_else(|| shown.min_by_key(key))
+        } else {
+            shown.min_by_key(key)
+        };
+        let Some(next) = next else {
+            return;
+        };
+        parts[next].hidden = Some(Hidden::Protects);
     }
 }
 
-fn small_difference(a: u64, b: u64, k: u64) -> bool {
-    let d = a.abs_diff(b);
+fn small(d: u64, k: u64) -> bool {
     d > 0 && d < k
 }
 
-/// Decides every own and rollup group of the tree for threshold `k`.
-pub fn plan_tree(tree: &Tree, own_answered: &[u64], own_invited: &[u64], k: u64) -> TreePlan {
+fn small_difference(a: u64, b: u64, k: u64) -> bool {
+    small(a.abs_diff(b), k)
+}
+
+/// Decides every own and rollup group of the tree for threshold `k`; with `movers`, also by
+/// the respondent change since the previous cycle (R5).
+pub fn plan_tree(
+    tree: &Tree,
+    own_answered: &[u64],
+    own_invited: &[u64],
+    k: u64,
+    movers: Option<&Movers>,
+) -> TreePlan {
     let len = tree.len();
     let mut n_rollup = own_answered.to_vec();
     let mut invited_rollup = own_invited.to_vec();
@@ -199,8 +373,13 @@ pub fn plan_tree(tree: &Tree, own_answered: &[u64], own_invited: &[u64], k: u64)
             invited_own: own_invited.to_vec(),
         };
     }
+    let (change_own, change_rollup) = movers
+        .map(|m| m.tree_deltas(tree))
+        .unwrap_or_else(|| (vec![0; len], vec![0; len]));
     if n_rollup[0] < k {
         rollup[0] = Some(Hidden::TooFew);
+    } else if small(change_rollup[0], k) {
+        rollup[0] = Some(Hidden::MembershipChange);
     }
     for p in 0..len {
         if rollup[p].is_some() {
@@ -211,11 +390,13 @@ pub fn plan_tree(tree: &Tree, own_answered: &[u64], own_invited: &[u64], k: u64)
             continue;
         }
         let total = n_rollup[p];
-        let primary = |n: u64| {
+        let primary = |n: u64, change: u64| {
             if n < k {
                 Some(Hidden::TooFew)
             } else if small_difference(total, n, k) {
                 Some(Hidden::Complement)
+            } else if small(change, k) {
+                Some(Hidden::MembershipChange)
             } else {
                 None
             }
@@ -223,16 +404,26 @@ pub fn plan_tree(tree: &Tree, own_answered: &[u64], own_invited: &[u64], k: u64)
         let mut parts = vec![Part {
             n: own_answered[p],
             order: 0,
-            hidden: primary(own_answered[p]),
+            hidden: primary(own_answered[p], change_own[p]),
         }];
         for (i, c) in tree.children[p].iter().enumerate() {
             parts.push(Part {
                 n: n_rollup[*c],
                 order: i + 1,
-                hidden: primary(n_rollup[*c]),
+                hidden: primary(n_rollup[*c], change_rollup[*c]),
             });
         }
-        protect_partition(&mut parts, k);
+        let cut = |i: usize| match i {
+            0 => Cut::Own(p),
+            i => Cut::Rollup(tree.children[p][i - 1]),
+        };
+        let change_ok = |hidden: &[usize]| {
+            movers.is_none_or(|m| {
+                let cuts: Vec<Cut> = hidden.iter().map(|i| cut(*i)).collect();
+                !small(m.delta(tree, 0, &cuts), k)
+            })
+        };
+        protect_partition(&mut parts, k, &change_ok);
         own[p] = parts[0].hidden;
         for (i, c) in tree.children[p].iter().enumerate() {
             rollup[*c] = parts[i + 1].hidden;
@@ -293,9 +484,18 @@ fn finest_part(tree: &Tree, plan: &TreePlan, unit: usize) -> Option<(FinestPart,
         .map(|a| (FinestPart::Remainder(a), a))
 }
 
-/// Decides every slice of attribute `attr` (0 tenure band, 1 location, 2 role family).
-pub fn plan_slices(tree: &Tree, plan: &TreePlan, cells: &[Cell], attr: usize) -> SlicePlan {
+/// Decides every slice of attribute `attr` (0 tenure band, 1 location, 2 role family); with
+/// `movers`, also by the respondent change since the previous cycle (R5).
+pub fn plan_slices(
+    tree: &Tree,
+    plan: &TreePlan,
+    cells: &[Cell],
+    attr: usize,
+    movers: Option<&Movers>,
+) -> SlicePlan {
     let k = plan.k;
+    let changes = movers.map(|m| m.slice_deltas(tree, attr)).unwrap_or_default();
+    let change_ok = |cuts: &[Cut]| movers.is_none_or(|m| !small(m.delta(tree, attr, cuts), k));
     let mut counts: HashMap<(usize, String), (u64, u64)> = HashMap::new();
     let mut own_v: HashMap<(usize, String), u64> = HashMap::new();
     // Per finest part: total respondents and respondents per value.
@@ -372,6 +572,8 @@ pub fn plan_slices(tree: &Tree, plan: &TreePlan, cells: &[Cell], attr: usize) ->
                     Some(Hidden::Complement)
                 } else if near_ancestor || near_units {
                     Some(Hidden::Difference)
+                } else if small(changes.get(&(u, v.clone())).copied().unwrap_or(0), k) {
+                    Some(Hidden::MembershipChange)
                 } else {
                     None
                 };
@@ -386,7 +588,15 @@ pub fn plan_slices(tree: &Tree, plan: &TreePlan, cells: &[Cell], attr: usize) ->
                         hidden: p.hidden,
                     })
                     .collect();
-                protect_partition(&mut ps, k);
+                let values: Vec<&String> = unit_parts.iter().map(|(v, _, _)| v).collect();
+                let union_ok = |hidden: &[usize]| {
+                    let cuts: Vec<Cut> = hidden
+                        .iter()
+                        .map(|i| Cut::Slice(u, values[*i].clone()))
+                        .collect();
+                    change_ok(&cuts)
+                };
+                protect_partition(&mut ps, k, &union_ok);
                 for (i, p) in ps.into_iter().enumerate() {
                     unit_parts[i].2.hidden = p.hidden;
                 }
@@ -447,7 +657,10 @@ pub fn plan_slices(tree: &Tree, plan: &TreePlan, cells: &[Cell], attr: usize) ->
                         } else {
                             0
                         };
-                    if h == 0 || (h >= k && !(rest > 0 && rest < k)) {
+                    let cuts: Vec<Cut> = std::iter::once(Cut::OwnSlice(p, v.clone()))
+                        .chain(hidden.iter().map(|(c, _)| Cut::Slice(*c, v.clone())))
+                        .collect();
+                    if (h == 0 || (h >= k && !small(rest, k))) && change_ok(&cuts) {
                         break;
                     }
                     let Some(c) = kids
@@ -493,7 +706,7 @@ mod tests {
     }
 
     fn plan(own: [u64; 5]) -> TreePlan {
-        plan_tree(&tree(), &own, &own, 5)
+        plan_tree(&tree(), &own, &own, 5, None)
     }
 
     #[test]
@@ -555,8 +768,8 @@ mod tests {
     fn slices_need_k_and_a_complement_of_k() {
         let t = Tree::new(&[("root".into(), "".into())]);
         let cells = vec![cell(0, "new", 5), cell(0, "old", 3), cell(0, "mid", 9)];
-        let p = plan_tree(&t, &[17], &[17], 5);
-        let s = plan_slices(&t, &p, &cells, 0);
+        let p = plan_tree(&t, &[17], &[17], 5, None);
+        let s = plan_slices(&t, &p, &cells, 0, None);
         assert_eq!(s.slices[&(0, "old".into())].hidden, Some(Hidden::TooFew));
         // old (3) is hidden; new (5) is the smallest shown: hidden so old cannot be
         // computed as total − new − mid.
@@ -564,8 +777,8 @@ mod tests {
         assert_eq!(s.slices[&(0, "mid".into())].hidden, None);
         // A slice whose complement is 1..k-1 is hidden.
         let cells = vec![cell(0, "new", 15), cell(0, "old", 2)];
-        let p = plan_tree(&t, &[17], &[17], 5);
-        let s = plan_slices(&t, &p, &cells, 0);
+        let p = plan_tree(&t, &[17], &[17], 5, None);
+        let s = plan_slices(&t, &p, &cells, 0, None);
         assert_eq!(
             s.slices[&(0, "new".into())].hidden,
             Some(Hidden::Complement)
@@ -582,9 +795,9 @@ mod tests {
             ("b".into(), "root".into()),
         ]);
         let cells = vec![cell(1, "new", 5), cell(1, "old", 1), cell(2, "old", 10)];
-        let p = plan_tree(&t, &[0, 6, 10], &[0, 6, 10], 5);
+        let p = plan_tree(&t, &[0, 6, 10], &[0, 6, 10], 5, None);
         assert_eq!(p.rollup[1], None);
-        let s = plan_slices(&t, &p, &cells, 0);
+        let s = plan_slices(&t, &p, &cells, 0, None);
         assert_eq!(
             s.slices[&(0, "new".into())].hidden,
             Some(Hidden::Difference)
@@ -610,8 +823,8 @@ mod tests {
             cell(2, "new", 2),
             cell(2, "old", 9),
         ];
-        let p = plan_tree(&t, &[0, 16, 11], &[0, 16, 11], 5);
-        let s = plan_slices(&t, &p, &cells, 0);
+        let p = plan_tree(&t, &[0, 16, 11], &[0, 16, 11], 5, None);
+        let s = plan_slices(&t, &p, &cells, 0, None);
         assert_eq!(s.slices[&(0, "new".into())].hidden, None);
         assert_eq!(
             s.slices[&(1, "new".into())].hidden,
@@ -625,5 +838,118 @@ mod tests {
             Some(Hidden::Complement)
         );
         assert_eq!(s.slices[&(1, "old".into())].hidden, Some(Hidden::Protects));
+    }
+
+    type Resp = Vec<(String, String, [String; 3])>;
+
+    fn people(prefix: &str, range: std::ops::Range<u32>, unit: &str, tenure: &str) -> Resp {
+        range
+            .map(|i| {
+                (
+                    format!("{prefix}{i}"),
+                    unit.to_owned(),
+                    [tenure.to_owned(), String::new(), String::new()],
+                )
+            })
+            .collect()
+    }
+
+    fn four() -> Tree {
+        Tree::new(&[
+            ("root".into(), "".into()),
+            ("u".into(), "root".into()),
+            ("v".into(), "root".into()),
+            ("w".into(), "root".into()),
+        ])
+    }
+
+    #[test]
+    fn subtree_membership_follows_the_tree() {
+        let t = tree();
+        assert!(t.in_subtree(3, 1) && t.in_subtree(4, 1) && t.in_subtree(1, 1));
+        assert!(!t.in_subtree(2, 1) && !t.in_subtree(1, 3));
+        assert!((0..5).all(|u| t.in_subtree(u, 0)));
+    }
+
+    #[test]
+    fn a_group_with_a_few_new_respondents_is_hidden_and_cannot_be_computed() {
+        let t = four();
+        let prev = [
+            people("u", 0..10, "u", ""),
+            people("v", 0..10, "v", ""),
+            people("w", 0..10, "w", ""),
+        ]
+        .concat();
+        // u: the same ten and one newcomer; v: the same ten; w: five left and five joined.
+        let cur = [
+            people("u", 0..11, "u", ""),
+            people("v", 0..10, "v", ""),
+            people("w", 5..15, "w", ""),
+        ]
+        .concat();
+        let m = Movers::between(&t, &prev, &cur);
+        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(1)]), 1);
+        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(3)]), 10);
+        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(0)]), 11);
+        let own = [0, 11, 10, 10];
+        let p = plan_tree(&t, &own, &own, 5, Some(&m));
+        assert_eq!(p.rollup[0], None);
+        assert_eq!(p.rollup[1], Some(Hidden::MembershipChange));
+        // root − v would be u + w in both cycles: 11 people changed, so that is fine; root − v
+        // − w would be u alone, so w (which fixes the change) is hidden with u, not v
+        // (u + v would still differ by the one newcomer).
+        assert_eq!(p.rollup[3], Some(Hidden::Protects));
+        assert_eq!(p.rollup[2], None);
+        // Without a previous cycle nothing of this is hidden.
+        let p = plan_tree(&t, &own, &own, 5, None);
+        assert!(p.rollup.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn people_moving_between_siblings_change_the_siblings_not_the_parent() {
+        let t = four();
+        let prev = [people("u", 0..10, "u", ""), people("v", 0..10, "v", "")].concat();
+        let mut cur = [people("u", 1..10, "u", ""), people("v", 0..10, "v", "")].concat();
+        cur.push(("u0".into(), "v".into(), Default::default()));
+        let m = Movers::between(&t, &prev, &cur);
+        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(1)]), 1);
+        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(1), Cut::Rollup(2)]), 0);
+        let own = [0, 9, 11, 0];
+        let p = plan_tree(&t, &own, &own, 5, Some(&m));
+        assert_eq!(p.rollup[0], None);
+        assert_eq!(p.rollup[1], Some(Hidden::MembershipChange));
+        assert_eq!(p.rollup[2], Some(Hidden::MembershipChange));
+    }
+
+    #[test]
+    fn a_whole_cycle_one_person_apart_from_the_previous_is_hidden() {
+        let t = four();
+        let prev = people("u", 0..10, "u", "");
+        let cur = people("u", 0..11, "u", "");
+        let m = Movers::between(&t, &prev, &cur);
+        let own = [0, 11, 0, 0];
+        let p = plan_tree(&t, &own, &own, 5, Some(&m));
+        assert_eq!(p.rollup[0], Some(Hidden::MembershipChange));
+        assert_eq!(p.rollup[1], Some(Hidden::EnclosingHidden));
+    }
+
+    #[test]
+    fn slices_follow_the_respondent_change_too() {
+        let t = Tree::new(&[("root".into(), "".into())]);
+        // One person's tenure band went from new to old between the cycles.
+        let prev = [people("n", 0..6, "root", "new"), people("o", 0..10, "root", "old")].concat();
+        let cur = [
+            people("n", 1..6, "root", "new"),
+            people("n", 0..1, "root", "old"),
+            people("o", 0..10, "root", "old"),
+        ]
+        .concat();
+        let m = Movers::between(&t, &prev, &cur);
+        let cells = vec![cell(0, "new", 5), cell(0, "old", 11)];
+        let p = plan_tree(&t, &[16], &[16], 5, Some(&m));
+        assert_eq!(p.rollup[0], None);
+        let s = plan_slices(&t, &p, &cells, 0, Some(&m));
+        assert_eq!(s.slices[&(0, "new".into())].hidden, Some(Hidden::MembershipChange));
+        assert_eq!(s.slices[&(0, "old".into())].hidden, Some(Hidden::MembershipChange));
     }
 }
