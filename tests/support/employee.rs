@@ -34,6 +34,16 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// An employee-service client for a line manager whose external HR id is `external_id`.
+    pub async fn ex_manager(&self, tenant: &str, external_id: &str) -> EmployeeClient {
+        connect_employee(
+            &self.url,
+            &self.token_as(tenant, external_id, &["manager"]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// An employee-service client acting as one employee.
     pub async fn ex_as(&self, tenant: &str, external_id: &str) -> EmployeeClient {
         connect_employee(
@@ -93,6 +103,26 @@ pub async fn people(c: &mut EmployeeClient, spec: &[Person<'_>]) {
         .sync_employees(pb::SyncEmployeesRequest {
             employees: spec.iter().map(employee).collect(),
         })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
+    for r in res.results {
+        assert!(r.violations.is_empty(), "{r:?}");
+    }
+}
+
+/// Makes `manager` (an external HR id) the manager of these people (external id, unit,
+/// tenure band), as `crowds` syncs them.
+pub async fn report_to(c: &mut EmployeeClient, manager: &str, spec: &[(String, String, String)]) {
+    let rows: Vec<pb::Employee> = spec
+        .iter()
+        .map(|(e, u, t)| pb::Employee {
+            manager_external_id: manager.into(),
+            ..employee(&(e.as_str(), u.as_str(), t.as_str(), "hq", "ops"))
+        })
+        .collect();
+    let res = c
+        .sync_employees(pb::SyncEmployeesRequest { employees: rows })
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .into_inner();

@@ -519,7 +519,9 @@ async fn the_next_cycle_shows_each_drivers_change_next_to_its_action_plan() {
     let t = tenant();
     let (ids, s, c1) = small_org(&app, &t).await;
     answer_all(&app, &t, &c1.id, &ext("a", 8), [3, 3, 2, 3, 6]).await;
-    let mut manager = app.ex(&t, &["manager"]).await;
+    let mut hr = app.ex(&t, &["hr"]).await;
+    report_to(&mut hr, "a-lead", &crowd("a", "a", 8, "<1y")).await;
+    let mut manager = app.ex_manager(&t, "a-lead").await;
     let plan = manager
         .create_action_plan(pb::CreateActionPlanRequest {
             request_id: "plan-1".into(),
@@ -943,5 +945,125 @@ async fn only_people_roles_may_sync_and_only_employees_answer() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_manager_reads_and_plans_for_their_own_units_only() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut hr = app.ex(&t, &["hr"]).await;
+    let ids = units(
+        &mut hr,
+        &[("root", ""), ("a", "root"), ("a1", "a"), ("b", "root")],
+    )
+    .await;
+    let mut spec = crowd("a", "a", 6, "t");
+    spec.extend(crowd("x", "a1", 6, "t"));
+    spec.extend(crowd("b", "b", 6, "t"));
+    crowds(&mut hr, &spec).await;
+    // a-lead manages a's people; a1's people report to someone else, but a1 is below a.
+    report_to(&mut hr, "a-lead", &crowd("a", "a", 6, "t")).await;
+    let s = survey(&mut hr, "survey").await;
+    let c = launch(&mut hr, &s, &ids[0], "", "c").await;
+    for p in ["a", "x", "b"] {
+        answer_all(&app, &t, &c.id, &ext(p, 6), [4, 4, 4, 4, 9]).await;
+    }
+    let mut lead = app.ex_manager(&t, "a-lead").await;
+    for u in [1, 2] {
+        let r = results(&mut lead, &c.id, &ids[u], true, None).await;
+        assert_eq!(hidden(&r), None, "unit {u}");
+    }
+    let denied = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    };
+    for u in [0, 3] {
+        let err = lead
+            .get_results(pb::GetResultsRequest {
+                cycle_id: c.id.clone(),
+                group: Some(pb::GroupSelector {
+                    org_unit_id: ids[u].clone(),
+                    include_descendants: true,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_err();
+        denied(err);
+    }
+    // The tree holds a and a1 only, with the same decisions HR sees.
+    let mine = lead
+        .get_results_tree(pb::GetResultsTreeRequest {
+            cycle_id: c.id.clone(),
+            breakdown_attribute: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let all = hr
+        .get_results_tree(pb::GetResultsTreeRequest {
+            cycle_id: c.id.clone(),
+            breakdown_attribute: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<&str> = mine.units.iter().map(|u| u.org_unit_id.as_str()).collect();
+    assert_eq!(got, [ids[1].as_str(), ids[2].as_str()]);
+    for u in &mine.units {
+        let same = all.units.iter().find(|x| x.org_unit_id == u.org_unit_id).unwrap();
+        assert_eq!(u, same);
+    }
+    // Action plans: for a1 yes, for b no; b's plan (made by HR) is neither listed nor read.
+    let plan = |unit: &str, rid: &str| pb::CreateActionPlanRequest {
+        request_id: rid.into(),
+        action_plan: Some(pb::ActionPlan {
+            cycle_id: c.id.clone(),
+            org_unit_id: unit.into(),
+            driver: "manager".into(),
+            title: "Weekly one-to-ones".into(),
+            owner: "lead".into(),
+            due_date: "2027-03-31".into(),
+            ..Default::default()
+        }),
+    };
+    lead.create_action_plan(plan(&ids[2], "p1")).await.unwrap();
+    denied(lead.create_action_plan(plan(&ids[3], "p2")).await.unwrap_err());
+    let b_plan = hr
+        .create_action_plan(plan(&ids[3], "p3"))
+        .await
+        .unwrap()
+        .into_inner()
+        .action_plan
+        .unwrap();
+    let listed = lead
+        .list_action_plans(pb::ListActionPlansRequest {
+            cycle_id: c.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .action_plans;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].org_unit_id, ids[2]);
+    denied(
+        lead.get_action_plan(pb::GetActionPlanRequest {
+            id: b_plan.id.clone(),
+        })
+        .await
+        .unwrap_err(),
+    );
+    // A manager with nobody reporting to them reads nothing.
+    let mut nobody = app.ex_manager(&t, "no-reports").await;
+    denied(
+        nobody
+            .get_results_tree(pb::GetResultsTreeRequest {
+                cycle_id: c.id.clone(),
+                breakdown_attribute: 0,
+            })
+            .await
+            .unwrap_err(),
+    );
     app.stop().await;
 }

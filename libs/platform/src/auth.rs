@@ -63,7 +63,8 @@ pub enum Role {
     Hr,
     /// Finance: reads aggregated metrics.
     Finance,
-    /// A line manager: reads configuration and aggregated metrics, EX results and action plans.
+    /// A line manager: reads configuration and aggregated metrics; EX results and action plans
+    /// of their own units only (where the people reporting to them work, and below).
     Manager,
     /// An employee answering EX surveys; the token's subject is the employee's external HR id.
     Employee,
@@ -96,8 +97,13 @@ pub enum Permission {
     PeopleRead,
     /// Create EX surveys and cycles, launch and close cycles, set the anonymity threshold.
     ExSurveysWrite,
-    /// Read anonymity-safe EX results (never individual answers; no such call exists).
+    /// Read anonymity-safe EX results (never individual answers; no such call exists) and
+    /// action plans. Without [`Permission::ExResultsReadAll`] only of the caller's own units:
+    /// the units where the people reporting to them (the token's subject is their manager's
+    /// external HR id) work, and everything below.
     ExResultsRead,
+    /// Read EX results and action plans of every unit.
+    ExResultsReadAll,
     /// Answer EX surveys as oneself.
     ExAnswer,
     /// Create and update action plans.
@@ -151,6 +157,7 @@ impl Role {
                 PeopleRead,
                 ExSurveysWrite,
                 ExResultsRead,
+                ExResultsReadAll,
                 ActionPlansWrite,
             ],
             Role::Analyst => &[
@@ -169,6 +176,7 @@ impl Role {
                 PeopleRead,
                 ExSurveysWrite,
                 ExResultsRead,
+                ExResultsReadAll,
                 ActionPlansWrite,
             ],
             // Finance and the incentives service work on pay: no EX permission at all.

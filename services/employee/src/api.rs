@@ -30,6 +30,23 @@ pub struct EmployeeApi {
 }
 
 impl EmployeeApi {
+    /// Whether an action plan's unit is in the caller's scope (in its cycle's tree).
+    async fn plan_in_scope(
+        &self,
+        tenant: &TenantId,
+        scope: &report::Scope,
+        plan: &ActionPlanRow,
+    ) -> ApiResult<bool> {
+        if matches!(scope, report::Scope::All) {
+            return Ok(true);
+        }
+        let (_, snap) = self.cache.snapshot(&self.store, tenant, &plan.cycle_id).await?;
+        Ok(snap
+            .tree
+            .index_of(&plan.unit_id)
+            .is_some_and(|u| scope.allows(&snap.tree, u)))
+    }
+
     /// An API over this store.
     pub fn new(store: Store, pages: PageSigner) -> Self {
         Self {
@@ -44,6 +61,25 @@ fn auth<T>(req: &Request<T>, p: Permission) -> Result<TenantId, Status> {
     let caller = Caller::of(req)?;
     caller.require(p)?;
     Ok(caller.tenant)
+}
+
+/// The caller's tenant and the units they may read results and action plans of, after
+/// checking permission `p`: every unit with `ExResultsReadAll`, else the units where the
+/// people reporting to them work (the token's subject is their external HR id) and below.
+async fn scoped<T>(
+    store: &Store,
+    req: &Request<T>,
+    p: Permission,
+) -> Result<(TenantId, report::Scope), Status> {
+    let caller = Caller::of(req)?;
+    caller.require(p)?;
+    if caller.require(Permission::ExResultsReadAll).is_ok() {
+        return Ok((caller.tenant, report::Scope::All));
+    }
+    let units = store
+        .managed_units(&caller.tenant, &caller.subject)
+        .await?;
+    Ok((caller.tenant, report::Scope::Below(units)))
 }
 
 fn to_micros(t: &prost_types::Timestamp) -> Option<i64> {
@@ -751,7 +787,7 @@ impl EmployeeService for EmployeeApi {
         &self,
         req: Request<pb::GetResultsRequest>,
     ) -> Result<Response<pb::GetResultsResponse>, Status> {
-        let tenant = auth(&req, Permission::ExResultsRead)?;
+        let (tenant, scope) = scoped(&self.store, &req, Permission::ExResultsRead).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
         check_id(&mut v, "cycle_id", &r.cycle_id);
@@ -778,7 +814,8 @@ impl EmployeeService for EmployeeApi {
         let cycle = self.launched_cycle(&tenant, &r.cycle_id).await?;
         let filter = attr.map(|a| (a, g.filter_value.clone()));
         let results =
-            report::group_results(&self.cache, &self.store, &tenant, cycle, g, filter).await?;
+            report::group_results(&self.cache, &self.store, &tenant, cycle, g, filter, &scope)
+                .await?;
         Ok(Response::new(pb::GetResultsResponse {
             results: Some(results),
         }))
@@ -788,7 +825,7 @@ impl EmployeeService for EmployeeApi {
         &self,
         req: Request<pb::GetResultsTreeRequest>,
     ) -> Result<Response<pb::GetResultsTreeResponse>, Status> {
-        let tenant = auth(&req, Permission::ExResultsRead)?;
+        let (tenant, scope) = scoped(&self.store, &req, Permission::ExResultsRead).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
         check_id(&mut v, "cycle_id", &r.cycle_id);
@@ -796,7 +833,7 @@ impl EmployeeService for EmployeeApi {
         v.finish()?;
         let cycle = self.launched_cycle(&tenant, &r.cycle_id).await?;
         Ok(Response::new(
-            report::tree_results(&self.cache, &self.store, &tenant, cycle, attr).await?,
+            report::tree_results(&self.cache, &self.store, &tenant, cycle, attr, &scope).await?,
         ))
     }
 
@@ -804,7 +841,7 @@ impl EmployeeService for EmployeeApi {
         &self,
         req: Request<pb::CreateActionPlanRequest>,
     ) -> Result<Response<pb::CreateActionPlanResponse>, Status> {
-        let tenant = auth(&req, Permission::ActionPlansWrite)?;
+        let (tenant, scope) = scoped(&self.store, &req, Permission::ActionPlansWrite).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
         let request_id = v.check(idempotency::parse_request_id("request_id", &r.request_id));
@@ -840,11 +877,14 @@ impl EmployeeService for EmployeeApi {
             )
             .into());
         }
-        let snap = self.store.snapshot(&tenant, &cycle.id).await?;
-        if snap.tree.index_of(&p.org_unit_id).is_none() {
+        let (_, snap) = self.cache.snapshot(&self.store, &tenant, &cycle.id).await?;
+        let Some(u) = snap.tree.index_of(&p.org_unit_id) else {
             return Err(
                 ApiError::invalid("action_plan.org_unit_id", "is not a unit of the cycle").into(),
             );
+        };
+        if !scope.allows(&snap.tree, u) {
+            return Err(report::out_of_scope(&p.org_unit_id).into());
         }
         let survey = self
             .store
@@ -892,11 +932,14 @@ impl EmployeeService for EmployeeApi {
         &self,
         req: Request<pb::GetActionPlanRequest>,
     ) -> Result<Response<pb::GetActionPlanResponse>, Status> {
-        let tenant = auth(&req, Permission::ExResultsRead)?;
+        let (tenant, scope) = scoped(&self.store, &req, Permission::ExResultsRead).await?;
         let p = self
             .store
             .get_action_plan(&tenant, &req.get_ref().id)
             .await?;
+        if !self.plan_in_scope(&tenant, &scope, &p).await? {
+            return Err(report::out_of_scope(&p.unit_id).into());
+        }
         Ok(Response::new(pb::GetActionPlanResponse {
             action_plan: Some(plan_pb(&p)),
         }))
@@ -906,7 +949,7 @@ impl EmployeeService for EmployeeApi {
         &self,
         req: Request<pb::ListActionPlansRequest>,
     ) -> Result<Response<pb::ListActionPlansResponse>, Status> {
-        let tenant = auth(&req, Permission::ExResultsRead)?;
+        let (tenant, scope) = scoped(&self.store, &req, Permission::ExResultsRead).await?;
         let r = req.into_inner();
         let filters = format!("plans|{}|{}", r.org_unit_id, r.cycle_id);
         let (size, token) = page_args(r.page.as_ref());
@@ -918,8 +961,16 @@ impl EmployeeService for EmployeeApi {
         let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |p| {
             p.id.clone()
         });
+        // A manager's page leaves out other units' plans (so it may hold fewer than asked;
+        // the page token still continues after the last row read).
+        let mut mine = Vec::with_capacity(rows.len());
+        for p in rows {
+            if self.plan_in_scope(&tenant, &scope, &p).await? {
+                mine.push(p);
+            }
+        }
         Ok(Response::new(pb::ListActionPlansResponse {
-            action_plans: rows.iter().map(plan_pb).collect(),
+            action_plans: mine.iter().map(plan_pb).collect(),
             page: Some(page),
         }))
     }
@@ -928,7 +979,7 @@ impl EmployeeService for EmployeeApi {
         &self,
         req: Request<pb::UpdateActionPlanRequest>,
     ) -> Result<Response<pb::UpdateActionPlanResponse>, Status> {
-        let tenant = auth(&req, Permission::ActionPlansWrite)?;
+        let (tenant, scope) = scoped(&self.store, &req, Permission::ActionPlansWrite).await?;
         let r = req.into_inner();
         let Some(p) = r.action_plan else {
             return Err(ApiError::invalid("action_plan", "is required").into());
@@ -967,6 +1018,9 @@ impl EmployeeService for EmployeeApi {
         }
         v.finish()?;
         let mut row = self.store.get_action_plan(&tenant, &p.id).await?;
+        if !self.plan_in_scope(&tenant, &scope, &row).await? {
+            return Err(report::out_of_scope(&row.unit_id).into());
+        }
         for f in &fields {
             match f.as_str() {
                 "title" => row.title = p.title.clone(),

@@ -21,7 +21,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(ManagerIndex)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -200,6 +200,29 @@ impl MigrationTrait for Initial {
         };
         cxloop_platform::db::execute_script(c, &SCHEMA.replace("__NOROWID__", norowid)).await?;
         c.execute_unprepared(&cxloop_platform::idempotency::table_ddl("ex_idempotency"))
+            .await?;
+        Ok(())
+    }
+}
+
+/// A manager reads results of the units where the people reporting to them work: that lookup
+/// is on every results call of a manager, so it has its own index.
+struct ManagerIndex;
+
+impl MigrationName for ManagerIndex {
+    fn name(&self) -> &str {
+        "m0002_employee_manager_index"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ManagerIndex {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE INDEX ex_employees_manager ON ex_employees (tenant_id, manager_external_id)",
+            )
             .await?;
         Ok(())
     }

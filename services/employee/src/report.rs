@@ -17,6 +17,34 @@ use crate::domain::{COMMENTS_MIN, IMPACT_MIN, RESPONDENTS, SurveyDef};
 use crate::store::cycles::{CycleRow, Respondents, Snapshot, state};
 use crate::store::{ActionPlanRow, ORG_UNIT, Store};
 
+/// Which units a caller may read results and action plans of.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// Every unit (admin, HR).
+    All,
+    /// These units (ids) and everything below them in a cycle's tree: a manager's own units.
+    Below(Vec<String>),
+}
+
+impl Scope {
+    /// Whether unit `u` of a cycle's tree is in scope.
+    pub fn allows(&self, tree: &anonymity::Tree, u: usize) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Below(units) => tree
+                .ancestors_or_self(u)
+                .any(|a| units.contains(&tree.ids[a])),
+        }
+    }
+}
+
+/// The error for a unit outside the caller's scope.
+pub fn out_of_scope(unit_id: &str) -> ApiError {
+    ApiError::PermissionDenied(format!(
+        "org unit {unit_id} is not yours: a manager reads the units where the people reporting to them work, and the units below"
+    ))
+}
+
 /// A group of a cycle, by unit index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Group {
@@ -581,6 +609,7 @@ pub async fn group_results(
     cycle: CycleRow,
     selector: pb::GroupSelector,
     filter: Option<(usize, String)>,
+    scope: &Scope,
 ) -> ApiResult<pb::GroupResults> {
     let unit_id = selector.org_unit_id.clone();
     let unit_id = unit_id.as_str();
@@ -591,6 +620,9 @@ pub async fn group_results(
         .tree
         .index_of(unit_id)
         .ok_or_else(|| ApiError::not_found(ORG_UNIT, unit_id))?;
+    if !scope.allows(&view.snap.tree, u) {
+        return Err(out_of_scope(unit_id));
+    }
     let g = match (&filter, include_descendants) {
         (Some((a, v)), _) => Group::Slice(u, *a, v.clone()),
         (None, true) => Group::Rollup(u),
@@ -766,8 +798,14 @@ pub async fn tree_results(
     tenant: &TenantId,
     cycle: CycleRow,
     attr: Option<usize>,
+    scope: &Scope,
 ) -> ApiResult<pb::GetResultsTreeResponse> {
     let view = CycleView::load(cache, store, tenant, cycle, attr).await?;
+    // Decisions are the whole tree's (they never depend on who asks); a manager receives
+    // the part of it that is theirs.
+    if !(0..view.snap.tree.len()).any(|u| scope.allows(&view.snap.tree, u)) {
+        return Err(out_of_scope(&view.cycle.org_unit_id));
+    }
     let enps = view.survey.enps_key().map(str::to_owned);
     let mut dims = vec![0i64];
     if let Some(a) = attr {
@@ -865,7 +903,7 @@ pub async fn tree_results(
         summary_pb(&view, Some(cur), g, &basis, &[], false)
     };
     let mut units = Vec::with_capacity(tree.len());
-    for u in 0..tree.len() {
+    for u in (0..tree.len()).filter(|u| scope.allows(tree, *u)) {
         let g_roll = Group::Rollup(u);
         let g_own = Group::Own(u);
         let pr = prev_index(&g_roll).and_then(|i| prev_roll.as_ref().map(|r| &r[i]));

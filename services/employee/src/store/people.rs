@@ -530,6 +530,23 @@ impl Store {
         row.map(|r| get(&r, 0)).transpose()
     }
 
+    /// The units where the people reporting to this manager (by external HR id) now work.
+    pub async fn managed_units(
+        &self,
+        tenant: &TenantId,
+        manager_external_id: &str,
+    ) -> ApiResult<Vec<String>> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT DISTINCT org_unit_id FROM ex_employees WHERE tenant_id = ? AND manager_external_id = ? AND erased_at IS NULL",
+                vec![tenant.as_str().into(), manager_external_id.into()],
+            ))
+            .await?;
+        rows.iter().map(|r| get(r, 0)).collect()
+    }
+
     /// A page of employees by id, optionally of one unit.
     pub async fn list_employees(
         &self,
