@@ -36,12 +36,9 @@ impl TestApp {
 
     /// An employee-service client for a line manager whose external HR id is `external_id`.
     pub async fn ex_manager(&self, tenant: &str, external_id: &str) -> EmployeeClient {
-        connect_employee(
-            &self.url,
-            &self.token_as(tenant, external_id, &["manager"]),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        connect_employee(&self.url, &self.token_as(tenant, external_id, &["manager"]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// An employee-service client acting as one employee.

@@ -406,13 +406,7 @@ async fn the_same_unit_across_cycles_does_not_reveal_one_newcomer() {
     let shown: Vec<bool> = tree
         .units
         .iter()
-        .map(|u| {
-            u.with_descendants
-                .as_ref()
-                .unwrap()
-                .suppressed
-                .is_none()
-        })
+        .map(|u| u.with_descendants.as_ref().unwrap().suppressed.is_none())
         .collect();
     assert_eq!(shown, [true, false, true, false]);
     // In the first cycle (no previous one) everything shows.

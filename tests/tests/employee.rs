@@ -1011,7 +1011,11 @@ async fn a_manager_reads_and_plans_for_their_own_units_only() {
     let got: Vec<&str> = mine.units.iter().map(|u| u.org_unit_id.as_str()).collect();
     assert_eq!(got, [ids[1].as_str(), ids[2].as_str()]);
     for u in &mine.units {
-        let same = all.units.iter().find(|x| x.org_unit_id == u.org_unit_id).unwrap();
+        let same = all
+            .units
+            .iter()
+            .find(|x| x.org_unit_id == u.org_unit_id)
+            .unwrap();
         assert_eq!(u, same);
     }
     // Action plans: for a1 yes, for b no; b's plan (made by HR) is neither listed nor read.
@@ -1028,7 +1032,11 @@ async fn a_manager_reads_and_plans_for_their_own_units_only() {
         }),
     };
     lead.create_action_plan(plan(&ids[2], "p1")).await.unwrap();
-    denied(lead.create_action_plan(plan(&ids[3], "p2")).await.unwrap_err());
+    denied(
+        lead.create_action_plan(plan(&ids[3], "p2"))
+            .await
+            .unwrap_err(),
+    );
     let b_plan = hr
         .create_action_plan(plan(&ids[3], "p3"))
         .await

@@ -40,7 +40,10 @@ impl EmployeeApi {
         if matches!(scope, report::Scope::All) {
             return Ok(true);
         }
-        let (_, snap) = self.cache.snapshot(&self.store, tenant, &plan.cycle_id).await?;
+        let (_, snap) = self
+            .cache
+            .snapshot(&self.store, tenant, &plan.cycle_id)
+            .await?;
         Ok(snap
             .tree
             .index_of(&plan.unit_id)
@@ -76,9 +79,7 @@ async fn scoped<T>(
     if caller.require(Permission::ExResultsReadAll).is_ok() {
         return Ok((caller.tenant, report::Scope::All));
     }
-    let units = store
-        .managed_units(&caller.tenant, &caller.subject)
-        .await?;
+    let units = store.managed_units(&caller.tenant, &caller.subject).await?;
     Ok((caller.tenant, report::Scope::Below(units)))
 }
 

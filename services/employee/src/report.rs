@@ -107,8 +107,12 @@ impl CycleView {
             u64::from(cycle.threshold),
             m,
         );
-        let slices =
-            attr.map(|a| (a, anonymity::plan_slices(&snap.tree, &plan, &snap.cells, a, m)));
+        let slices = attr.map(|a| {
+            (
+                a,
+                anonymity::plan_slices(&snap.tree, &plan, &snap.cells, a, m),
+            )
+        });
         Ok(Self {
             cycle,
             survey,
@@ -589,7 +593,9 @@ impl ResultsCache {
         // The previous cycle's respondents are cached under its own entry, which must exist
         // for them to be kept: make sure it does.
         self.snapshot(store, tenant, prev_id).await?;
-        let prev_resp = self.respondents(store, tenant, prev_id, prev_version).await?;
+        let prev_resp = self
+            .respondents(store, tenant, prev_id, prev_version)
+            .await?;
         let cur_resp = self.respondents(store, tenant, &cycle.id, version).await?;
         let m = Arc::new(Movers::between(&snap.tree, &prev_resp, &cur_resp));
         self.with(|c| {

@@ -194,7 +194,8 @@ impl Movers {
         previous: &[(String, String, [String; 3])],
         current: &[(String, String, [String; 3])],
     ) -> Self {
-        let place = |unit: &str, attrs: &[String; 3]| tree.index_of(unit).map(|u| (u, attrs.clone()));
+        let place =
+            |unit: &str, attrs: &[String; 3]| tree.index_of(unit).map(|u| (u, attrs.clone()));
         let mut by_person: HashMap<&str, (Option<Place>, Option<Place>)> = HashMap::new();
         for (person, unit, attrs) in previous {
             by_person.entry(person.as_str()).or_default().0 = place(unit, attrs);
@@ -244,10 +245,15 @@ impl Movers {
                 own[u] += c;
             }
             let anc = |x: Option<usize>| -> Vec<usize> {
-                x.map(|x| tree.ancestors_or_self(x).collect()).unwrap_or_default()
+                x.map(|x| tree.ancestors_or_self(x).collect())
+                    .unwrap_or_default()
             };
             let (ab, an) = (anc(bu), anc(nu));
-            for u in ab.iter().filter(|u| !an.contains(u)).chain(an.iter().filter(|u| !ab.contains(u))) {
+            for u in ab
+                .iter()
+                .filter(|u| !an.contains(u))
+                .chain(an.iter().filter(|u| !ab.contains(u)))
+            {
                 rollup[*u] += c;
             }
         }
@@ -259,12 +265,20 @@ impl Movers {
         let mut out: HashMap<(usize, String), u64> = HashMap::new();
         let keys = |p: &Option<Place>| -> Vec<(usize, String)> {
             p.as_ref()
-                .map(|(u, a)| tree.ancestors_or_self(*u).map(|x| (x, a[attr].clone())).collect())
+                .map(|(u, a)| {
+                    tree.ancestors_or_self(*u)
+                        .map(|x| (x, a[attr].clone()))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         for (b, n, c) in &self.moves {
             let (kb, kn) = (keys(b), keys(n));
-            for key in kb.iter().filter(|x| !kn.contains(x)).chain(kn.iter().filter(|x| !kb.contains(x))) {
+            for key in kb
+                .iter()
+                .filter(|x| !kn.contains(x))
+                .chain(kn.iter().filter(|x| !kb.contains(x)))
+            {
                 *out.entry(key.clone()).or_default() += c;
             }
         }
@@ -323,7 +337,11 @@ fn protect_partition(parts: &mut [Part], k: u64, change_ok: &dyn Fn(&[usize]) ->
             (n == 0 || n >= k) && change_ok(&with)
         };
         let next = if size_ok {
-            shown.clone().filter(fixes).min_by_key(key).or_else(|| shown.min_by_key(key))
+            shown
+                .clone()
+                .filter(fixes)
+                .min_by_key(key)
+                .or_else(|| shown.min_by_key(key))
         } else {
             shown.min_by_key(key)
         };
@@ -494,7 +512,9 @@ pub fn plan_slices(
     movers: Option<&Movers>,
 ) -> SlicePlan {
     let k = plan.k;
-    let changes = movers.map(|m| m.slice_deltas(tree, attr)).unwrap_or_default();
+    let changes = movers
+        .map(|m| m.slice_deltas(tree, attr))
+        .unwrap_or_default();
     let change_ok = |cuts: &[Cut]| movers.is_none_or(|m| !small(m.delta(tree, attr, cuts), k));
     let mut counts: HashMap<(usize, String), (u64, u64)> = HashMap::new();
     let mut own_v: HashMap<(usize, String), u64> = HashMap::new();
@@ -937,7 +957,11 @@ mod tests {
     fn slices_follow_the_respondent_change_too() {
         let t = Tree::new(&[("root".into(), "".into())]);
         // One person's tenure band went from new to old between the cycles.
-        let prev = [people("n", 0..6, "root", "new"), people("o", 0..10, "root", "old")].concat();
+        let prev = [
+            people("n", 0..6, "root", "new"),
+            people("o", 0..10, "root", "old"),
+        ]
+        .concat();
         let cur = [
             people("n", 1..6, "root", "new"),
             people("n", 0..1, "root", "old"),
@@ -949,7 +973,13 @@ mod tests {
         let p = plan_tree(&t, &[16], &[16], 5, Some(&m));
         assert_eq!(p.rollup[0], None);
         let s = plan_slices(&t, &p, &cells, 0, Some(&m));
-        assert_eq!(s.slices[&(0, "new".into())].hidden, Some(Hidden::MembershipChange));
-        assert_eq!(s.slices[&(0, "old".into())].hidden, Some(Hidden::MembershipChange));
+        assert_eq!(
+            s.slices[&(0, "new".into())].hidden,
+            Some(Hidden::MembershipChange)
+        );
+        assert_eq!(
+            s.slices[&(0, "old".into())].hidden,
+            Some(Hidden::MembershipChange)
+        );
     }
 }
