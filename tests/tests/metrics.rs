@@ -2,7 +2,7 @@
 //! standard library: NPS = 100·(p₊ − p₋), Wald se = 100·sqrt((p₊ + p₋ − (p₊ − p₋)²)/n),
 //! z = 1.959963984540054; Wilson for shares; two-sided normal p from statistics.NormalDist).
 
-use cxloop_e2e::{at, response, seed_survey, spawn, tenant, violations};
+use cxloop_e2e::{at, record_nps, response, seed_survey, spawn, tenant, violations};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
 use tonic::Code;
@@ -481,5 +481,89 @@ async fn slices_read_together_in_a_batch_equal_each_read_alone() {
         }
         assert_eq!(row, expected);
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batched_slice_reads_follow_every_write_after_them() {
+    // Single-dimension slices of a batch may be served from memory (the embedded mode): each
+    // read must still equal the stored rollups after any later write. The reference is the
+    // same touchpoint read as a two-dimension slice (every response here is on the web
+    // channel), which always reads the database.
+    let (app, mut c, tps, survey) = seeded().await;
+    let q = |slice: pb::Slice| pb::QueryMetricsRequest {
+        survey_id: survey.clone(),
+        question_key: "nps".into(),
+        slice: Some(slice),
+        period: named("2026-03"),
+        bucket: pb::Bucket::Day as i32,
+        view: pb::MetricsView::Full as i32,
+    };
+    let marginal = pb::Slice {
+        touchpoint_id: tps[0].clone(),
+        ..Default::default()
+    };
+    let reference = pb::Slice {
+        touchpoint_id: tps[0].clone(),
+        channel: pb::Channel::Web as i32,
+        ..Default::default()
+    };
+    let read = async |c: &mut cxloop_e2e::Client| {
+        let r = c
+            .batch_query_metrics(pb::BatchQueryMetricsRequest {
+                queries: vec![q(marginal.clone()), q(reference.clone())],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert_eq!(r[0].buckets, r[1].buckets);
+        assert_eq!(r[0].total, r[1].total);
+        r[0].total.as_ref().unwrap().count
+    };
+    let first = read(&mut c).await;
+    assert!(first > 0);
+    // A day already counted, a day with nobody yet, and a day before the period.
+    record_nps(
+        &mut c,
+        "more-a",
+        &survey,
+        &tps[0],
+        at("2026-03-02T20:00:00Z"),
+        &[10, 10, 3],
+    )
+    .await;
+    record_nps(
+        &mut c,
+        "more-b",
+        &survey,
+        &tps[0],
+        at("2026-03-20T10:00:00Z"),
+        &[9],
+    )
+    .await;
+    record_nps(
+        &mut c,
+        "more-c",
+        &survey,
+        &tps[0],
+        at("2026-02-20T10:00:00Z"),
+        &[0],
+    )
+    .await;
+    assert_eq!(read(&mut c).await, first + 4);
+    // The unary path, and a retry that must not count twice.
+    for _ in 0..2 {
+        c.record_response(response(
+            "one",
+            &survey,
+            &tps[0],
+            at("2026-03-31T23:59:59Z"),
+            &[("nps", 8)],
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(read(&mut c).await, first + 5);
     app.stop().await;
 }

@@ -11,7 +11,7 @@ use cxloop_platform::error::{ApiError, ApiResult};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::employee::v1 as pb;
 
-use crate::domain::anonymity::{self, Cut, Hidden, Movers, SlicePlan, TreePlan};
+use crate::domain::anonymity::{self, Hidden, Movers, SlicePlan, TreePlan};
 use crate::domain::results::{self, GroupSums};
 use crate::domain::{COMMENTS_MIN, IMPACT_MIN, RESPONDENTS, SurveyDef};
 use crate::store::cycles::{CycleRow, Respondents, Snapshot, state};
@@ -67,11 +67,9 @@ pub struct CycleView {
     /// The cache version the snapshot belongs to.
     pub version: Version,
     /// Tree decisions at the cycle's k.
-    pub plan: TreePlan,
+    pub plan: Arc<TreePlan>,
     /// Slice decisions of the attribute asked for, if any.
-    pub slices: Option<(usize, SlicePlan)>,
-    /// Respondents who differ from the previous cycle's (None without a previous cycle).
-    pub movers: Option<Arc<Movers>>,
+    pub slices: Option<(usize, Arc<SlicePlan>)>,
 }
 
 impl CycleView {
@@ -92,27 +90,9 @@ impl CycleView {
         }
         let survey = store.get_survey(tenant, &cycle.survey_id).await?.def();
         let (version, snap) = cache.snapshot(store, tenant, &cycle.id).await?;
-        let len = snap.tree.len();
-        let (mut answered, mut invited) = (vec![0u64; len], vec![0u64; len]);
-        for c in &snap.cells {
-            answered[c.unit] += c.answered;
-            invited[c.unit] += c.invited;
-        }
         let movers = cache.movers(store, tenant, &cycle, version, &snap).await?;
-        let m = movers.as_deref();
-        let plan = anonymity::plan_tree(
-            &snap.tree,
-            &answered,
-            &invited,
-            u64::from(cycle.threshold),
-            m,
-        );
-        let slices = attr.map(|a| {
-            (
-                a,
-                anonymity::plan_slices(&snap.tree, &plan, &snap.cells, a, m),
-            )
-        });
+        let (plan, slices) = cache.plans(tenant, &cycle, version, &snap, movers.as_ref(), attr);
+        let slices = attr.zip(slices);
         Ok(Self {
             cycle,
             survey,
@@ -120,7 +100,6 @@ impl CycleView {
             version,
             plan,
             slices,
-            movers,
         })
     }
 
@@ -159,21 +138,19 @@ impl CycleView {
         }
     }
 
-    /// The group as a set of people, and its attribute.
-    fn cut(g: &Group) -> (usize, Cut) {
-        match g {
-            Group::Own(u) => (0, Cut::Own(*u)),
-            Group::Rollup(u) => (0, Cut::Rollup(*u)),
-            Group::Slice(u, a, v) => (*a, Cut::Slice(*u, v.clone())),
-        }
-    }
-
-    /// How many respondents the group changed by since the previous cycle.
+    /// How many respondents the group changed by since the previous cycle (planned with
+    /// the decisions, once per version).
     fn respondent_change(&self, g: &Group) -> u64 {
-        let (attr, cut) = Self::cut(g);
-        self.movers
-            .as_ref()
-            .map_or(0, |m| m.delta(&self.snap.tree, attr, &[cut]))
+        let at = |v: &Vec<u64>, u: usize| v.get(u).copied().unwrap_or(0);
+        match g {
+            Group::Own(u) => at(&self.plan.change_own, *u),
+            Group::Rollup(u) => at(&self.plan.change_rollup, *u),
+            Group::Slice(u, _, v) => self
+                .slices
+                .as_ref()
+                .and_then(|(_, s)| s.slices.get(&(*u, v.clone())))
+                .map_or(0, |s| s.change),
+        }
     }
 
     /// The unit indexes whose own sums make up a group.
@@ -453,8 +430,17 @@ struct CycleData {
     respondents: Option<Arc<Respondents>>,
     sums: HashMap<i64, Arc<UnitSums>>,
     /// Movers against a previous cycle, by (previous cycle id, its version).
-    movers: HashMap<(String, Version), Arc<Movers>>,
+    movers: HashMap<MoversKey, Arc<Movers>>,
+    /// Decisions, by movers' key and attribute.
+    plans: HashMap<PlanKey, Plans>,
 }
+
+/// A previous cycle's id and version.
+type MoversKey = (String, Version);
+/// What a cycle's decisions depend on besides its own version.
+type PlanKey = (Option<MoversKey>, Option<usize>);
+/// A cycle's tree decisions and the slice decisions of one attribute.
+type Plans = (Arc<TreePlan>, Option<Arc<SlicePlan>>);
 
 /// Per-process cache of the parts of results that only change when someone answers or is
 /// erased: the launch snapshot with its counts, the sums and the respondent changes between
@@ -511,6 +497,7 @@ impl ResultsCache {
                     respondents: None,
                     sums: HashMap::new(),
                     movers: HashMap::new(),
+                    plans: HashMap::new(),
                 },
             );
         });
@@ -575,7 +562,7 @@ impl ResultsCache {
         cycle: &CycleRow,
         version: Version,
         snap: &Snapshot,
-    ) -> ApiResult<Option<Arc<Movers>>> {
+    ) -> ApiResult<Option<(MoversKey, Arc<Movers>)>> {
         if cycle.previous_cycle_id.is_empty() {
             return Ok(None);
         }
@@ -588,7 +575,7 @@ impl ResultsCache {
                 .filter(|d| d.version == version)
                 .and_then(|d| d.movers.get(&mk).cloned())
         }) {
-            return Ok(Some(m));
+            return Ok(Some((mk, m)));
         }
         // The previous cycle's respondents are cached under its own entry, which must exist
         // for them to be kept: make sure it does.
@@ -600,10 +587,55 @@ impl ResultsCache {
         let m = Arc::new(Movers::between(&snap.tree, &prev_resp, &cur_resp));
         self.with(|c| {
             if let Some(d) = c.get_mut(&key).filter(|d| d.version == version) {
-                d.movers.insert(mk, m.clone());
+                d.movers.insert(mk.clone(), m.clone());
             }
         });
-        Ok(Some(m))
+        Ok(Some((mk, m)))
+    }
+
+    /// The decisions of a cycle's groups (and of the slices of `attr`), planned once per
+    /// version of the cycle and of its previous cycle: they depend on counts only.
+    fn plans(
+        &self,
+        tenant: &TenantId,
+        cycle: &CycleRow,
+        version: Version,
+        snap: &Snapshot,
+        movers: Option<&(MoversKey, Arc<Movers>)>,
+        attr: Option<usize>,
+    ) -> (Arc<TreePlan>, Option<Arc<SlicePlan>>) {
+        let key = (tenant.as_str().to_owned(), cycle.id.clone());
+        let pk = (movers.map(|(k, _)| k.clone()), attr);
+        if let Some(p) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == version)
+                .and_then(|d| d.plans.get(&pk).cloned())
+        }) {
+            return p;
+        }
+        let len = snap.tree.len();
+        let (mut answered, mut invited) = (vec![0u64; len], vec![0u64; len]);
+        for c in &snap.cells {
+            answered[c.unit] += c.answered;
+            invited[c.unit] += c.invited;
+        }
+        let m = movers.map(|(_, m)| &**m);
+        let tree = Arc::new(anonymity::plan_tree(
+            &snap.tree,
+            &answered,
+            &invited,
+            u64::from(cycle.threshold),
+            m,
+        ));
+        let slices =
+            attr.map(|a| Arc::new(anonymity::plan_slices(&snap.tree, &tree, &snap.cells, a, m)));
+        let p = (tree, slices);
+        self.with(|c| {
+            if let Some(d) = c.get_mut(&key).filter(|d| d.version == version) {
+                d.plans.insert(pk, p.clone());
+            }
+        });
+        p
     }
 }
 

@@ -740,34 +740,74 @@ impl FeedbackApi {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            // Two halves read at once on two pooled connections: SQLite runs each statement
-            // on its own thread, so a large group takes half the wall time.
-            let mut by_key = HashMap::new();
-            for chunk in keys.chunks(512) {
-                let (a, b) = chunk.split_at(chunk.len() / 2);
-                let read = |part: &[String]| {
-                    let part = part.to_vec();
-                    async move {
-                        if part.is_empty() {
-                            return Ok(HashMap::new());
-                        }
-                        self.store
-                            .slice_histograms(
-                                tenant, survey, question, scale.min, &part, days, total,
-                            )
-                            .await
-                    }
-                };
-                let (ra, rb) = tokio::join!(read(a), read(b));
-                by_key.extend(ra?);
-                by_key.extend(rb?);
-            }
+            let by_key = self
+                .read_slices(tenant, survey, question, scale.min, keys, days, total)
+                .await?;
             for (i, k) in members {
                 let days = by_key.get(&k).map(Vec::as_slice).unwrap_or(&[]);
                 results[i] = Some(respond(&parsed[i], scale, days));
             }
         }
         Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Daily histograms of single-dimension slices: from the rollup cache where it holds
+    /// them (the embedded mode), the rest read through the ingest writer into the cache; with
+    /// no cache, from the database in two concurrent halves (SQLite runs each statement on
+    /// its own thread, so a large group takes half the wall time).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_slices(
+        &self,
+        tenant: &TenantId,
+        survey: &str,
+        question: &str,
+        min: i32,
+        keys: Vec<String>,
+        days: (i64, i64),
+        total: bool,
+    ) -> ApiResult<std::collections::HashMap<String, Vec<(i64, Histogram)>>> {
+        let mut by_key = std::collections::HashMap::with_capacity(keys.len());
+        if let Some(cache) = self.store.rollup_cache() {
+            let mut missing = Vec::new();
+            for k in keys {
+                match cache.get(tenant.as_str(), survey, question, &k, days) {
+                    Some(rows) => {
+                        let series = rows
+                            .iter()
+                            .map(|(d, c)| (*d, Histogram::from_dense(min, c)))
+                            .collect();
+                        by_key.insert(k, series);
+                    }
+                    None => missing.push(k),
+                }
+            }
+            for chunk in missing.chunks(512) {
+                by_key.extend(
+                    self.ingest
+                        .fill(tenant, survey, question, min, chunk.to_vec(), days)
+                        .await?,
+                );
+            }
+            return Ok(by_key);
+        }
+        for chunk in keys.chunks(512) {
+            let (a, b) = chunk.split_at(chunk.len() / 2);
+            let read = |part: &[String]| {
+                let part = part.to_vec();
+                async move {
+                    if part.is_empty() {
+                        return Ok(std::collections::HashMap::new());
+                    }
+                    self.store
+                        .slice_histograms(tenant, survey, question, min, &part, days, total)
+                        .await
+                }
+            };
+            let (ra, rb) = tokio::join!(read(a), read(b));
+            by_key.extend(ra?);
+            by_key.extend(rb?);
+        }
+        Ok(by_key)
     }
 
     async fn histogram_total(

@@ -35,7 +35,12 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
 pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> {
     let wake = Arc::new(Notify::new());
     let store = store::Store::new(ctx.db.clone());
-    let ingest = store::ingest::Ingest::start(ctx.db.clone(), wake.clone(), store.config_version());
+    let ingest = store::ingest::Ingest::start(
+        ctx.db.clone(),
+        wake.clone(),
+        store.config_version(),
+        store.rollup_cache(),
+    );
     tokio::spawn(cxloop_platform::outbox::dispatch(
         ctx.db.clone(),
         "fb_outbox".into(),

@@ -303,6 +303,10 @@ pub struct TreePlan {
     pub invited_rollup: Vec<u64>,
     /// Invited per unit's own members.
     pub invited_own: Vec<u64>,
+    /// Respondent change since the previous cycle per unit's own members (0 without one).
+    pub change_own: Vec<u64>,
+    /// Respondent change since the previous cycle per rollup (0 without one).
+    pub change_rollup: Vec<u64>,
 }
 
 /// A shown-or-hidden part of a partition, with its respondents and a stable tie-breaker.
@@ -389,6 +393,8 @@ pub fn plan_tree(
             n_own: own_answered.to_vec(),
             invited_rollup,
             invited_own: own_invited.to_vec(),
+            change_own: Vec::new(),
+            change_rollup: Vec::new(),
         };
     }
     let (change_own, change_rollup) = movers
@@ -455,6 +461,8 @@ pub fn plan_tree(
         n_own: own_answered.to_vec(),
         invited_rollup,
         invited_own: own_invited.to_vec(),
+        change_own,
+        change_rollup,
     }
 }
 
@@ -467,6 +475,8 @@ pub struct SliceState {
     pub invited: u64,
     /// None = shown.
     pub hidden: Option<Hidden>,
+    /// Respondent change since the previous cycle (0 without one).
+    pub change: u64,
 }
 
 /// Decisions for every slice of one attribute, keyed by (unit index, value).
@@ -622,12 +632,14 @@ pub fn plan_slices(
                 }
             }
             for (v, invited, p) in unit_parts {
+                let change = changes.get(&(u, v.clone())).copied().unwrap_or(0);
                 slices.insert(
                     (u, v),
                     SliceState {
                         n: p.n,
                         invited,
                         hidden: p.hidden,
+                        change,
                     },
                 );
             }

@@ -16,8 +16,10 @@ use cxloop_platform::outbox::{self, Event};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::cache::{DayCounts, RollupCache};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
+use cxloop_metrics::Histogram;
 
 /// Most response rows committed in one transaction.
 const MAX_BATCH_ROWS: usize = 20_000;
@@ -52,10 +54,30 @@ struct Job {
     reply: oneshot::Sender<ApiResult<Vec<Outcome>>>,
 }
 
+/// Daily histograms by slice key, as [`Store::slice_histograms`] gives them.
+pub type SliceDays = HashMap<String, Vec<(i64, Histogram)>>;
+
+/// A read of daily slice histograms into the rollup cache, done by the writer between two
+/// commits so that what is cached is exactly the committed state.
+struct Fill {
+    tenant: TenantId,
+    survey: String,
+    measure: String,
+    min: i32,
+    keys: Vec<String>,
+    days: (i64, i64),
+    reply: oneshot::Sender<ApiResult<SliceDays>>,
+}
+
+enum Work {
+    Write(Job),
+    Fill(Fill),
+}
+
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct Ingest {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
 }
 
 impl Ingest {
@@ -65,10 +87,40 @@ impl Ingest {
         db: DatabaseConnection,
         wake: Arc<Notify>,
         config_version: Arc<AtomicU64>,
+        cache: Option<Arc<RollupCache>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, rx, wake, config_version));
+        tokio::spawn(run(db, rx, wake, config_version, cache));
         Self { tx }
+    }
+
+    /// Reads daily histograms of these slices into the rollup cache (through the writer:
+    /// see [`RollupCache`]) and returns them.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fill(
+        &self,
+        tenant: &TenantId,
+        survey: &str,
+        measure: &str,
+        min: i32,
+        keys: Vec<String>,
+        days: (i64, i64),
+    ) -> ApiResult<SliceDays> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Work::Fill(Fill {
+                tenant: tenant.clone(),
+                survey: survey.to_owned(),
+                measure: measure.to_owned(),
+                min,
+                keys,
+                days,
+                reply,
+            }))
+            .await
+            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
     }
 
     /// Stores items (already shape-checked) and returns one outcome per item, in order.
@@ -79,11 +131,11 @@ impl Ingest {
     ) -> ApiResult<Vec<Outcome>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job {
+            .send(Work::Write(Job {
                 tenant,
                 items,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
         rx.await
@@ -93,25 +145,42 @@ impl Ingest {
 
 async fn run(
     db: DatabaseConnection,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Work>,
     wake: Arc<Notify>,
     config_version: Arc<AtomicU64>,
+    cache: Option<Arc<RollupCache>>,
 ) {
     let mut defs = Definitions::new(config_version);
-    while let Some(first) = rx.recv().await {
+    let reader = Store::new(db.clone());
+    let mut next = rx.recv().await;
+    while let Some(work) = next.take() {
+        let first = match work {
+            Work::Fill(f) => {
+                fill(&reader, cache.as_deref(), f).await;
+                next = rx.recv().await;
+                continue;
+            }
+            Work::Write(j) => j,
+        };
         let mut rows = first.items.len();
         let mut jobs = vec![first];
+        // A fill waiting behind writes runs after their commit, in queue order.
+        let mut after = None;
         while rows < MAX_BATCH_ROWS {
             match rx.try_recv() {
-                Ok(j) => {
+                Ok(Work::Write(j)) => {
                     rows += j.items.len();
                     jobs.push(j);
+                }
+                Ok(Work::Fill(f)) => {
+                    after = Some(f);
+                    break;
                 }
                 Err(_) => break,
             }
         }
         let started = Instant::now();
-        let result = commit(&db, &mut defs, &jobs).await;
+        let result = commit(&db, &mut defs, &jobs, cache.as_deref()).await;
         tracing::debug!(
             rows,
             jobs = jobs.len(),
@@ -127,6 +196,11 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = jobs.len(), "ingest batch failed; nothing of it was stored");
+                // The commit itself may have failed after reaching the disk: trust no cached
+                // series.
+                if let Some(c) = &cache {
+                    c.clear();
+                }
                 let message = e.to_string();
                 for job in jobs {
                     let err = match &e {
@@ -139,7 +213,48 @@ async fn run(
                 }
             }
         }
+        if let Some(f) = after {
+            fill(&reader, cache.as_deref(), f).await;
+        }
+        next = rx.recv().await;
     }
+}
+
+/// Reads a fill's slices and, with a cache, keeps them there.
+async fn fill(reader: &Store, cache: Option<&RollupCache>, f: Fill) {
+    let read = reader
+        .slice_histograms(
+            &f.tenant, &f.survey, &f.measure, f.min, &f.keys, f.days, false,
+        )
+        .await;
+    if let (Ok(by_key), Some(cache)) = (&read, cache) {
+        for key in &f.keys {
+            let rows: Vec<(i64, DayCounts)> = by_key
+                .get(key)
+                .map(|days| {
+                    days.iter()
+                        .map(|(d, h)| (*d, dense_counts(h, f.min)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            cache.install(f.tenant.as_str(), &f.survey, &f.measure, key, f.days, &rows);
+        }
+    }
+    let _ = f.reply.send(read);
+}
+
+/// A histogram as counts per scale point from `min`.
+fn dense_counts(h: &Histogram, min: i32) -> DayCounts {
+    let mut out = [0u64; HIST_WIDTH];
+    for (score, count) in h.iter() {
+        if let Some(slot) = usize::try_from(score - min)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+        {
+            *slot = count;
+        }
+    }
+    out
 }
 
 /// How long a cached survey definition or live touchpoint is trusted. Changes made in this
@@ -346,6 +461,7 @@ async fn commit(
     db: &DatabaseConnection,
     defs: &mut Definitions,
     jobs: &[Job],
+    cache: Option<&RollupCache>,
 ) -> ApiResult<Vec<Vec<Outcome>>> {
     let txn = db::begin_write(db).await?;
     let mut all = Vec::with_capacity(jobs.len());
@@ -358,27 +474,43 @@ async fn commit(
         }
     }
     let mut outcomes: Vec<Option<Vec<Outcome>>> = vec![None; jobs.len()];
+    let mut written: Vec<(&TenantId, Increments<'_>)> = Vec::new();
     for (tenant, idx) in by_tenant {
         let items: Vec<&NewResponse> = idx.iter().flat_map(|i| jobs[*i].items.iter()).collect();
-        let decided = decide_and_write(&txn, defs, tenant, &items).await?;
+        let (decided, inc) = decide_and_write(&txn, defs, tenant, &items).await?;
+        written.push((tenant, inc));
         let mut it = decided.into_iter();
         for i in idx {
             outcomes[i] = Some(it.by_ref().take(jobs[i].items.len()).collect());
         }
     }
     txn.commit().await?;
+    if let Some(cache) = cache {
+        for (tenant, inc) in &written {
+            if cache.holds(tenant.as_str()) {
+                cache.apply(
+                    tenant.as_str(),
+                    inc.slices.iter().map(|((survey, measure, slice, day), c)| {
+                        (*survey, *measure, slice.key(), *day, c)
+                    }),
+                );
+            }
+        }
+    }
     for o in outcomes {
         all.push(o.unwrap_or_default());
     }
     Ok(all)
 }
 
-async fn decide_and_write(
+/// Decides each item, writes the accepted ones with their rollups and outbox event, and
+/// returns the outcomes and the rollup increments written.
+async fn decide_and_write<'a>(
     txn: &DatabaseTransaction,
     defs: &mut Definitions,
     tenant: &TenantId,
-    items: &[&NewResponse],
-) -> ApiResult<Vec<Outcome>> {
+    items: &[&'a NewResponse],
+) -> ApiResult<(Vec<Outcome>, Increments<'a>)> {
     let backend = txn.get_database_backend();
     let mut survey_ids: Vec<String> = items.iter().map(|r| r.survey_id.clone()).collect();
     survey_ids.sort();
@@ -446,7 +578,7 @@ async fn decide_and_write(
         accepted.push((r, id, survey));
     }
     if accepted.is_empty() {
-        return Ok(outcomes);
+        return Ok((outcomes, Increments::default()));
     }
 
     const COLS: usize = 14;
@@ -486,7 +618,7 @@ async fn decide_and_write(
         inc.add(r, survey);
     }
     inc.fill_slices();
-    write_increments(txn, tenant, inc).await?;
+    write_increments(txn, tenant, &inc).await?;
 
     // One event per committed batch: consumers get every response, and a bulk import does
     // not double its writes with one outbox row per response.
@@ -513,13 +645,13 @@ async fn decide_and_write(
         .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?,
     }];
     outbox::write(txn, "fb_outbox", &events).await?;
-    Ok(outcomes)
+    Ok((outcomes, inc))
 }
 
 async fn write_increments(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
-    inc: Increments<'_>,
+    inc: &Increments<'_>,
 ) -> ApiResult<()> {
     let backend = txn.get_database_backend();
     let hist_cols = hist_columns();
@@ -530,7 +662,7 @@ async fn write_increments(
             .join(", ")
     };
     const SC: usize = 5 + HIST_WIDTH;
-    let slices: Vec<(SliceKey, Counts)> = inc.slices.into_iter().collect();
+    let slices: Vec<(&SliceKey, &Counts)> = inc.slices.iter().collect();
     for chunk in db::pow2_chunks(&slices, db::rows_per_statement(SC)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * SC);
         for ((survey, measure, slice, day), counts) in chunk {
@@ -555,7 +687,7 @@ async fn write_increments(
         .await?;
     }
     const CC: usize = 8 + HIST_WIDTH;
-    let cells: Vec<(CellKey, Counts)> = inc.cells.into_iter().collect();
+    let cells: Vec<(&CellKey, &Counts)> = inc.cells.iter().collect();
     for chunk in db::pow2_chunks(&cells, db::rows_per_statement(CC)) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * CC);
         for ((survey, measure, tp, ou, ch, seg, day), counts) in chunk {

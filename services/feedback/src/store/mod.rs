@@ -1,6 +1,7 @@
 //! The feedback tables: the only module that knows them. Reads and writes for touchpoints and
 //! surveys, reads of responses and rollups; response ingestion is in [`ingest`].
 
+pub mod cache;
 pub mod ingest;
 
 use std::sync::Arc;
@@ -192,6 +193,8 @@ pub struct Store {
     /// Bumped after every committed change to a survey or touchpoint, so that ingestion
     /// drops its cached definitions.
     config_version: Arc<AtomicU64>,
+    /// Daily slice histograms in memory (embedded SQLite only: one writer).
+    cache: Option<Arc<cache::RollupCache>>,
 }
 
 fn get<T: sea_orm::TryGetable>(r: &QueryResult, i: usize) -> ApiResult<T> {
@@ -303,10 +306,20 @@ fn response_row(r: &QueryResult) -> ApiResult<ResponseRow> {
 impl Store {
     /// A store over this pool.
     pub fn new(db: DatabaseConnection) -> Self {
+        // SQLite means the embedded mode: this process is the file's only writer, so the
+        // rollup cache can follow every commit (see `cache`).
+        let cache = (db.get_database_backend() == DbBackend::Sqlite)
+            .then(|| Arc::new(cache::RollupCache::default()));
         Self {
             db,
             config_version: Arc::new(AtomicU64::new(0)),
+            cache,
         }
+    }
+
+    /// The in-memory rollup cache, when this process is the only writer.
+    pub fn rollup_cache(&self) -> Option<Arc<cache::RollupCache>> {
+        self.cache.clone()
     }
 
     /// The counter ingestion watches for survey and touchpoint changes.
