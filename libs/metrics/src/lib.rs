@@ -49,6 +49,19 @@ impl Histogram {
         }
     }
 
+    /// Replaces the contents with dense counts (as [`Histogram::from_dense`]), reusing the
+    /// allocation: a daily series refills one histogram per day instead of making one.
+    pub fn set_dense(&mut self, min: i32, counts: &[u64]) {
+        self.counts.clear();
+        self.counts.extend(
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| (min + i as i32, *c)),
+        );
+    }
+
     /// Adds `count` observations of `score`.
     pub fn add(&mut self, score: i32, count: u64) {
         if count == 0 {
@@ -719,10 +732,19 @@ fn student_t_quantile_newton(p: f64, df: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+
     //! Reference values were computed independently with Python 3.11's standard library
     //! (statistics.NormalDist, math.lgamma) and Simpson integration of the t density; the
     //! inputs and numbers are beside each assertion.
     use super::*;
+
+    #[test]
+    fn set_dense_equals_from_dense() {
+        let mut h = Histogram::from_dense(0, &[1, 0, 2]);
+        h.set_dense(-1, &[0, 3, 0, 4]);
+        assert_eq!(h, Histogram::from_dense(-1, &[0, 3, 0, 4]));
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![(0, 3), (2, 4)]);
+    }
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol, "{a} != {b} (tol {tol})");

@@ -20,9 +20,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::metrics::{self as dm, MetricKind};
 use crate::domain::{self, AnswerValue, NewResponse, Question, QuestionKind, SliceFilter};
+use crate::store::cache::{DayCounts, SliceDays, day_counts};
 use crate::store::ingest::{Ingest, Outcome};
 use crate::store::{
-    ResponseFilter, ResponseRow, Store, SurveyInput, SurveyRow, TouchpointInput, TouchpointRow,
+    HIST_WIDTH, ResponseFilter, ResponseRow, Store, SurveyInput, SurveyRow, TouchpointInput,
+    TouchpointRow,
 };
 
 /// Most items in one ImportResponses message.
@@ -594,38 +596,44 @@ struct Scale {
 }
 
 /// A query's answer from its slice's daily histograms (ascending by day).
-fn respond(q: &MetricsQuery, scale: Scale, days: &[(i64, Histogram)]) -> pb::QueryMetricsResponse {
+fn respond(q: &MetricsQuery, scale: Scale, days: &[(i64, DayCounts)]) -> pb::QueryMetricsResponse {
     let kind = scale.kind;
+    let points = usize::try_from(scale.max - scale.min + 1)
+        .unwrap_or(1)
+        .clamp(1, HIST_WIDTH);
     let mut buckets = Vec::new();
     let mut dense = Vec::new();
-    let mut total = Histogram::new();
+    let mut total = [0u64; HIST_WIDTH];
     let mut it = days.iter().peekable();
+    // Counts are summed as arrays; a histogram is made once per bucket, and never for the
+    // dense view (a scorecard's year of days).
+    let mut h = Histogram::new();
     for b in q.range.buckets(q.size) {
         let end_day = period::day_of(b.end);
-        let mut h = Histogram::new();
-        while let Some((_, dh)) = it.next_if(|(d, _)| *d < end_day) {
-            h.merge(dh);
-        }
-        total.merge(&h);
-        if q.dense {
-            let row = dense.len();
-            dense.resize(row + (scale.max - scale.min + 1) as usize, 0);
-            for (score, count) in h.iter() {
-                if (scale.min..=scale.max).contains(&score) {
-                    dense[row + (score - scale.min) as usize] = count;
-                }
+        let mut sum = [0u64; HIST_WIDTH];
+        while let Some((_, day)) = it.next_if(|(d, _)| *d < end_day) {
+            for (s, c) in sum.iter_mut().zip(day) {
+                *s += c;
             }
+        }
+        for (t, c) in total.iter_mut().zip(&sum) {
+            *t += c;
+        }
+        if q.dense {
+            dense.extend_from_slice(&sum[..points]);
         } else {
+            h.set_dense(scale.min, &sum);
             buckets.push(bucket_pb(b, kind, &h, q.with_values));
         }
     }
+    h.set_dense(scale.min, &total);
     pb::QueryMetricsResponse {
         kind: kind.map_or(0, QuestionKind::code),
         buckets,
-        total: Some(bucket_pb(q.range, kind, &total, q.with_values)),
+        total: Some(bucket_pb(q.range, kind, &h, q.with_values)),
         dense: q.dense.then(|| pb::DenseCounts {
             scale_min: scale.min,
-            scale_points: scale.max - scale.min + 1,
+            scale_points: points as i32,
             counts: dense,
         }),
     }
@@ -684,6 +692,10 @@ impl FeedbackApi {
                 q.range.days(),
             )
             .await?;
+        let days: Vec<(i64, DayCounts)> = days
+            .iter()
+            .map(|(d, h)| (*d, day_counts(h, scale.min)))
+            .collect();
         Ok(respond(q, scale, &days))
     }
 
@@ -765,18 +777,14 @@ impl FeedbackApi {
         keys: Vec<String>,
         days: (i64, i64),
         total: bool,
-    ) -> ApiResult<std::collections::HashMap<String, Vec<(i64, Histogram)>>> {
-        let mut by_key = std::collections::HashMap::with_capacity(keys.len());
+    ) -> ApiResult<SliceDays> {
+        let mut by_key = SliceDays::with_capacity(keys.len());
         if let Some(cache) = self.store.rollup_cache() {
             let mut missing = Vec::new();
             for k in keys {
                 match cache.get(tenant.as_str(), survey, question, &k, days) {
                     Some(rows) => {
-                        let series = rows
-                            .iter()
-                            .map(|(d, c)| (*d, Histogram::from_dense(min, c)))
-                            .collect();
-                        by_key.insert(k, series);
+                        by_key.insert(k, rows);
                     }
                     None => missing.push(k),
                 }
@@ -804,8 +812,10 @@ impl FeedbackApi {
                 }
             };
             let (ra, rb) = tokio::join!(read(a), read(b));
-            by_key.extend(ra?);
-            by_key.extend(rb?);
+            for (k, days) in ra?.into_iter().chain(rb?) {
+                let rows = days.iter().map(|(d, h)| (*d, day_counts(h, min))).collect();
+                by_key.insert(k, rows);
+            }
         }
         Ok(by_key)
     }

@@ -16,10 +16,30 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use cxloop_metrics::Histogram;
+
 use super::HIST_WIDTH;
 
-/// One day's counts per scale point.
+/// One day's counts per scale point, from the scale's lowest point.
 pub type DayCounts = [u64; HIST_WIDTH];
+
+/// Daily counts by slice key.
+pub type SliceDays = HashMap<String, Vec<(i64, DayCounts)>>;
+
+/// A histogram as counts per scale point from `min` (points outside the scale are dropped:
+/// rollup rows have no column for them).
+pub fn day_counts(h: &Histogram, min: i32) -> DayCounts {
+    let mut out = [0u64; HIST_WIDTH];
+    for (score, count) in h.iter() {
+        if let Some(slot) = usize::try_from(score - min)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+        {
+            *slot = count;
+        }
+    }
+    out
+}
 
 /// Day rows kept at most (about 100 bytes each); beyond this the cache starts over.
 const MAX_DAY_ROWS: usize = 400_000;

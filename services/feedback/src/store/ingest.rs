@@ -16,10 +16,9 @@ use cxloop_platform::outbox::{self, Event};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::cache::{DayCounts, RollupCache};
+use super::cache::{RollupCache, SliceDays, day_counts};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
-use cxloop_metrics::Histogram;
 
 /// Most response rows committed in one transaction.
 const MAX_BATCH_ROWS: usize = 20_000;
@@ -53,9 +52,6 @@ struct Job {
     items: Vec<NewResponse>,
     reply: oneshot::Sender<ApiResult<Vec<Outcome>>>,
 }
-
-/// Daily histograms by slice key, as [`Store::slice_histograms`] gives them.
-pub type SliceDays = HashMap<String, Vec<(i64, Histogram)>>;
 
 /// A read of daily slice histograms into the rollup cache, done by the writer between two
 /// commits so that what is cached is exactly the committed state.
@@ -226,35 +222,29 @@ async fn fill(reader: &Store, cache: Option<&RollupCache>, f: Fill) {
         .slice_histograms(
             &f.tenant, &f.survey, &f.measure, f.min, &f.keys, f.days, false,
         )
-        .await;
-    if let (Ok(by_key), Some(cache)) = (&read, cache) {
-        for key in &f.keys {
-            let rows: Vec<(i64, DayCounts)> = by_key
-                .get(key)
-                .map(|days| {
-                    days.iter()
-                        .map(|(d, h)| (*d, dense_counts(h, f.min)))
-                        .collect()
+        .await
+        .map(|by_key| {
+            let mut out: SliceDays = by_key
+                .into_iter()
+                .map(|(k, days)| {
+                    let rows = days
+                        .iter()
+                        .map(|(d, h)| (*d, day_counts(h, f.min)))
+                        .collect();
+                    (k, rows)
                 })
-                .unwrap_or_default();
-            cache.install(f.tenant.as_str(), &f.survey, &f.measure, key, f.days, &rows);
+                .collect();
+            for key in &f.keys {
+                out.entry(key.clone()).or_default();
+            }
+            out
+        });
+    if let (Ok(by_key), Some(cache)) = (&read, cache) {
+        for (key, rows) in by_key {
+            cache.install(f.tenant.as_str(), &f.survey, &f.measure, key, f.days, rows);
         }
     }
     let _ = f.reply.send(read);
-}
-
-/// A histogram as counts per scale point from `min`.
-fn dense_counts(h: &Histogram, min: i32) -> DayCounts {
-    let mut out = [0u64; HIST_WIDTH];
-    for (score, count) in h.iter() {
-        if let Some(slot) = usize::try_from(score - min)
-            .ok()
-            .and_then(|i| out.get_mut(i))
-        {
-            *slot = count;
-        }
-    }
-    out
 }
 
 /// How long a cached survey definition or live touchpoint is trusted. Changes made in this
