@@ -773,6 +773,14 @@ async fn scorecards_judge_known_data_with_its_uncertainty() {
     assert!((jn.value - 100.0 / 3.0).abs() < 1e-9);
     // Daily transparency: 31 days; the period-to-date value grows on the 10th and 11th.
     assert_eq!(card[5].days.len(), 31);
+    // Consecutive days from 2026-03-01, which is day 20513 since 1970-01-01.
+    assert!(
+        card[5]
+            .days
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.epoch_day == 20513 + i as i64)
+    );
     let to_date = |d: usize| card[5].days[d].to_date.unwrap().sample_size;
     assert_eq!(
         (to_date(8), to_date(9), to_date(10), to_date(30)),

@@ -318,7 +318,7 @@ fn result(
             let td = metric.estimate(&h_td);
             let day = metric.estimate(&h_day);
             pb::DailyPoint {
-                day: Some(range_pb(*r)),
+                epoch_day: micros(r.start).div_euclid(86_400_000_000),
                 day_value: Some(estimate_pb(&day)),
                 to_date: Some(estimate_pb(&td)),
                 to_date_status: kpi::status(doc.direction, &td, target) as i32,
