@@ -433,6 +433,8 @@ struct CycleData {
     movers: HashMap<MoversKey, Arc<Movers>>,
     /// Decisions, by movers' key and attribute.
     plans: HashMap<PlanKey, Plans>,
+    /// Headline sums per unit, by (dimension, value, rollup or own).
+    headlines: HashMap<(i64, String, bool), Arc<Vec<GroupSums>>>,
 }
 
 /// A previous cycle's id and version.
@@ -498,6 +500,7 @@ impl ResultsCache {
                     sums: HashMap::new(),
                     movers: HashMap::new(),
                     plans: HashMap::new(),
+                    headlines: HashMap::new(),
                 },
             );
         });
@@ -591,6 +594,70 @@ impl ResultsCache {
             }
         });
         Ok(Some((mk, m)))
+    }
+
+    /// The headline sums (respondents, eNPS, engagement and driver sums) of every unit of a
+    /// cycle for one dimension value: of its own members, or of its rollup (summed bottom-up).
+    /// Made once per version: a dashboard asks for the same tree again and again.
+    pub fn headlines(
+        &self,
+        tenant: &TenantId,
+        view: &CycleView,
+        sums: &UnitSums,
+        dim: i64,
+        value: &str,
+        rollup: bool,
+    ) -> Arc<Vec<GroupSums>> {
+        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
+        let hk = (dim, value.to_owned(), rollup);
+        if let Some(h) = self.with(|m| {
+            m.get(&key)
+                .filter(|d| d.version == view.version)
+                .and_then(|d| d.headlines.get(&hk).cloned())
+        }) {
+            return h;
+        }
+        let enps = view.survey.enps_key();
+        let headline_only = |g: &GroupSums| GroupSums {
+            tallies: g
+                .tallies
+                .iter()
+                .filter(|(m, _)| m.as_str() == RESPONDENTS || Some(m.as_str()) == enps)
+                .map(|(m, h)| (m.clone(), *h))
+                .collect(),
+            moments: g
+                .moments
+                .iter()
+                .filter(|(st, _)| st.starts_with("e:") || st.starts_with("f:"))
+                .map(|(st, v)| (st.clone(), *v))
+                .collect(),
+        };
+        let t = &view.snap.tree;
+        let mut out: Vec<GroupSums> = t
+            .ids
+            .iter()
+            .map(|id| {
+                sums.get(&(id.clone(), value.to_owned()))
+                    .map(headline_only)
+                    .unwrap_or_default()
+            })
+            .collect();
+        if rollup {
+            for u in (1..t.len()).rev() {
+                if let Some(p) = t.parent[u] {
+                    let child = std::mem::take(&mut out[u]);
+                    out[p].merge(&child);
+                    out[u] = child;
+                }
+            }
+        }
+        let out = Arc::new(out);
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
+                d.headlines.insert(hk, out.clone());
+            }
+        });
+        out
     }
 
     /// The decisions of a cycle's groups (and of the slices of `attr`), planned once per
@@ -844,7 +911,6 @@ pub async fn tree_results(
     if !(0..view.snap.tree.len()).any(|u| scope.allows(&view.snap.tree, u)) {
         return Err(out_of_scope(&view.cycle.org_unit_id));
     }
-    let enps = view.survey.enps_key().map(str::to_owned);
     let mut dims = vec![0i64];
     if let Some(a) = attr {
         dims.push(a as i64 + 1);
@@ -854,65 +920,28 @@ pub async fn tree_results(
         sums.insert(*d, cache.sums(store, tenant, &view, *d).await?);
     }
     let prev = load_previous(cache, store, tenant, &view, &dims).await?;
-    // The headline needs the respondent count, eNPS and the engagement and driver sums:
-    // rollups carry only those.
-    let headline_only = |g: &GroupSums| GroupSums {
-        tallies: g
-            .tallies
-            .iter()
-            .filter(|(m, _)| m.as_str() == RESPONDENTS || Some(m.as_str()) == enps.as_deref())
-            .map(|(m, h)| (m.clone(), *h))
-            .collect(),
-        moments: g
-            .moments
-            .iter()
-            .filter(|(st, _)| st.starts_with("e:") || st.starts_with("f:"))
-            .map(|(st, v)| (st.clone(), *v))
-            .collect(),
-    };
     let tree = &view.snap.tree;
-    // Rollup sums bottom-up, from each unit's own sums, per dimension value.
-    let rollups = |value: &str, sums: &UnitSums, v: &CycleView| -> Vec<GroupSums> {
-        let t = &v.snap.tree;
-        let mut out: Vec<GroupSums> = t
-            .ids
-            .iter()
-            .map(|id| {
-                sums.get(&(id.clone(), value.to_owned()))
-                    .map(&headline_only)
-                    .unwrap_or_default()
-            })
-            .collect();
-        for u in (1..t.len()).rev() {
-            if let Some(p) = t.parent[u] {
-                let child = out[u].clone();
-                out[p].merge(&child);
-            }
-        }
-        out
-    };
-    let own: Vec<GroupSums> = tree
-        .ids
-        .iter()
-        .map(|id| {
-            sums[&0]
-                .get(&(id.clone(), String::new()))
-                .map(&headline_only)
-                .unwrap_or_default()
-        })
-        .collect();
-    let roll = rollups("", &sums[&0], &view);
-    let prev_roll = prev.as_ref().map(|p| rollups("", &p.sums[&0], &p.view));
-    let mut slice_sums: HashMap<String, Vec<GroupSums>> = HashMap::new();
-    let mut prev_slice_sums: HashMap<String, Vec<GroupSums>> = HashMap::new();
+    let own = cache.headlines(tenant, &view, &sums[&0], 0, "", false);
+    let roll = cache.headlines(tenant, &view, &sums[&0], 0, "", true);
+    let prev_roll = prev
+        .as_ref()
+        .map(|p| cache.headlines(tenant, &p.view, &p.sums[&0], 0, "", true));
+    let mut slice_sums: HashMap<String, Arc<Vec<GroupSums>>> = HashMap::new();
+    let mut prev_slice_sums: HashMap<String, Arc<Vec<GroupSums>>> = HashMap::new();
     if let Some(a) = attr {
         let d = a as i64 + 1;
-        let values: std::collections::BTreeSet<String> =
-            view.snap.cells.iter().map(|c| c.attrs[a].clone()).collect();
+        let values: std::collections::BTreeSet<&String> =
+            view.snap.cells.iter().map(|c| &c.attrs[a]).collect();
         for v in values {
-            slice_sums.insert(v.clone(), rollups(&v, &sums[&d], &view));
+            slice_sums.insert(
+                v.clone(),
+                cache.headlines(tenant, &view, &sums[&d], d, v, true),
+            );
             if let Some((p, ps)) = prev.as_ref().and_then(|p| Some((p, p.sums.get(&d)?))) {
-                prev_slice_sums.insert(v.clone(), rollups(&v, ps, &p.view));
+                prev_slice_sums.insert(
+                    v.clone(),
+                    cache.headlines(tenant, &p.view, ps, d, v, true),
+                );
             }
         }
     }
@@ -922,20 +951,9 @@ pub async fn tree_results(
             Group::Own(i) | Group::Rollup(i) | Group::Slice(i, _, _) => Some(i),
         }
     };
-    let prev_own: Option<Vec<GroupSums>> = prev.as_ref().map(|p| {
-        p.view
-            .snap
-            .tree
-            .ids
-            .iter()
-            .map(|id| {
-                p.sums[&0]
-                    .get(&(id.clone(), String::new()))
-                    .map(&headline_only)
-                    .unwrap_or_default()
-            })
-            .collect()
-    });
+    let prev_own = prev
+        .as_ref()
+        .map(|p| cache.headlines(tenant, &p.view, &p.sums[&0], 0, "", false));
     let summary = |g: &Group, cur: &GroupSums, prev_sums: Option<&GroupSums>| {
         let basis = change_basis(&view, prev.as_ref(), g, prev_sums);
         summary_pb(&view, Some(cur), g, &basis, &[], false)
