@@ -938,10 +938,7 @@ pub async fn tree_results(
                 cache.headlines(tenant, &view, &sums[&d], d, v, true),
             );
             if let Some((p, ps)) = prev.as_ref().and_then(|p| Some((p, p.sums.get(&d)?))) {
-                prev_slice_sums.insert(
-                    v.clone(),
-                    cache.headlines(tenant, &p.view, ps, d, v, true),
-                );
+                prev_slice_sums.insert(v.clone(), cache.headlines(tenant, &p.view, ps, d, v, true));
             }
         }
     }
