@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::metrics::{self as dm, MetricKind};
 use crate::domain::{self, AnswerValue, NewResponse, Question, QuestionKind, SliceFilter};
-use crate::store::cache::{DayCounts, SliceDays, day_counts};
+use crate::store::cache::{DayCounts, SeriesRef, SliceDays, day_counts};
 use crate::store::ingest::{Ingest, Outcome};
 use crate::store::{
     HIST_WIDTH, ResponseFilter, ResponseRow, Store, SurveyInput, SurveyRow, TouchpointInput,
@@ -631,7 +631,7 @@ fn respond(q: &MetricsQuery, scale: Scale, days: &[(i64, DayCounts)]) -> pb::Que
         kind: kind.map_or(0, QuestionKind::code),
         buckets,
         total: Some(bucket_pb(q.range, kind, &h, q.with_values)),
-        dense: q.dense.then(|| pb::DenseCounts {
+        dense: q.dense.then_some(pb::DenseCounts {
             scale_min: scale.min,
             scale_points: points as i32,
             counts: dense,
@@ -782,7 +782,13 @@ impl FeedbackApi {
         if let Some(cache) = self.store.rollup_cache() {
             let mut missing = Vec::new();
             for k in keys {
-                match cache.get(tenant.as_str(), survey, question, &k, days) {
+                let r = SeriesRef {
+                    tenant: tenant.as_str(),
+                    survey,
+                    measure: question,
+                    slice: &k,
+                };
+                match cache.get(r, days) {
                     Some(rows) => {
                         by_key.insert(k, rows);
                     }

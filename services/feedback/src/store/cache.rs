@@ -57,6 +57,20 @@ impl Days {
     }
 }
 
+/// Which series: a tenant's survey, a measure (question key, or "" for response counts) and
+/// a slice key.
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesRef<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// Survey id.
+    pub survey: &'a str,
+    /// Question key, or "" for response counts.
+    pub measure: &'a str,
+    /// Slice key ("" for all responses).
+    pub slice: &'a str,
+}
+
 /// Series by tenant → survey → (measure, slice key).
 type Series = HashMap<String, HashMap<String, HashMap<(String, String), Days>>>;
 
@@ -88,20 +102,13 @@ impl RollupCache {
 
     /// The non-empty days of a series in `days` (start inclusive, end exclusive), if the
     /// cache covers that whole range.
-    pub fn get(
-        &self,
-        tenant: &str,
-        survey: &str,
-        measure: &str,
-        slice: &str,
-        days: (i64, i64),
-    ) -> Option<Vec<(i64, DayCounts)>> {
+    pub fn get(&self, r: SeriesRef<'_>, days: (i64, i64)) -> Option<Vec<(i64, DayCounts)>> {
         self.with(|s| {
             let d = s
                 .series
-                .get(tenant)?
-                .get(survey)?
-                .get(&(measure.to_owned(), slice.to_owned()))?;
+                .get(r.tenant)?
+                .get(r.survey)?
+                .get(&(r.measure.to_owned(), r.slice.to_owned()))?;
             if days.0 < d.from || days.1 > d.to() {
                 return None;
             }
@@ -120,15 +127,7 @@ impl RollupCache {
 
     /// Keeps a series' days as just read (the non-empty ones of `days`). Called by the
     /// writer task only, so nothing was committed between the read and this.
-    pub fn install(
-        &self,
-        tenant: &str,
-        survey: &str,
-        measure: &str,
-        slice: &str,
-        days: (i64, i64),
-        rows: &[(i64, DayCounts)],
-    ) {
+    pub fn install(&self, r: SeriesRef<'_>, days: (i64, i64), rows: &[(i64, DayCounts)]) {
         if days.1 <= days.0 {
             return;
         }
@@ -139,11 +138,11 @@ impl RollupCache {
             }
             let by_key = s
                 .series
-                .entry(tenant.to_owned())
+                .entry(r.tenant.to_owned())
                 .or_default()
-                .entry(survey.to_owned())
+                .entry(r.survey.to_owned())
                 .or_default();
-            let key = (measure.to_owned(), slice.to_owned());
+            let key = (r.measure.to_owned(), r.slice.to_owned());
             // Keep what is cached next to or overlapping the new range (a scorecard reads
             // this period by day and the previous one as a total): both are exact now.
             let (from, to, old) = match by_key.remove(&key) {
@@ -225,21 +224,27 @@ mod tests {
         a
     }
 
+    fn at<'a>(tenant: &'a str, slice: &'a str) -> SeriesRef<'a> {
+        SeriesRef {
+            tenant,
+            survey: "s",
+            measure: "nps",
+            slice,
+        }
+    }
+
     #[test]
     fn covers_only_what_was_read_and_follows_commits() {
         let cache = RollupCache::default();
-        assert!(cache.get("t", "s", "nps", "t:a", (10, 20)).is_none());
-        cache.install("t", "s", "nps", "t:a", (10, 20), &[(12, c(3)), (15, c(1))]);
+        assert!(cache.get(at("t", "t:a"), (10, 20)).is_none());
+        cache.install(at("t", "t:a"), (10, 20), &[(12, c(3)), (15, c(1))]);
         assert_eq!(
-            cache.get("t", "s", "nps", "t:a", (10, 20)),
+            cache.get(at("t", "t:a"), (10, 20)),
             Some(vec![(12, c(3)), (15, c(1))])
         );
-        assert_eq!(
-            cache.get("t", "s", "nps", "t:a", (13, 16)),
-            Some(vec![(15, c(1))])
-        );
-        assert!(cache.get("t", "s", "nps", "t:a", (5, 20)).is_none());
-        assert!(cache.get("u", "s", "nps", "t:a", (10, 20)).is_none());
+        assert_eq!(cache.get(at("t", "t:a"), (13, 16)), Some(vec![(15, c(1))]));
+        assert!(cache.get(at("t", "t:a"), (5, 20)).is_none());
+        assert!(cache.get(at("u", "t:a"), (10, 20)).is_none());
         // A commit adds to a covered day (also one that was empty), not to others.
         let mut inc = [0i64; HIST_WIDTH];
         inc[0] = 2;
@@ -254,19 +259,19 @@ mod tests {
             .into_iter(),
         );
         assert_eq!(
-            cache.get("t", "s", "nps", "t:a", (10, 20)),
+            cache.get(at("t", "t:a"), (10, 20)),
             Some(vec![(11, c(2)), (12, c(3)), (15, c(3))])
         );
         // An adjacent range read later joins the cached one.
-        cache.install("t", "s", "nps", "t:a", (0, 10), &[(4, c(7))]);
+        cache.install(at("t", "t:a"), (0, 10), &[(4, c(7))]);
         assert_eq!(
-            cache.get("t", "s", "nps", "t:a", (0, 20)),
+            cache.get(at("t", "t:a"), (0, 20)),
             Some(vec![(4, c(7)), (11, c(2)), (12, c(3)), (15, c(3))])
         );
         // A distant one replaces it.
-        cache.install("t", "s", "nps", "t:a", (100, 110), &[]);
-        assert!(cache.get("t", "s", "nps", "t:a", (0, 20)).is_none());
-        assert_eq!(cache.get("t", "s", "nps", "t:a", (100, 110)), Some(vec![]));
+        cache.install(at("t", "t:a"), (100, 110), &[]);
+        assert!(cache.get(at("t", "t:a"), (0, 20)).is_none());
+        assert_eq!(cache.get(at("t", "t:a"), (100, 110)), Some(vec![]));
         cache.clear();
         assert!(!cache.holds("t"));
     }

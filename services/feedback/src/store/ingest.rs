@@ -16,7 +16,7 @@ use cxloop_platform::outbox::{self, Event};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::cache::{RollupCache, SliceDays, day_counts};
+use super::cache::{RollupCache, SeriesRef, SliceDays, day_counts};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
@@ -241,7 +241,13 @@ async fn fill(reader: &Store, cache: Option<&RollupCache>, f: Fill) {
         });
     if let (Ok(by_key), Some(cache)) = (&read, cache) {
         for (key, rows) in by_key {
-            cache.install(f.tenant.as_str(), &f.survey, &f.measure, key, f.days, rows);
+            let r = SeriesRef {
+                tenant: f.tenant.as_str(),
+                survey: &f.survey,
+                measure: &f.measure,
+                slice: key,
+            };
+            cache.install(r, f.days, rows);
         }
     }
     let _ = f.reply.send(read);
