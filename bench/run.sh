@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 LARGE=${2:-10000000}
 cargo build --release --bin cxloop --bin cxloop-load >&2
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
