@@ -470,6 +470,35 @@ impl ResultsCache {
         f(&mut guard)
     }
 
+    /// Something kept for a cycle at `version`, if it is there.
+    fn cached<T>(
+        &self,
+        tenant: &TenantId,
+        cycle_id: &str,
+        version: Version,
+        get: impl FnOnce(&CycleData) -> Option<T>,
+    ) -> Option<T> {
+        let key = (tenant.as_str().to_owned(), cycle_id.to_owned());
+        self.with(|m| m.get(&key).filter(|d| d.version == version).and_then(get))
+    }
+
+    /// Keeps something for a cycle at `version`; nothing if its entry has moved on to
+    /// another version (or was dropped) in the meantime.
+    fn keep(
+        &self,
+        tenant: &TenantId,
+        cycle_id: &str,
+        version: Version,
+        put: impl FnOnce(&mut CycleData),
+    ) {
+        let key = (tenant.as_str().to_owned(), cycle_id.to_owned());
+        self.with(|m| {
+            if let Some(d) = m.get_mut(&key).filter(|d| d.version == version) {
+                put(d);
+            }
+        });
+    }
+
     /// The snapshot of a cycle at its current version.
     pub async fn snapshot(
         &self,
@@ -515,19 +544,13 @@ impl ResultsCache {
         view: &CycleView,
         dim: i64,
     ) -> ApiResult<Arc<UnitSums>> {
-        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
-        if let Some(s) = self.with(|m| {
-            m.get(&key)
-                .filter(|d| d.version == view.version)
-                .and_then(|d| d.sums.get(&dim).cloned())
-        }) {
+        let (id, version) = (view.cycle.id.as_str(), view.version);
+        if let Some(s) = self.cached(tenant, id, version, |d| d.sums.get(&dim).cloned()) {
             return Ok(s);
         }
-        let s = Arc::new(store.sums(tenant, &view.cycle.id, dim, None, &[]).await?);
-        self.with(|m| {
-            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
-                d.sums.insert(dim, s.clone());
-            }
+        let s = Arc::new(store.sums(tenant, id, dim, None, &[]).await?);
+        self.keep(tenant, id, version, |d| {
+            d.sums.insert(dim, s.clone());
         });
         Ok(s)
     }
@@ -539,19 +562,12 @@ impl ResultsCache {
         cycle_id: &str,
         version: Version,
     ) -> ApiResult<Arc<Respondents>> {
-        let key = (tenant.as_str().to_owned(), cycle_id.to_owned());
-        if let Some(r) = self.with(|m| {
-            m.get(&key)
-                .filter(|d| d.version == version)
-                .and_then(|d| d.respondents.clone())
-        }) {
+        if let Some(r) = self.cached(tenant, cycle_id, version, |d| d.respondents.clone()) {
             return Ok(r);
         }
         let r = Arc::new(store.respondents(tenant, cycle_id).await?);
-        self.with(|m| {
-            if let Some(d) = m.get_mut(&key).filter(|d| d.version == version) {
-                d.respondents = Some(r.clone());
-            }
+        self.keep(tenant, cycle_id, version, |d| {
+            d.respondents = Some(r.clone())
         });
         Ok(r)
     }
@@ -571,13 +587,8 @@ impl ResultsCache {
         }
         let prev_id = cycle.previous_cycle_id.as_str();
         let prev_version = store.cycle_version(tenant, prev_id).await?;
-        let key = (tenant.as_str().to_owned(), cycle.id.clone());
         let mk = (prev_id.to_owned(), prev_version);
-        if let Some(m) = self.with(|m| {
-            m.get(&key)
-                .filter(|d| d.version == version)
-                .and_then(|d| d.movers.get(&mk).cloned())
-        }) {
+        if let Some(m) = self.cached(tenant, &cycle.id, version, |d| d.movers.get(&mk).cloned()) {
             return Ok(Some((mk, m)));
         }
         // The previous cycle's respondents are cached under its own entry, which must exist
@@ -588,10 +599,8 @@ impl ResultsCache {
             .await?;
         let cur_resp = self.respondents(store, tenant, &cycle.id, version).await?;
         let m = Arc::new(Movers::between(&snap.tree, &prev_resp, &cur_resp));
-        self.with(|c| {
-            if let Some(d) = c.get_mut(&key).filter(|d| d.version == version) {
-                d.movers.insert(mk.clone(), m.clone());
-            }
+        self.keep(tenant, &cycle.id, version, |d| {
+            d.movers.insert(mk.clone(), m.clone());
         });
         Ok(Some((mk, m)))
     }
@@ -608,13 +617,9 @@ impl ResultsCache {
         value: &str,
         rollup: bool,
     ) -> Arc<Vec<GroupSums>> {
-        let key = (tenant.as_str().to_owned(), view.cycle.id.clone());
+        let (id, version) = (view.cycle.id.as_str(), view.version);
         let hk = (dim, value.to_owned(), rollup);
-        if let Some(h) = self.with(|m| {
-            m.get(&key)
-                .filter(|d| d.version == view.version)
-                .and_then(|d| d.headlines.get(&hk).cloned())
-        }) {
+        if let Some(h) = self.cached(tenant, id, version, |d| d.headlines.get(&hk).cloned()) {
             return h;
         }
         let enps = view.survey.enps_key();
@@ -652,10 +657,8 @@ impl ResultsCache {
             }
         }
         let out = Arc::new(out);
-        self.with(|m| {
-            if let Some(d) = m.get_mut(&key).filter(|d| d.version == view.version) {
-                d.headlines.insert(hk, out.clone());
-            }
+        self.keep(tenant, id, version, |d| {
+            d.headlines.insert(hk, out.clone());
         });
         out
     }
@@ -671,13 +674,8 @@ impl ResultsCache {
         movers: Option<&(MoversKey, Arc<Movers>)>,
         attr: Option<usize>,
     ) -> (Arc<TreePlan>, Option<Arc<SlicePlan>>) {
-        let key = (tenant.as_str().to_owned(), cycle.id.clone());
         let pk = (movers.map(|(k, _)| k.clone()), attr);
-        if let Some(p) = self.with(|m| {
-            m.get(&key)
-                .filter(|d| d.version == version)
-                .and_then(|d| d.plans.get(&pk).cloned())
-        }) {
+        if let Some(p) = self.cached(tenant, &cycle.id, version, |d| d.plans.get(&pk).cloned()) {
             return p;
         }
         let len = snap.tree.len();
@@ -697,10 +695,8 @@ impl ResultsCache {
         let slices =
             attr.map(|a| Arc::new(anonymity::plan_slices(&snap.tree, &tree, &snap.cells, a, m)));
         let p = (tree, slices);
-        self.with(|c| {
-            if let Some(d) = c.get_mut(&key).filter(|d| d.version == version) {
-                d.plans.insert(pk, p.clone());
-            }
+        self.keep(tenant, &cycle.id, version, |d| {
+            d.plans.insert(pk, p.clone());
         });
         p
     }

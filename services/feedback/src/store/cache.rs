@@ -41,7 +41,7 @@ pub fn day_counts(h: &Histogram, min: i32) -> DayCounts {
     out
 }
 
-/// Day rows kept at most (about 100 bytes each); beyond this the cache starts over.
+/// Day rows kept at most (88 bytes of counts each); beyond this the cache starts over.
 const MAX_DAY_ROWS: usize = 400_000;
 
 /// A series' days `from .. from + counts.len()` (days since 1970-01-01, UTC), every one of
@@ -112,14 +112,10 @@ impl RollupCache {
             if days.0 < d.from || days.1 > d.to() {
                 return None;
             }
-            let lo = (days.0 - d.from).max(0) as usize;
-            let hi = (days.1 - d.from).max(0) as usize;
             Some(
-                d.counts[lo.min(hi)..hi]
-                    .iter()
-                    .enumerate()
+                (days.0..days.1)
+                    .map(|day| (day, d.counts[(day - d.from) as usize]))
                     .filter(|(_, c)| c.iter().any(|x| *x > 0))
-                    .map(|(i, c)| (days.0.max(d.from) + i as i64, *c))
                     .collect(),
             )
         })

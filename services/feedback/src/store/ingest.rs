@@ -151,12 +151,10 @@ async fn run(
 ) {
     let mut defs = Definitions::new(config_version);
     let reader = Store::new(db.clone());
-    let mut next = rx.recv().await;
-    while let Some(work) = next.take() {
+    while let Some(work) = rx.recv().await {
         let first = match work {
             Work::Fill(f) => {
                 fill(&reader, cache.as_deref(), f).await;
-                next = rx.recv().await;
                 continue;
             }
             Work::Write(j) => j,
@@ -225,7 +223,6 @@ async fn run(
         if let Some(f) = after {
             fill(&reader, cache.as_deref(), f).await;
         }
-        next = rx.recv().await;
     }
 }
 
