@@ -27,6 +27,8 @@ pub use error::{ApiError, ApiResult, Violations};
 pub struct ServiceContext {
     /// The database pool (the service's own tables live here).
     pub db: sea_orm::DatabaseConnection,
+    /// The connection of a service's single writer task (see [`db::connect_writer`]).
+    pub writer: sea_orm::DatabaseConnection,
     /// Signs and checks page tokens.
     pub pages: paging::PageSigner,
     /// Where the service's outbox dispatcher publishes events.

@@ -152,12 +152,16 @@ impl Application {
         let db = cxloop_platform::db::connect(&settings.database_url)
             .await
             .map_err(|e| format!("database: {e}"))?;
+        let writer = cxloop_platform::db::connect_writer(&settings.database_url)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
         let (verifier, dev_secret) = verifier(&settings)?;
         let pages = PageSigner::new(&page_key(&settings, dev_secret.as_deref())?);
         let bus = InProcessBus::new();
         let (stop, stop_rx) = watch::channel(false);
         let ctx = ServiceContext {
             db,
+            writer,
             pages,
             events: Arc::new(bus.clone()),
             stop: stop_rx.clone(),

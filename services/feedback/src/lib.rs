@@ -36,7 +36,8 @@ pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> 
     let wake = Arc::new(Notify::new());
     let store = store::Store::new(ctx.db.clone());
     let ingest = store::ingest::Ingest::start(
-        ctx.db.clone(),
+        ctx.writer.clone(),
+        cxloop_platform::db::sqlite_file(&ctx.writer),
         wake.clone(),
         store.config_version(),
         store.rollup_cache(),

@@ -5,18 +5,20 @@
 //! is durable, and concurrent callers share one fsync instead of queueing for one each.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cxloop_platform::TenantId;
-use cxloop_platform::db::{self, stmt};
+use cxloop_platform::db;
 use cxloop_platform::error::{ApiError, ApiResult};
-use cxloop_platform::outbox::{self, Event};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
+use cxloop_platform::outbox::Event;
+use sea_orm::{DatabaseConnection, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::cache::{RollupCache, SeriesRef, SliceDays, day_counts};
+use super::conn::{Conn, Insert, Txn};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
@@ -84,12 +86,33 @@ impl Ingest {
     /// listens). The task ends when every handle is dropped, after finishing queued jobs.
     pub fn start(
         db: DatabaseConnection,
+        sqlite_file: Option<PathBuf>,
         wake: Arc<Notify>,
         config_version: Arc<AtomicU64>,
         cache: Option<Arc<RollupCache>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, rx, wake, config_version, cache));
+        // The writer gets a thread of its own: on the shared runtime every wake-up between
+        // its statements waited behind the request tasks that were ready, and that queueing,
+        // not SQLite, was most of a commit's time under concurrent ingest.
+        let spawned = std::thread::Builder::new()
+            .name("cxloop-ingest".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let conn = Conn::open(db, sqlite_file.as_deref());
+                        rt.block_on(run(conn, rx, wake, config_version, cache))
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot start the ingest writer"),
+                }
+            });
+        if let Err(e) = spawned {
+            // Calls then fail with UNAVAILABLE (the queue has no reader): nothing is lost.
+            tracing::error!(error = %e, "cannot start the ingest writer thread");
+        }
         Self { tx }
     }
 
@@ -143,14 +166,14 @@ impl Ingest {
 }
 
 async fn run(
-    db: DatabaseConnection,
+    mut conn: Conn,
     mut rx: mpsc::Receiver<Work>,
     wake: Arc<Notify>,
     config_version: Arc<AtomicU64>,
     cache: Option<Arc<RollupCache>>,
 ) {
     let mut defs = Definitions::new(config_version);
-    let reader = Store::new(db.clone());
+    let reader = Store::new(conn.pool().clone());
     while let Some(work) = rx.recv().await {
         let first = match work {
             Work::Fill(f) => {
@@ -187,7 +210,7 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let result = commit(&db, &mut defs, &jobs, cache.as_deref()).await;
+        let result = commit(&mut conn, &mut defs, &jobs, cache.as_deref()).await;
         tracing::debug!(
             rows,
             jobs = jobs.len(),
@@ -302,7 +325,7 @@ impl Definitions {
 
     async fn surveys(
         &mut self,
-        txn: &DatabaseTransaction,
+        c: &DatabaseConnection,
         tenant: &TenantId,
         ids: &[String],
     ) -> ApiResult<Vec<SurveyDef>> {
@@ -313,7 +336,7 @@ impl Definitions {
             .cloned()
             .collect();
         // Unknown ids are not remembered: a survey created a moment later must be found.
-        for def in Store::survey_defs(txn, tenant, &missing).await? {
+        for def in Store::survey_defs(c, tenant, &missing).await? {
             self.surveys
                 .insert((tenant.clone(), def.id.clone()), (def, Instant::now()));
         }
@@ -329,7 +352,7 @@ impl Definitions {
 
     async fn live_touchpoints(
         &mut self,
-        txn: &DatabaseTransaction,
+        c: &DatabaseConnection,
         tenant: &TenantId,
         ids: &[String],
     ) -> ApiResult<Vec<String>> {
@@ -342,7 +365,7 @@ impl Definitions {
             })
             .cloned()
             .collect();
-        for id in Store::live_touchpoints(txn, tenant, &missing).await? {
+        for id in Store::live_touchpoints(c, tenant, &missing).await? {
             self.touchpoints
                 .insert((tenant.clone(), id), Instant::now());
         }
@@ -464,12 +487,11 @@ struct RecordedEvent<'a> {
 }
 
 async fn commit(
-    db: &DatabaseConnection,
+    conn: &mut Conn,
     defs: &mut Definitions,
     jobs: &[Job],
     cache: Option<&RollupCache>,
 ) -> ApiResult<Vec<Vec<Outcome>>> {
-    let txn = db::begin_write(db).await?;
     let mut all = Vec::with_capacity(jobs.len());
     // Jobs of one tenant are decided together so that duplicates across jobs are caught.
     let mut by_tenant: Vec<(&TenantId, Vec<usize>)> = Vec::new();
@@ -479,11 +501,26 @@ async fn commit(
             None => by_tenant.push((&j.tenant, vec![i])),
         }
     }
-    let mut outcomes: Vec<Option<Vec<Outcome>>> = vec![None; jobs.len()];
-    let mut written: Vec<(&TenantId, Increments<'_>)> = Vec::new();
+    // Definitions are read before the write transaction begins (they are cached for seconds
+    // anyway), so the transaction holds the write lock only while it writes.
+    let mut groups = Vec::with_capacity(by_tenant.len());
     for (tenant, idx) in by_tenant {
         let items: Vec<&NewResponse> = idx.iter().flat_map(|i| jobs[*i].items.iter()).collect();
-        let (decided, inc) = decide_and_write(&txn, defs, tenant, &items).await?;
+        let mut survey_ids: Vec<String> = items.iter().map(|r| r.survey_id.clone()).collect();
+        survey_ids.sort();
+        survey_ids.dedup();
+        let surveys = defs.surveys(conn.pool(), tenant, &survey_ids).await?;
+        let mut tp_ids: Vec<String> = items.iter().map(|r| r.touchpoint_id.clone()).collect();
+        tp_ids.sort();
+        tp_ids.dedup();
+        let live = defs.live_touchpoints(conn.pool(), tenant, &tp_ids).await?;
+        groups.push((tenant, idx, items, surveys, live));
+    }
+    let txn = Txn::begin(conn).await?;
+    let mut outcomes: Vec<Option<Vec<Outcome>>> = vec![None; jobs.len()];
+    let mut written: Vec<(&TenantId, Increments<'_>)> = Vec::new();
+    for (tenant, idx, items, surveys, live) in groups {
+        let (decided, inc) = decide_and_write(&txn, tenant, &items, &surveys, &live).await?;
         written.push((tenant, inc));
         let mut it = decided.into_iter();
         for i in idx {
@@ -512,43 +549,16 @@ async fn commit(
 /// Decides each item, writes the accepted ones with their rollups and outbox event, and
 /// returns the outcomes and the rollup increments written.
 async fn decide_and_write<'a>(
-    txn: &DatabaseTransaction,
-    defs: &mut Definitions,
+    txn: &Txn<'_>,
     tenant: &TenantId,
     items: &[&'a NewResponse],
+    surveys: &[SurveyDef],
+    live_tps: &[String],
 ) -> ApiResult<(Vec<Outcome>, Increments<'a>)> {
-    let backend = txn.get_database_backend();
-    let mut survey_ids: Vec<String> = items.iter().map(|r| r.survey_id.clone()).collect();
-    survey_ids.sort();
-    survey_ids.dedup();
-    let surveys = defs.surveys(txn, tenant, &survey_ids).await?;
-    let mut tp_ids: Vec<String> = items.iter().map(|r| r.touchpoint_id.clone()).collect();
-    tp_ids.sort();
-    tp_ids.dedup();
-    let live_tps = defs.live_touchpoints(txn, tenant, &tp_ids).await?;
-
     // Earlier responses with these request ids.
-    let mut known: HashMap<String, (String, String)> = HashMap::new();
-    for chunk in items.chunks(512) {
-        let mut values: Vec<Value> = vec![tenant.as_str().into()];
-        let ids_in = db::in_list(
-            &mut values,
-            chunk.iter().map(|r| Value::from(r.request_id.clone())),
-        );
-        let rows = txn
-            .query_all_raw(stmt(
-                backend,
-                &format!(
-                    "SELECT request_id, id, request_hash FROM fb_responses WHERE tenant_id = ? AND request_id IN ({ids_in})"
-                ),
-                values,
-            ))
-            .await?;
-        for r in &rows {
-            let rid: String = r.try_get_by_index(0)?;
-            known.insert(rid, (r.try_get_by_index(1)?, r.try_get_by_index(2)?));
-        }
-    }
+    let mut known: HashMap<String, (String, String)> = txn
+        .known_requests(tenant, items.iter().map(|r| r.request_id.as_str()))
+        .await?;
 
     let now = db::now_micros();
     let mut outcomes = Vec::with_capacity(items.len());
@@ -587,44 +597,37 @@ async fn decide_and_write<'a>(
         return Ok((outcomes, Increments::default()));
     }
 
-    const COLS: usize = 14;
-    for chunk in db::pow2_chunks(&accepted, db::rows_per_statement(COLS)) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLS);
-        for (r, id, _) in chunk {
-            values.extend([
-                Value::from(tenant.as_str()),
-                id.clone().into(),
-                r.request_id.clone().into(),
-                r.request_hash.clone().into(),
-                r.survey_id.clone().into(),
-                r.touchpoint_id.clone().into(),
-                r.occurred_at_us.into(),
-                i64::from(r.channel).into(),
-                r.org_unit_id.clone().into(),
-                r.segment.clone().into(),
-                r.customer_key.clone().into(),
-                r.comment.clone().into(),
-                answers_json(&r.answers).into(),
-                now.into(),
-            ]);
-        }
-        txn.execute_raw(stmt(
-            backend,
-            &format!(
-                "INSERT INTO fb_responses (tenant_id, id, request_id, request_hash, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, customer_key, comment, answers, created_at) VALUES {}",
-                db::row_placeholders(chunk.len(), COLS)
-            ),
-            values,
-        ))
-        .await?;
+    let mut responses = Insert::new(
+        "INSERT INTO fb_responses (tenant_id, id, request_id, request_hash, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, customer_key, comment, answers, created_at)",
+        14,
+        "",
+    );
+    for (r, id, _) in &accepted {
+        responses.row([
+            Value::from(tenant.as_str()),
+            id.clone().into(),
+            r.request_id.clone().into(),
+            r.request_hash.clone().into(),
+            r.survey_id.clone().into(),
+            r.touchpoint_id.clone().into(),
+            r.occurred_at_us.into(),
+            i64::from(r.channel).into(),
+            r.org_unit_id.clone().into(),
+            r.segment.clone().into(),
+            r.customer_key.clone().into(),
+            r.comment.clone().into(),
+            answers_json(&r.answers).into(),
+            now.into(),
+        ]);
     }
+    let mut inserts = vec![responses];
 
     let mut inc = Increments::default();
     for (r, _, survey) in &accepted {
         inc.add(r, survey);
     }
     inc.fill_slices();
-    write_increments(txn, tenant, &inc).await?;
+    inserts.extend(increment_inserts(tenant, &inc));
 
     // One event per committed batch: consumers get every response, and a bulk import does
     // not double its writes with one outbox row per response.
@@ -641,7 +644,7 @@ async fn decide_and_write<'a>(
             scores: r.scores().collect(),
         })
         .collect();
-    let events = [Event {
+    let event = Event {
         id: db::new_id(),
         tenant: tenant.to_string(),
         topic: RESPONSES_RECORDED.into(),
@@ -649,55 +652,62 @@ async fn decide_and_write<'a>(
             responses: recorded,
         })
         .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?,
-    }];
-    outbox::write(txn, "fb_outbox", &events).await?;
+    };
+    let mut outbox = Insert::new(
+        "INSERT INTO fb_outbox (id, tenant_id, topic, payload, created_at)",
+        5,
+        "",
+    );
+    outbox.row([
+        event.id.into(),
+        event.tenant.into(),
+        event.topic.into(),
+        event.payload.into(),
+        now.into(),
+    ]);
+    inserts.push(outbox);
+    txn.insert_all(inserts).await?;
     Ok((outcomes, inc))
 }
 
-async fn write_increments(
-    txn: &DatabaseTransaction,
-    tenant: &TenantId,
-    inc: &Increments<'_>,
-) -> ApiResult<()> {
-    let backend = txn.get_database_backend();
+/// The upserts adding a batch's increments to the rollup tables.
+fn increment_inserts(tenant: &TenantId, inc: &Increments<'_>) -> Vec<Insert> {
     let hist_cols = hist_columns();
-    let merge = |table: &str| {
-        (0..HIST_WIDTH)
+    let upsert = |table: &str, keys: &str, width: usize| {
+        let merge: Vec<String> = (0..HIST_WIDTH)
             .map(|i| format!("h{i} = {table}.h{i} + excluded.h{i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        Insert::new(
+            &format!("INSERT INTO {table} (tenant_id, {keys}, {hist_cols})"),
+            width + HIST_WIDTH,
+            &format!(
+                "ON CONFLICT (tenant_id, {keys}) DO UPDATE SET {}",
+                merge.join(", ")
+            ),
+        )
     };
-    const SC: usize = 5 + HIST_WIDTH;
-    let slices: Vec<(&SliceKey, &Counts)> = inc.slices.iter().collect();
-    for chunk in db::pow2_chunks(&slices, db::rows_per_statement(SC)) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * SC);
-        for ((survey, measure, slice, day), counts) in chunk {
-            values.extend([
+    let mut slices = upsert("fb_rollup_slices", "survey_id, measure, slice, day", 5);
+    for ((survey, measure, slice, day), counts) in &inc.slices {
+        slices.row(
+            [
                 Value::from(tenant.as_str()),
                 Value::from(*survey),
                 Value::from(*measure),
                 slice.key().into(),
                 (*day).into(),
-            ]);
-            values.extend(counts.iter().map(|c| Value::from(*c)));
-        }
-        txn.execute_raw(stmt(
-            backend,
-            &format!(
-                "INSERT INTO fb_rollup_slices (tenant_id, survey_id, measure, slice, day, {hist_cols}) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, slice, day) DO UPDATE SET {}",
-                db::row_placeholders(chunk.len(), SC),
-                merge("fb_rollup_slices")
-            ),
-            values,
-        ))
-        .await?;
+            ]
+            .into_iter()
+            .chain(counts.iter().map(|c| Value::from(*c))),
+        );
     }
-    const CC: usize = 8 + HIST_WIDTH;
-    let cells: Vec<(&CellKey, &Counts)> = inc.cells.iter().collect();
-    for chunk in db::pow2_chunks(&cells, db::rows_per_statement(CC)) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * CC);
-        for ((survey, measure, tp, ou, ch, seg, day), counts) in chunk {
-            values.extend([
+    let mut cells = upsert(
+        "fb_rollup_cells",
+        "survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day",
+        8,
+    );
+    for ((survey, measure, tp, ou, ch, seg, day), counts) in &inc.cells {
+        cells.row(
+            [
                 Value::from(tenant.as_str()),
                 Value::from(*survey),
                 Value::from(*measure),
@@ -706,19 +716,10 @@ async fn write_increments(
                 i64::from(*ch).into(),
                 Value::from(*seg),
                 (*day).into(),
-            ]);
-            values.extend(counts.iter().map(|c| Value::from(*c)));
-        }
-        txn.execute_raw(stmt(
-            backend,
-            &format!(
-                "INSERT INTO fb_rollup_cells (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day, {hist_cols}) VALUES {} ON CONFLICT (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day) DO UPDATE SET {}",
-                db::row_placeholders(chunk.len(), CC),
-                merge("fb_rollup_cells")
-            ),
-            values,
-        ))
-        .await?;
+            ]
+            .into_iter()
+            .chain(counts.iter().map(|c| Value::from(*c))),
+        );
     }
-    Ok(())
+    vec![slices, cells]
 }

@@ -2,6 +2,7 @@
 //! surveys, reads of responses and rollups; response ingestion is in [`ingest`].
 
 pub mod cache;
+mod conn;
 pub mod ingest;
 
 use std::sync::Arc;

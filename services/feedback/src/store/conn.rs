@@ -1,0 +1,236 @@
+//! The ingest writer's connection and transaction.
+//!
+//! In the embedded mode the writer thread opens a SQLite connection of its own and calls it
+//! directly. Through the sqlx pool every statement is handed to the connection's worker
+//! thread and its result handed back: two thread wake-ups per statement, which on a busy
+//! two-core machine cost more than the statement itself (measured: a commit of 45 responses
+//! took 5 ms, of which SQLite's own work was a small part). The statements are the same text
+//! on both paths; over PostgreSQL they go through sea-orm as everywhere else.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use cxloop_platform::TenantId;
+use cxloop_platform::db::{self, stmt};
+use cxloop_platform::error::{ApiError, ApiResult};
+use rusqlite::TransactionBehavior;
+use rusqlite::types::Value as SqliteValue;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
+
+/// Prepared statements the direct connection keeps (the writer uses a handful of texts).
+const DIRECT_STATEMENTS: usize = 8;
+
+/// Where the writer commits.
+pub(super) struct Conn {
+    /// The writer's sea-orm connection: reads (definitions, cache fills) and, without a
+    /// direct connection, the writes too.
+    pool: DatabaseConnection,
+    direct: Option<rusqlite::Connection>,
+}
+
+impl Conn {
+    /// A direct connection to `sqlite_file` when given and it opens; else the pool alone.
+    pub(super) fn open(pool: DatabaseConnection, sqlite_file: Option<&Path>) -> Self {
+        let direct = sqlite_file.and_then(|file| match open_direct(file) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, file = %file.display(), "ingest writes through the pool: the direct SQLite connection did not open");
+                None
+            }
+        });
+        Self { pool, direct }
+    }
+
+    /// The writer's sea-orm connection.
+    pub(super) fn pool(&self) -> &DatabaseConnection {
+        &self.pool
+    }
+}
+
+/// Opens the file with the settings the pool uses (see `cxloop_platform::db`): WAL, a full
+/// fsync on every commit, the same busy timeout.
+fn open_direct(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let c = rusqlite::Connection::open(file)?;
+    c.busy_timeout(Duration::from_secs(30))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "temp_store", "MEMORY")?;
+    c.pragma_update(None, "cache_size", -8192)?;
+    c.set_prepared_statement_cache_capacity(DIRECT_STATEMENTS);
+    Ok(c)
+}
+
+/// An open write transaction on either path. Dropped without [`Txn::commit`], it rolls back.
+pub(super) enum Txn<'c> {
+    Direct(rusqlite::Transaction<'c>),
+    Pool(DatabaseTransaction),
+}
+
+impl<'c> Txn<'c> {
+    /// Begins a transaction holding the write lock (IMMEDIATE on SQLite).
+    pub(super) async fn begin(conn: &'c mut Conn) -> ApiResult<Self> {
+        Ok(match &mut conn.direct {
+            Some(c) => Txn::Direct(
+                c.transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(storage)?,
+            ),
+            None => Txn::Pool(db::begin_write(&conn.pool).await?),
+        })
+    }
+
+    /// The stored (id, request hash) of earlier responses with these request ids.
+    pub(super) async fn known_requests<'r>(
+        &self,
+        tenant: &TenantId,
+        request_ids: impl Iterator<Item = &'r str>,
+    ) -> ApiResult<HashMap<String, (String, String)>> {
+        let mut known = HashMap::new();
+        match self {
+            Txn::Direct(t) => {
+                // One indexed lookup per id: without the hand-over to a worker thread a
+                // cached one-row statement costs microseconds.
+                let mut st = t
+                    .prepare_cached("SELECT id, request_hash FROM fb_responses WHERE tenant_id = ? AND request_id = ?")
+                    .map_err(storage)?;
+                for rid in request_ids {
+                    let mut rows = st.query((tenant.as_str(), rid)).map_err(storage)?;
+                    if let Some(row) = rows.next().map_err(storage)? {
+                        known.insert(
+                            rid.to_owned(),
+                            (row.get(0).map_err(storage)?, row.get(1).map_err(storage)?),
+                        );
+                    }
+                }
+            }
+            Txn::Pool(t) => {
+                let backend = t.get_database_backend();
+                let ids: Vec<&str> = request_ids.collect();
+                for chunk in ids.chunks(512) {
+                    let mut values: Vec<Value> = vec![tenant.as_str().into()];
+                    let ids_in = db::in_list(&mut values, chunk.iter().map(|r| Value::from(*r)));
+                    let rows = t
+                        .query_all_raw(stmt(
+                            backend,
+                            &format!("SELECT request_id, id, request_hash FROM fb_responses WHERE tenant_id = ? AND request_id IN ({ids_in})"),
+                            values,
+                        ))
+                        .await?;
+                    for r in &rows {
+                        let rid: String = r.try_get_by_index(0)?;
+                        known.insert(rid, (r.try_get_by_index(1)?, r.try_get_by_index(2)?));
+                    }
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    /// Inserts rows, statement by statement in order.
+    pub(super) async fn insert_all(&self, inserts: Vec<Insert>) -> ApiResult<()> {
+        match self {
+            Txn::Direct(t) => {
+                for ins in inserts {
+                    if ins.values.is_empty() {
+                        continue;
+                    }
+                    // One cached one-row statement, run per row: no statement text per
+                    // batch size, and each run is a bind and a step.
+                    let mut st = t.prepare_cached(&ins.sql(1)).map_err(storage)?;
+                    let values = sqlite_values(ins.values)?;
+                    for row in values.chunks(ins.width) {
+                        st.execute(rusqlite::params_from_iter(row.iter()))
+                            .map_err(storage)?;
+                    }
+                }
+                Ok(())
+            }
+            Txn::Pool(t) => {
+                let mut statements = Vec::new();
+                for ins in inserts {
+                    let rows: Vec<&[Value]> = ins.values.chunks(ins.width).collect();
+                    for chunk in db::pow2_chunks(&rows, db::rows_per_statement(ins.width)) {
+                        statements.push((
+                            ins.sql(chunk.len()),
+                            chunk.iter().flat_map(|r| r.iter().cloned()).collect(),
+                        ));
+                    }
+                }
+                Ok(db::execute_all(t, statements).await?)
+            }
+        }
+    }
+
+    /// Commits: on return the transaction is durable.
+    pub(super) async fn commit(self) -> ApiResult<()> {
+        match self {
+            Txn::Direct(t) => t.commit().map_err(storage),
+            Txn::Pool(t) => Ok(t.commit().await?),
+        }
+    }
+}
+
+/// Rows for one statement shape: `{head} VALUES (…), … {tail}`.
+pub(super) struct Insert {
+    head: String,
+    width: usize,
+    tail: String,
+    values: Vec<Value>,
+}
+
+impl Insert {
+    /// `head` names the table and columns, `width` is the number of columns, `tail` follows
+    /// the values (e.g. an ON CONFLICT clause).
+    pub(super) fn new(head: &str, width: usize, tail: &str) -> Self {
+        Self {
+            head: head.to_owned(),
+            width,
+            tail: tail.to_owned(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds a row of exactly `width` values.
+    pub(super) fn row(&mut self, values: impl IntoIterator<Item = Value>) {
+        let before = self.values.len();
+        self.values.extend(values);
+        debug_assert_eq!(self.values.len() - before, self.width);
+    }
+
+    fn sql(&self, rows: usize) -> String {
+        format!(
+            "{} VALUES {} {}",
+            self.head,
+            db::row_placeholders(rows, self.width),
+            self.tail
+        )
+    }
+}
+
+/// The values the writer binds, as SQLite values.
+fn sqlite_values(values: Vec<Value>) -> ApiResult<Vec<SqliteValue>> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            Value::String(Some(s)) => Ok(SqliteValue::Text(s)),
+            Value::BigInt(Some(i)) => Ok(SqliteValue::Integer(i)),
+            Value::Int(Some(i)) => Ok(SqliteValue::Integer(i64::from(i))),
+            Value::String(None) | Value::BigInt(None) | Value::Int(None) => Ok(SqliteValue::Null),
+            other => Err(ApiError::Internal(format!(
+                "the ingest writer cannot bind {other:?}"
+            ))),
+        })
+        .collect()
+}
+
+/// A SQLite error as the API reports it: busy means retry later; anything else is ours.
+fn storage(e: rusqlite::Error) -> ApiError {
+    tracing::error!(error = %e, "storage error");
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            ApiError::Unavailable("storage is busy, retry later".into())
+        }
+        _ => ApiError::Internal("storage error".into()),
+    }
+}
