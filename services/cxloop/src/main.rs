@@ -234,8 +234,39 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// glibc's malloc arenas for a long-running server: two, unless the environment says otherwise.
+const MALLOC_ARENAS: &str = "2";
+
+/// Starts `cxloop serve` again in this process with `MALLOC_ARENA_MAX` set, when it is not.
+/// glibc reads the variable once, before `main`, so it cannot be changed later; by default it
+/// keeps an arena per thread, and a bulk import (allocations on the request threads, frees on
+/// the writer's) then holds far more memory resident: 212 instead of 153 MiB after two million
+/// responses, at the same speed (docs/operations.md). `exec` keeps the process id.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas(cli: &Cli) {
+    use std::os::unix::process::CommandExt;
+    if !matches!(cli.command, Command::Serve { .. })
+        || std::env::var_os("MALLOC_ARENA_MAX").is_some()
+    {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MALLOC_ARENA_MAX", MALLOC_ARENAS)
+        .exec();
+    // Only reached when exec failed: serve as we are.
+    eprintln!("cxloop: serving with glibc's default malloc arenas ({err})");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas(_cli: &Cli) {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    limit_malloc_arenas(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
