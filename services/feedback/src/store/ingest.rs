@@ -286,6 +286,12 @@ async fn fill(reader: &Store, cache: Option<&RollupCache>, f: Fill) {
     let _ = f.reply.send(read);
 }
 
+/// The distinct ids among these, owned (a batch has thousands of items and a few ids).
+fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let set: std::collections::HashSet<&str> = ids.collect();
+    set.into_iter().map(str::to_owned).collect()
+}
+
 /// How long a cached survey definition or live touchpoint is trusted. Changes made in this
 /// process clear the cache at once; changes made by another replica are seen within this time.
 const DEFINITION_TTL: Duration = Duration::from_secs(5);
@@ -506,13 +512,9 @@ async fn commit(
     let mut groups = Vec::with_capacity(by_tenant.len());
     for (tenant, idx) in by_tenant {
         let items: Vec<&NewResponse> = idx.iter().flat_map(|i| jobs[*i].items.iter()).collect();
-        let mut survey_ids: Vec<String> = items.iter().map(|r| r.survey_id.clone()).collect();
-        survey_ids.sort();
-        survey_ids.dedup();
+        let survey_ids = distinct(items.iter().map(|r| r.survey_id.as_str()));
         let surveys = defs.surveys(conn.pool(), tenant, &survey_ids).await?;
-        let mut tp_ids: Vec<String> = items.iter().map(|r| r.touchpoint_id.clone()).collect();
-        tp_ids.sort();
-        tp_ids.dedup();
+        let tp_ids = distinct(items.iter().map(|r| r.touchpoint_id.as_str()));
         let live = defs.live_touchpoints(conn.pool(), tenant, &tp_ids).await?;
         groups.push((tenant, idx, items, surveys, live));
     }
@@ -556,16 +558,27 @@ async fn decide_and_write<'a>(
     live_tps: &[String],
 ) -> ApiResult<(Vec<Outcome>, Increments<'a>)> {
     // Earlier responses with these request ids.
-    let mut known: HashMap<String, (String, String)> = txn
+    let stored = txn
         .known_requests(tenant, items.iter().map(|r| r.request_id.as_str()))
         .await?;
+    // Request ids accepted earlier in this batch (index into `accepted`): a later item with
+    // the same id is a retry of that one.
+    let mut this_batch: HashMap<&str, usize> = HashMap::with_capacity(items.len());
 
     let now = db::now_micros();
     let mut outcomes = Vec::with_capacity(items.len());
     let mut accepted: Vec<(&NewResponse, String, &SurveyDef)> = Vec::new();
     for r in items {
-        if let Some((id, hash)) = known.get(&r.request_id) {
-            outcomes.push(if *hash == r.request_hash {
+        let earlier = match (
+            stored.get(&r.request_id),
+            this_batch.get(r.request_id.as_str()),
+        ) {
+            (Some((id, hash)), _) => Some((id, hash.as_str())),
+            (None, Some(&i)) => Some((&accepted[i].1, accepted[i].0.request_hash.as_str())),
+            (None, None) => None,
+        };
+        if let Some((id, hash)) = earlier {
+            outcomes.push(if hash == r.request_hash {
                 Outcome::Duplicate { id: id.clone() }
             } else {
                 Outcome::Conflict
@@ -585,8 +598,7 @@ async fn decide_and_write<'a>(
             continue;
         };
         let id = db::new_id();
-        // Later items of this batch with the same request id are retries of this one.
-        known.insert(r.request_id.clone(), (id.clone(), r.request_hash.clone()));
+        this_batch.insert(&r.request_id, accepted.len());
         outcomes.push(Outcome::Accepted {
             id: id.clone(),
             created_at: now,
