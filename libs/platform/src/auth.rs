@@ -259,7 +259,15 @@ pub struct Claims {
 /// How tokens are verified.
 pub struct Verifier {
     keys: Vec<(Option<String>, DecodingKey, Validation)>,
+    /// Tokens that passed, by their exact text, with their `exp`: a client sends the same
+    /// token on every call, and an RS256 signature check costs more than a small RPC.
+    verified: std::sync::Mutex<std::collections::HashMap<String, (Caller, u64)>>,
 }
+
+/// Verified tokens kept at most; the cache starts over when full.
+const VERIFIED_TOKENS: usize = 4096;
+/// Seconds a token is still accepted after its `exp` (clock skew).
+const LEEWAY_S: u64 = 30;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -275,7 +283,7 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
     let mut v = Validation::new(alg);
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
-    v.leeway = 30;
+    v.leeway = LEEWAY_S;
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v
 }
@@ -289,6 +297,7 @@ impl Verifier {
                 DecodingKey::from_secret(secret),
                 validation(Algorithm::HS256, issuer, audience),
             )],
+            verified: Default::default(),
         }
     }
 
@@ -340,11 +349,33 @@ impl Verifier {
         if keys.is_empty() {
             return Err(format!("{}: no keys", path.display()));
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            verified: Default::default(),
+        })
     }
 
     /// Verifies a token and returns the caller it names.
     pub fn verify(&self, token: &str) -> ApiResult<Caller> {
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        // A token verified before is the same token: only its expiry can have changed.
+        if let Ok(cache) = self.verified.lock()
+            && let Some((caller, exp)) = cache.get(token)
+            && now <= exp.saturating_add(LEEWAY_S)
+        {
+            return Ok(caller.clone());
+        }
+        let caller = self.verify_uncached(token)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(token.to_owned(), caller.clone());
+        }
+        Ok(caller.0)
+    }
+
+    fn verify_uncached(&self, token: &str) -> ApiResult<(Caller, u64)> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
         let mut last = None;
@@ -357,7 +388,10 @@ impl Verifier {
                 continue;
             }
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
-                Ok(data) => return caller_from_claims(data.claims, token),
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return Ok((caller_from_claims(data.claims, token)?, exp));
+                }
                 Err(e) => last = Some(describe_jwt_error(&e)),
             }
         }

@@ -3,6 +3,10 @@
 //! commits them in one transaction: the responses, their rollup increments and their outbox
 //! events together. Callers are answered only after the commit, so an acknowledged response
 //! is durable, and concurrent callers share one fsync instead of queueing for one each.
+//!
+//! The writer runs on a thread of its own and, in the embedded mode, writes through a SQLite
+//! connection of its own called directly (`store/conn.rs`): every hand-over between threads
+//! in the serial path costs more than the SQL it carries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
