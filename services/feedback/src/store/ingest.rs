@@ -28,8 +28,8 @@ use crate::domain::{NewResponse, SurveyDef, slice_key};
 
 /// Most response rows committed in one transaction.
 const MAX_BATCH_ROWS: usize = 20_000;
-/// Times the writer yields to other tasks while gathering a batch before it commits what it
-/// has (group commit without a timer).
+/// Times the writer yields its thread while gathering a batch before it commits what it has
+/// (group commit without a timer).
 const GATHER_YIELDS: usize = 4;
 const DAY_US: i64 = 86_400_000_000;
 /// Topic of the event each committed batch of responses leaves in the outbox.
@@ -87,7 +87,7 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts the writer task. `wake` is notified after each commit (the outbox dispatcher
-    /// listens). The task ends when every handle is dropped, after finishing queued jobs.
+    /// listens). The thread ends when every handle is dropped, after finishing queued jobs.
     pub fn start(
         db: DatabaseConnection,
         sqlite_file: Option<PathBuf>,
@@ -190,10 +190,10 @@ async fn run(
         let mut jobs = vec![first];
         // A fill waiting behind writes runs after their commit, in queue order.
         let mut after = None;
-        // When the queue is empty, let the request tasks that are ready run first (a few
-        // yields, no sleep): callers answered by the last commit are usually about to send
-        // their next item, and one commit for all of them costs about what one for a few
-        // does (the commit's cost hardly depends on its size).
+        // When the queue is empty, let the request threads that are ready run first (a few
+        // yields of this thread, no sleep): callers answered by the last commit are usually
+        // about to send their next item, and one commit for all of them costs about what one
+        // for a few does (the commit's cost hardly depends on its size).
         let mut idle_yields = 0;
         while rows < MAX_BATCH_ROWS {
             match rx.try_recv() {
@@ -208,7 +208,7 @@ async fn run(
                 }
                 Err(_) if idle_yields < GATHER_YIELDS => {
                     idle_yields += 1;
-                    tokio::task::yield_now().await;
+                    std::thread::yield_now();
                 }
                 Err(_) => break,
             }
