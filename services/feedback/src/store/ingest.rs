@@ -132,9 +132,8 @@ impl Ingest {
         keys: Vec<String>,
         days: (i64, i64),
     ) -> ApiResult<SliceDays> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Work::Fill(Fill {
+        self.ask(|reply| {
+            Work::Fill(Fill {
                 tenant: tenant.clone(),
                 survey: survey.to_owned(),
                 measure: measure.to_owned(),
@@ -142,11 +141,9 @@ impl Ingest {
                 keys,
                 days,
                 reply,
-            }))
-            .await
-            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        rx.await
-            .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
+            })
+        })
+        .await
     }
 
     /// Stores items (already shape-checked) and returns one outcome per item, in order.
@@ -155,13 +152,24 @@ impl Ingest {
         tenant: TenantId,
         items: Vec<NewResponse>,
     ) -> ApiResult<Vec<Outcome>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Work::Write(Job {
+        self.ask(|reply| {
+            Work::Write(Job {
                 tenant,
                 items,
                 reply,
-            }))
+            })
+        })
+        .await
+    }
+
+    /// Queues work for the writer and waits for its answer.
+    async fn ask<T>(
+        &self,
+        work: impl FnOnce(oneshot::Sender<ApiResult<T>>) -> Work,
+    ) -> ApiResult<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(work(reply))
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
         rx.await
