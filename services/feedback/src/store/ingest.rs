@@ -6,7 +6,9 @@
 //!
 //! The writer runs on a thread of its own and, in the embedded mode, writes through a SQLite
 //! connection of its own called directly (`store/conn.rs`): every hand-over between threads
-//! in the serial path costs more than the SQL it carries.
+//! in the serial path costs more than the SQL it carries. There its commits do not wait for
+//! the disk: the flusher (`store/flush.rs`) fsyncs the WAL and then answers, while the writer
+//! goes on with the next batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::cache::{RollupCache, SeriesRef, SliceDays, day_counts};
 use super::conn::{Conn, Insert, Txn};
+use super::flush::{self, Flusher, Reply};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
@@ -186,6 +189,23 @@ async fn run(
 ) {
     let mut defs = Definitions::new(config_version);
     let reader = Store::new(conn.pool().clone());
+    let flusher = match conn
+        .wal_file()
+        .map(|wal| Flusher::start(wal.to_owned(), wake.clone()))
+    {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            // Without the flusher the direct connection's commits would not be durable.
+            tracing::error!(error = %e, "cannot start the ingest flusher; responses are refused");
+            while let Some(work) = rx.recv().await {
+                if let Work::Write(j) = work {
+                    let _ = j.reply.send(Err(flush::flush_failed()));
+                }
+            }
+            return;
+        }
+    };
     while let Some(work) = rx.recv().await {
         let first = match work {
             Work::Fill(f) => {
@@ -221,6 +241,12 @@ async fn run(
                 Err(_) => break,
             }
         }
+        if flusher.as_ref().is_some_and(Flusher::failed) {
+            for job in jobs {
+                let _ = job.reply.send(Err(flush::flush_failed()));
+            }
+            continue;
+        }
         let started = Instant::now();
         let result = commit(&mut conn, &mut defs, &jobs, cache.as_deref()).await;
         tracing::debug!(
@@ -231,10 +257,17 @@ async fn run(
         );
         match result {
             Ok(outcomes) => {
-                for (job, out) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(out));
+                let replies: Vec<Reply> = jobs.into_iter().map(|j| j.reply).zip(outcomes).collect();
+                match &flusher {
+                    // Answered (and the dispatcher woken) once the WAL is on disk.
+                    Some(f) => f.submit(replies),
+                    None => {
+                        for (reply, out) in replies {
+                            let _ = reply.send(Ok(out));
+                        }
+                        wake.notify_one();
+                    }
                 }
-                wake.notify_one();
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = jobs.len(), "ingest batch failed; nothing of it was stored");

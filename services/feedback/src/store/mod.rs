@@ -3,6 +3,7 @@
 
 pub mod cache;
 mod conn;
+mod flush;
 pub mod ingest;
 
 use std::sync::Arc;
