@@ -20,11 +20,13 @@ use cxloop_platform::TenantId;
 use cxloop_platform::db;
 use cxloop_platform::error::{ApiError, ApiResult};
 use cxloop_platform::outbox::Event;
-use sea_orm::{DatabaseConnection, Value};
+use foldhash::HashMap as FastMap;
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::cache::{RollupCache, SeriesRef, SliceDays, day_counts};
-use super::conn::{Conn, Insert, Txn};
+use super::checkpoint::Checkpointer;
+use super::conn::{Conn, Insert, Param, Txn};
 use super::flush::{self, Flusher, Reply};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
@@ -189,6 +191,13 @@ async fn run(
 ) {
     let mut defs = Definitions::new(config_version);
     let reader = Store::new(conn.pool().clone());
+    let checkpointer = conn.sqlite_file().and_then(|file| match Checkpointer::start(file) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "no background checkpointer; the writer checkpoints itself");
+            None
+        }
+    });
     let flusher = match conn
         .wal_file()
         .map(|wal| Flusher::start(wal.to_owned(), wake.clone()))
@@ -257,6 +266,9 @@ async fn run(
         );
         match result {
             Ok(outcomes) => {
+                if let Some(c) = &checkpointer {
+                    c.committed();
+                }
                 let replies: Vec<Reply> = jobs.into_iter().map(|j| j.reply).zip(outcomes).collect();
                 match &flusher {
                     // Answered (and the dispatcher woken) once the WAL is on disk.
@@ -463,8 +475,8 @@ type Counts = [i64; HIST_WIDTH];
 
 #[derive(Default)]
 struct Increments<'a> {
-    slices: HashMap<SliceKey<'a>, Counts>,
-    cells: HashMap<CellKey<'a>, Counts>,
+    slices: FastMap<SliceKey<'a>, Counts>,
+    cells: FastMap<CellKey<'a>, Counts>,
 }
 
 impl<'a> Increments<'a> {
@@ -608,7 +620,8 @@ async fn decide_and_write<'a>(
         .await?;
     // Request ids accepted earlier in this batch (index into `accepted`): a later item with
     // the same id is a retry of that one.
-    let mut this_batch: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    let mut this_batch: FastMap<&str, usize> =
+        FastMap::with_capacity_and_hasher(items.len(), Default::default());
 
     let now = db::now_micros();
     let mut outcomes = Vec::with_capacity(items.len());
@@ -661,18 +674,18 @@ async fn decide_and_write<'a>(
     );
     for (r, id, _) in &accepted {
         responses.row([
-            Value::from(tenant.as_str()),
-            id.clone().into(),
-            r.request_id.clone().into(),
-            r.request_hash.clone().into(),
-            r.survey_id.clone().into(),
-            r.touchpoint_id.clone().into(),
+            Param::from(tenant.as_str()),
+            id.as_str().into(),
+            r.request_id.as_str().into(),
+            r.request_hash.as_str().into(),
+            r.survey_id.as_str().into(),
+            r.touchpoint_id.as_str().into(),
             r.occurred_at_us.into(),
             i64::from(r.channel).into(),
-            r.org_unit_id.clone().into(),
-            r.segment.clone().into(),
-            r.customer_key.clone().into(),
-            r.comment.clone().into(),
+            r.org_unit_id.as_str().into(),
+            r.segment.as_str().into(),
+            r.customer_key.as_str().into(),
+            r.comment.as_str().into(),
             answers_json(&r.answers).into(),
             now.into(),
         ]);
@@ -716,7 +729,7 @@ async fn decide_and_write<'a>(
         "",
     );
     outbox.row([
-        event.id.into(),
+        Param::from(event.id),
         event.tenant.into(),
         event.topic.into(),
         event.payload.into(),
@@ -728,7 +741,7 @@ async fn decide_and_write<'a>(
 }
 
 /// The upserts adding a batch's increments to the rollup tables.
-fn increment_inserts(tenant: &TenantId, inc: &Increments<'_>) -> Vec<Insert> {
+fn increment_inserts<'i>(tenant: &'i TenantId, inc: &'i Increments<'_>) -> Vec<Insert<'i>> {
     let hist_cols = hist_columns();
     let upsert = |table: &str, keys: &str, width: usize| {
         let merge: Vec<String> = (0..HIST_WIDTH)
@@ -747,14 +760,14 @@ fn increment_inserts(tenant: &TenantId, inc: &Increments<'_>) -> Vec<Insert> {
     for ((survey, measure, slice, day), counts) in &inc.slices {
         slices.row(
             [
-                Value::from(tenant.as_str()),
-                Value::from(*survey),
-                Value::from(*measure),
+                Param::from(tenant.as_str()),
+                Param::from(*survey),
+                Param::from(*measure),
                 slice.key().into(),
                 (*day).into(),
             ]
             .into_iter()
-            .chain(counts.iter().map(|c| Value::from(*c))),
+            .chain(counts.iter().map(|c| Param::from(*c))),
         );
     }
     let mut cells = upsert(
@@ -765,17 +778,17 @@ fn increment_inserts(tenant: &TenantId, inc: &Increments<'_>) -> Vec<Insert> {
     for ((survey, measure, tp, ou, ch, seg, day), counts) in &inc.cells {
         cells.row(
             [
-                Value::from(tenant.as_str()),
-                Value::from(*survey),
-                Value::from(*measure),
-                Value::from(*tp),
-                Value::from(*ou),
+                Param::from(tenant.as_str()),
+                Param::from(*survey),
+                Param::from(*measure),
+                Param::from(*tp),
+                Param::from(*ou),
                 i64::from(*ch).into(),
-                Value::from(*seg),
+                Param::from(*seg),
                 (*day).into(),
             ]
             .into_iter()
-            .chain(counts.iter().map(|c| Value::from(*c))),
+            .chain(counts.iter().map(|c| Param::from(*c))),
         );
     }
     vec![slices, cells]

@@ -2,6 +2,7 @@
 //! surveys, reads of responses and rollups; response ingestion is in [`ingest`].
 
 pub mod cache;
+mod checkpoint;
 mod conn;
 mod flush;
 pub mod ingest;
