@@ -198,10 +198,7 @@ async fn run(
             None
         }
     });
-    let flusher = match conn
-        .wal_file()
-        .map(|wal| Flusher::start(wal.to_owned(), wake.clone()))
-    {
+    let flusher = match conn.wal_file().map(|wal| Flusher::start(wal, wake.clone())) {
         None => None,
         Some(Ok(f)) => Some(f),
         Some(Err(e)) => {
