@@ -681,21 +681,41 @@ impl FeedbackApi {
         let scale = self
             .question_scale(tenant, &q.survey_id, &q.question_key)
             .await?;
-        let days = self
-            .store
-            .daily_histograms(
-                tenant,
-                &q.survey_id,
-                &q.question_key,
-                scale.min,
-                &q.slice,
-                q.range.days(),
-            )
-            .await?;
-        let days: Vec<(i64, DayCounts)> = days
-            .iter()
-            .map(|(d, h)| (*d, day_counts(h, scale.min)))
-            .collect();
+        // A single-dimension slice in the embedded mode comes from the rollup cache, as in a
+        // batch (a dashboard asks the same tiles again and again); the rest from the database.
+        let cached_key = q
+            .slice
+            .marginal_key()
+            .filter(|_| self.store.rollup_cache().is_some());
+        let days: Vec<(i64, DayCounts)> = match cached_key {
+            Some(key) => self
+                .read_slices(
+                    tenant,
+                    &q.survey_id,
+                    &q.question_key,
+                    scale.min,
+                    vec![key.clone()],
+                    q.range.days(),
+                    q.size == BucketSize::Total,
+                )
+                .await?
+                .remove(&key)
+                .unwrap_or_default(),
+            None => self
+                .store
+                .daily_histograms(
+                    tenant,
+                    &q.survey_id,
+                    &q.question_key,
+                    scale.min,
+                    &q.slice,
+                    q.range.days(),
+                )
+                .await?
+                .iter()
+                .map(|(d, h)| (*d, day_counts(h, scale.min)))
+                .collect(),
+        };
         Ok(respond(q, scale, &days))
     }
 
