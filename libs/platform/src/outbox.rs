@@ -118,8 +118,8 @@ pub async fn write<C: ConnectionTrait>(
 ///
 /// Reads are at most one per [`DISPATCH_PACE`]: under concurrent ingest a commit lands every
 /// millisecond or so, and a read of the outbox after each one kept sqlx's SQLite thread at 4 %
-/// of the server's CPU samples (perf, 64 concurrent RecordResponse streams; 2 % paced). An
-/// event waits at most that long longer.
+/// of the server's CPU samples (perf, 64 concurrent RecordResponse streams; 2 % paced).
+/// Events wait up to that much longer.
 ///
 /// Published rows are deleted in bulk, at most once a second or every 500 events, not after
 /// each publish: a delete is a write transaction of its own, and on SQLite it would take the
