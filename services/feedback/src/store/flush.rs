@@ -14,7 +14,7 @@
 //! what the disk really holds.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -36,14 +36,20 @@ pub(super) struct Flusher {
 impl Flusher {
     /// Starts the thread that fsyncs `wal` and then answers; `wake` is notified after each
     /// fsync (the outbox dispatcher listens, so no event leaves before its batch is durable).
-    pub(super) fn start(wal: PathBuf, wake: Arc<Notify>) -> std::io::Result<Self> {
+    /// If the thread cannot be started the flusher is failed from the start: writes are
+    /// refused (nothing could make them durable), reads go on.
+    pub(super) fn start(wal: PathBuf, wake: Arc<Notify>) -> Self {
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
-        std::thread::Builder::new()
+        if let Err(e) = std::thread::Builder::new()
             .name("cxloop-flush".into())
-            .spawn(move || run(wal, rx, wake, flag))?;
-        Ok(Self { tx, failed })
+            .spawn(move || run(wal, rx, wake, flag))
+        {
+            tracing::error!(error = %e, "cannot start the ingest flusher; responses are refused");
+            failed.store(true, Ordering::Release);
+        }
+        Self { tx, failed }
     }
 
     /// True once an fsync has failed: nothing more may be acknowledged by this process.
@@ -110,7 +116,7 @@ fn run(wal: PathBuf, rx: mpsc::Receiver<Vec<Reply>>, wake: Arc<Notify>, failed: 
     }
 }
 
-fn sync(wal: &PathBuf, file: &mut Option<File>) -> std::io::Result<()> {
+fn sync(wal: &Path, file: &mut Option<File>) -> std::io::Result<()> {
     let f = match file {
         Some(f) => f,
         None => file.insert(File::options().read(true).write(true).open(wal)?),
@@ -130,7 +136,7 @@ mod tests {
         let wal = dir.join("db-wal");
         std::fs::write(&wal, b"frames").unwrap_or_else(|e| panic!("{e}"));
         let wake = Arc::new(Notify::new());
-        let flusher = Flusher::start(wal.clone(), wake.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let flusher = Flusher::start(wal.clone(), wake.clone());
         let (tx, rx) = oneshot::channel();
         let accepted = vec![Outcome::Duplicate { id: "r1".into() }];
         flusher.submit(vec![(tx, accepted.clone())]);
@@ -140,8 +146,7 @@ mod tests {
         assert!(!flusher.failed());
 
         // A flusher whose file cannot be synced refuses, and keeps refusing.
-        let broken =
-            Flusher::start(dir.join("missing-wal"), wake).unwrap_or_else(|e| panic!("{e}"));
+        let broken = Flusher::start(dir.join("missing-wal"), wake);
         for _ in 0..2 {
             let (tx, rx) = oneshot::channel();
             broken.submit(vec![(tx, Vec::new())]);

@@ -198,20 +198,7 @@ async fn run(
             None
         }
     });
-    let flusher = match conn.wal_file().map(|wal| Flusher::start(wal, wake.clone())) {
-        None => None,
-        Some(Ok(f)) => Some(f),
-        Some(Err(e)) => {
-            // Without the flusher the direct connection's commits would not be durable.
-            tracing::error!(error = %e, "cannot start the ingest flusher; responses are refused");
-            while let Some(work) = rx.recv().await {
-                if let Work::Write(j) = work {
-                    let _ = j.reply.send(Err(flush::flush_failed()));
-                }
-            }
-            return;
-        }
-    };
+    let flusher = conn.wal_file().map(|wal| Flusher::start(wal, wake.clone()));
     while let Some(work) = rx.recv().await {
         let first = match work {
             Work::Fill(f) => {
