@@ -268,6 +268,34 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     assert_eq!(total.count, stored.len() as u64);
     let got: BTreeMap<i32, u64> = total.histogram.iter().map(|s| (s.score, s.count)).collect();
     assert_eq!(got, expected);
+    // So does the full-grain rollup that queries combining filters read.
+    let combined = client
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "nps".into(),
+            slice: Some(pb::Slice {
+                touchpoint_id: tp.clone(),
+                channel: pb::Channel::Web as i32,
+                ..Default::default()
+            }),
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03-02".into())),
+            }),
+            bucket: pb::Bucket::Total as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .total
+        .unwrap();
+    assert_eq!(combined.count, stored.len() as u64);
+    let got: BTreeMap<i32, u64> = combined
+        .histogram
+        .iter()
+        .map(|s| (s.score, s.count))
+        .collect();
+    assert_eq!(got, expected);
     let counts = client
         .query_metrics(pb::QueryMetricsRequest {
             survey_id: survey,

@@ -9,7 +9,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(ClusteredRollups)]
+        vec![
+            Box::new(Initial),
+            Box::new(ClusteredRollups),
+            Box::new(RollupSeries),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -29,9 +33,10 @@ impl MigrationName for Initial {
 /// columns (h0 counts the scale's lowest point, h1 the next, …; scales have at most 11
 /// points). A response adds 1 to one column of its row in each of five single-dimension
 /// slices ("" = all, t: touchpoint, o: org unit, c: channel, s: segment) and in the
-/// full-grain cell table. The measure "" counts responses (in h0). Slice queries with zero or one filter read the slice table,
-/// whose size per day does not grow with the number of responses; queries combining several
-/// filters read the cells.
+/// full-grain cell table. The measure "" counts responses (in h0). Slice queries with zero or
+/// one filter read the slice table, whose size per day does not grow with the number of
+/// responses; queries combining several filters read the cells (since `m0003`: the series
+/// tables).
 const SCHEMA: &str = "
 CREATE TABLE fb_touchpoints (
     tenant_id TEXT NOT NULL,
@@ -208,5 +213,172 @@ impl MigrationTrait for ClusteredRollups {
             cxloop_platform::db::execute_script(manager.get_connection(), CLUSTERED_SQLITE).await?;
         }
         Ok(())
+    }
+}
+
+struct RollupSeries;
+
+impl MigrationName for RollupSeries {
+    fn name(&self) -> &str {
+        "m0003_feedback_rollup_series"
+    }
+}
+
+/// The full-grain rollup keyed by a number. A cell used to be keyed by eight columns, most of
+/// them 36-character ids, and a bulk import spent most of its time comparing those keys
+/// (three cell upserts per response in a sparse year: 60 % of the writer's time, 3.5 µs per
+/// upsert). Now `fb_rollup_series` names each combination of (survey, measure, touchpoint,
+/// org unit, channel, segment) once, under an id chosen by the writer, and
+/// `fb_rollup_series_days` holds its daily histograms keyed by (tenant, series, day): 1.3 µs
+/// per upsert, and a series' year is one contiguous range. Existing cells are carried over.
+/// `{without_rowid}` clusters both tables by their keys on SQLite.
+const SERIES: &str = "
+CREATE TABLE fb_rollup_series (
+    tenant_id TEXT NOT NULL,
+    id BIGINT NOT NULL,
+    survey_id TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    touchpoint_id TEXT NOT NULL,
+    org_unit_id TEXT NOT NULL,
+    channel BIGINT NOT NULL,
+    segment TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+){without_rowid};
+CREATE UNIQUE INDEX fb_rollup_series_by_key ON fb_rollup_series (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment);
+CREATE TABLE fb_rollup_series_days (
+    tenant_id TEXT NOT NULL,
+    series BIGINT NOT NULL,
+    day BIGINT NOT NULL,
+    h0 BIGINT NOT NULL,
+    h1 BIGINT NOT NULL,
+    h2 BIGINT NOT NULL,
+    h3 BIGINT NOT NULL,
+    h4 BIGINT NOT NULL,
+    h5 BIGINT NOT NULL,
+    h6 BIGINT NOT NULL,
+    h7 BIGINT NOT NULL,
+    h8 BIGINT NOT NULL,
+    h9 BIGINT NOT NULL,
+    h10 BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, series, day)
+){without_rowid};
+INSERT INTO fb_rollup_series (tenant_id, id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment)
+SELECT tenant_id, ROW_NUMBER() OVER (ORDER BY tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment),
+       survey_id, measure, touchpoint_id, org_unit_id, channel, segment
+FROM (SELECT DISTINCT tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment FROM fb_rollup_cells) d;
+INSERT INTO fb_rollup_series_days (tenant_id, series, day, h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10)
+SELECT c.tenant_id, s.id, c.day, c.h0, c.h1, c.h2, c.h3, c.h4, c.h5, c.h6, c.h7, c.h8, c.h9, c.h10
+FROM fb_rollup_cells c JOIN fb_rollup_series s
+  ON s.tenant_id = c.tenant_id AND s.survey_id = c.survey_id AND s.measure = c.measure
+ AND s.touchpoint_id = c.touchpoint_id AND s.org_unit_id = c.org_unit_id
+ AND s.channel = c.channel AND s.segment = c.segment;
+DROP TABLE fb_rollup_cells
+";
+
+#[async_trait::async_trait]
+impl MigrationTrait for RollupSeries {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let without_rowid = match manager.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => " WITHOUT ROWID",
+            _ => "",
+        };
+        let script = SERIES.replace("{without_rowid}", without_rowid);
+        cxloop_platform::db::execute_script(manager.get_connection(), &script).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    /// Cells written under the `m0002` schema come out of the series tables unchanged, with
+    /// one series per distinct key and tenants kept apart.
+    #[tokio::test]
+    async fn cells_are_carried_into_series() {
+        let file = std::env::temp_dir().join(format!("cxloop-m0003-{}.db", uuid::Uuid::now_v7()));
+        let db = cxloop_platform::db::connect(&format!("sqlite://{}?mode=rwc", file.display()))
+            .await
+            .unwrap();
+        Migrator::up(&db, Some(2)).await.unwrap();
+        let zeros = ", 0, 0, 0, 0, 0, 0, 0, 0";
+        for (tenant, tp, ou, day, h0, h1, h2) in [
+            ("acme", "tp-1", "ou-1", 20_000, 1, 2, 3),
+            ("acme", "tp-1", "ou-1", 20_001, 4, 0, 1),
+            ("acme", "tp-1", "ou-2", 20_000, 0, 7, 0),
+            ("acme", "tp-2", "ou-1", 20_000, 5, 0, 0),
+            ("beta", "tp-1", "ou-1", 20_000, 9, 9, 9),
+        ] {
+            db.execute_unprepared(&format!(
+                "INSERT INTO fb_rollup_cells VALUES ('{tenant}', 'sv', 'nps', '{tp}', '{ou}', 1, 'family', {day}, {h0}, {h1}, {h2}{zeros})"
+            ))
+            .await
+            .unwrap();
+        }
+        Migrator::up(&db, None).await.unwrap();
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT s.tenant_id, s.touchpoint_id, s.org_unit_id, d.day, d.h0, d.h1, d.h2, s.id
+                 FROM fb_rollup_series s JOIN fb_rollup_series_days d
+                   ON d.tenant_id = s.tenant_id AND d.series = s.id
+                 WHERE s.survey_id = 'sv' AND s.measure = 'nps' AND s.channel = 1 AND s.segment = 'family'
+                 ORDER BY s.tenant_id, s.touchpoint_id, s.org_unit_id, d.day",
+            ))
+            .await
+            .unwrap();
+        let got: Vec<(String, String, String, i64, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get_by_index(0).unwrap(),
+                    r.try_get_by_index(1).unwrap(),
+                    r.try_get_by_index(2).unwrap(),
+                    r.try_get_by_index(3).unwrap(),
+                    r.try_get_by_index(4).unwrap(),
+                    r.try_get_by_index(5).unwrap(),
+                    r.try_get_by_index(6).unwrap(),
+                )
+            })
+            .collect();
+        let s = |v: &str| v.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (s("acme"), s("tp-1"), s("ou-1"), 20_000, 1, 2, 3),
+                (s("acme"), s("tp-1"), s("ou-1"), 20_001, 4, 0, 1),
+                (s("acme"), s("tp-1"), s("ou-2"), 20_000, 0, 7, 0),
+                (s("acme"), s("tp-2"), s("ou-1"), 20_000, 5, 0, 0),
+                (s("beta"), s("tp-1"), s("ou-1"), 20_000, 9, 9, 9),
+            ]
+        );
+        // Both days of (acme, tp-1, ou-1) are one series; the four series are distinct.
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get_by_index(7).unwrap())
+            .collect();
+        assert_eq!(ids[0], ids[1]);
+        let distinct: std::collections::HashSet<(String, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get_by_index(0).unwrap(),
+                    r.try_get_by_index(7).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(distinct.len(), 4);
+        let old = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT name FROM sqlite_master WHERE name = 'fb_rollup_cells'",
+            ))
+            .await
+            .unwrap();
+        assert!(old.is_empty(), "the old cell table is gone");
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
     }
 }

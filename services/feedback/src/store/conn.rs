@@ -25,6 +25,8 @@ use rusqlite::TransactionBehavior;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 
+use super::ingest::SeriesKey;
+
 /// Prepared statements the direct connection keeps (the writer uses a handful of texts).
 const DIRECT_STATEMENTS: usize = 8;
 
@@ -160,6 +162,83 @@ impl<'c> Txn<'c> {
         Ok(known)
     }
 
+    /// The id of a rollup series (see the `m0003` migration), creating the series when it is
+    /// new. A new series gets a random 62-bit id; if another series holds that id already,
+    /// or a concurrent writer (several replicas on PostgreSQL) has just created the same
+    /// series, the insert does nothing and the series is looked up again or another id tried.
+    pub(super) async fn series_id(&self, tenant: &TenantId, key: &SeriesKey<'_>) -> ApiResult<i64> {
+        const FIND: &str = "SELECT id FROM fb_rollup_series WHERE tenant_id = ? AND survey_id = ? AND measure = ? AND touchpoint_id = ? AND org_unit_id = ? AND channel = ? AND segment = ?";
+        const CREATE: &str = "INSERT INTO fb_rollup_series (tenant_id, id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+        let (survey, measure, tp, ou, ch, seg) = *key;
+        let ch = i64::from(ch);
+        // Bounded: a collision of 62-bit random ids is already vanishingly rare.
+        for _ in 0..8 {
+            let found = match self {
+                Txn::Direct(t) => {
+                    let mut st = t.prepare_cached(FIND).map_err(storage)?;
+                    let mut rows = st
+                        .query((tenant.as_str(), survey, measure, tp, ou, ch, seg))
+                        .map_err(storage)?;
+                    match rows.next().map_err(storage)? {
+                        Some(row) => Some(row.get::<_, i64>(0).map_err(storage)?),
+                        None => None,
+                    }
+                }
+                Txn::Pool(t) => {
+                    let values: Vec<Value> = vec![
+                        tenant.as_str().into(),
+                        survey.into(),
+                        measure.into(),
+                        tp.into(),
+                        ou.into(),
+                        ch.into(),
+                        seg.into(),
+                    ];
+                    match t
+                        .query_one_raw(stmt(t.get_database_backend(), FIND, values))
+                        .await?
+                    {
+                        Some(r) => Some(r.try_get_by_index::<i64>(0)?),
+                        None => None,
+                    }
+                }
+            };
+            if let Some(id) = found {
+                return Ok(id);
+            }
+            let id = random_series_id();
+            let created = match self {
+                Txn::Direct(t) => t
+                    .prepare_cached(CREATE)
+                    .and_then(|mut st| {
+                        st.execute((tenant.as_str(), id, survey, measure, tp, ou, ch, seg))
+                    })
+                    .map_err(storage)?,
+                Txn::Pool(t) => {
+                    let values: Vec<Value> = vec![
+                        tenant.as_str().into(),
+                        id.into(),
+                        survey.into(),
+                        measure.into(),
+                        tp.into(),
+                        ou.into(),
+                        ch.into(),
+                        seg.into(),
+                    ];
+                    t.execute_raw(stmt(t.get_database_backend(), CREATE, values))
+                        .await?
+                        .rows_affected() as usize
+                }
+            };
+            if created == 1 {
+                return Ok(id);
+            }
+        }
+        Err(ApiError::Internal(
+            "no free rollup series id after eight tries".into(),
+        ))
+    }
+
     /// Inserts rows, statement by statement in order.
     pub(super) async fn insert_all(&self, inserts: Vec<Insert<'_>>) -> ApiResult<()> {
         match self {
@@ -293,6 +372,15 @@ impl<'a> Insert<'a> {
             self.tail
         )
     }
+}
+
+/// A random id in [0, 2^62): the random bits of a UUIDv7.
+fn random_series_id() -> i64 {
+    let b = uuid::Uuid::now_v7().into_bytes();
+    let mut tail = [0u8; 8];
+    tail.copy_from_slice(&b[8..]);
+    // The top two bits are the UUID variant; the other 62 are random.
+    (u64::from_be_bytes(tail) & (u64::MAX >> 2)) as i64
 }
 
 /// A SQLite error as the API reports it: busy means retry later; anything else is ours.

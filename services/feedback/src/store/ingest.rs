@@ -190,6 +190,7 @@ async fn run(
     cache: Option<Arc<RollupCache>>,
 ) {
     let mut defs = Definitions::new(config_version);
+    let mut series = SeriesIds::default();
     let reader = Store::new(conn.pool().clone());
     let checkpointer = conn.sqlite_file().and_then(|file| match Checkpointer::start(file) {
         Ok(c) => Some(c),
@@ -241,7 +242,7 @@ async fn run(
             continue;
         }
         let started = Instant::now();
-        let result = commit(&mut conn, &mut defs, &jobs, cache.as_deref()).await;
+        let result = commit(&mut conn, &mut defs, &mut series, &jobs, cache.as_deref()).await;
         tracing::debug!(
             rows,
             jobs = jobs.len(),
@@ -427,6 +428,66 @@ impl Definitions {
     }
 }
 
+/// How many series ids the writer keeps in memory (about 200 bytes each); past this it
+/// forgets them all and reads them again as batches need them.
+const MAX_KNOWN_SERIES: usize = 50_000;
+
+/// Ids of the full-grain rollup series the writer has seen committed, so that a batch looks
+/// up or creates only the series it is the first to touch.
+#[derive(Default)]
+struct SeriesIds {
+    known: FastMap<String, i64>,
+}
+
+impl SeriesIds {
+    fn name(tenant: &TenantId, key: &SeriesKey<'_>) -> String {
+        use std::fmt::Write;
+        let (survey, measure, tp, ou, ch, seg) = *key;
+        // Each part prefixed by its length: no two keys give the same name, whatever
+        // characters the client's org units and segments contain.
+        let mut name = format!("{ch}");
+        for part in [tenant.as_str(), survey, measure, tp, ou, seg] {
+            let _ = write!(name, ";{}:{part}", part.len());
+        }
+        name
+    }
+
+    /// The ids of every series of the batch's cells; those read or created in this
+    /// transaction are added to `new`, to be remembered once it has committed.
+    async fn resolve<'k>(
+        &self,
+        txn: &Txn<'_>,
+        tenant: &TenantId,
+        inc: &Increments<'k>,
+        new: &mut Vec<(String, i64)>,
+    ) -> ApiResult<FastMap<SeriesKey<'k>, i64>> {
+        let mut ids: FastMap<SeriesKey<'k>, i64> = FastMap::default();
+        for (key, _) in inc.cells.keys() {
+            if ids.contains_key(key) {
+                continue;
+            }
+            let name = Self::name(tenant, key);
+            let id = match self.known.get(&name) {
+                Some(id) => *id,
+                None => {
+                    let id = txn.series_id(tenant, key).await?;
+                    new.push((name, id));
+                    id
+                }
+            };
+            ids.insert(*key, id);
+        }
+        Ok(ids)
+    }
+
+    fn remember(&mut self, new: Vec<(String, i64)>) {
+        if self.known.len() + new.len() > MAX_KNOWN_SERIES {
+            self.known.clear();
+        }
+        self.known.extend(new);
+    }
+}
+
 /// A single-dimension slice of a response, borrowed from it; rendered to its stored key
 /// ("", "t:…", "o:…", "c:…", "s:…") once per distinct row, not once per response.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -451,10 +512,12 @@ impl SliceOf<'_> {
 }
 
 /// Rollup rows touched by a batch, keyed by borrowed parts of its responses:
-/// (survey, measure, slice, day) and (survey, measure, touchpoint, org unit, channel,
-/// segment, day), each with its histogram increments.
+/// (survey, measure, slice, day) and ((survey, measure, touchpoint, org unit, channel,
+/// segment), day), each with its histogram increments.
 type SliceKey<'a> = (&'a str, &'a str, SliceOf<'a>, i64);
-type CellKey<'a> = (&'a str, &'a str, &'a str, &'a str, i32, &'a str, i64);
+/// A full-grain rollup series: (survey, measure, touchpoint, org unit, channel, segment).
+pub(super) type SeriesKey<'a> = (&'a str, &'a str, &'a str, &'a str, i32, &'a str);
+type CellKey<'a> = (SeriesKey<'a>, i64);
 type Counts = [i64; HIST_WIDTH];
 
 #[derive(Default)]
@@ -478,12 +541,14 @@ impl<'a> Increments<'a> {
         for (measure, column) in measures {
             self.cells
                 .entry((
-                    &r.survey_id,
-                    measure,
-                    &r.touchpoint_id,
-                    &r.org_unit_id,
-                    r.channel,
-                    &r.segment,
+                    (
+                        &r.survey_id,
+                        measure,
+                        &r.touchpoint_id,
+                        &r.org_unit_id,
+                        r.channel,
+                        &r.segment,
+                    ),
                     day,
                 ))
                 .or_insert([0; HIST_WIDTH])[column] += 1;
@@ -493,7 +558,7 @@ impl<'a> Increments<'a> {
     /// Derives the single-dimension slices from the cells: a slice is the sum of its cells,
     /// and a batch has far fewer distinct cells than responses.
     fn fill_slices(&mut self) {
-        for ((survey, measure, tp, ou, ch, seg, day), counts) in &self.cells {
+        for (((survey, measure, tp, ou, ch, seg), day), counts) in &self.cells {
             let slices = [
                 SliceOf::All,
                 SliceOf::Touchpoint(tp),
@@ -536,6 +601,7 @@ struct RecordedEvent<'a> {
 async fn commit(
     conn: &mut Conn,
     defs: &mut Definitions,
+    series: &mut SeriesIds,
     jobs: &[Job],
     cache: Option<&RollupCache>,
 ) -> ApiResult<Vec<Vec<Outcome>>> {
@@ -562,8 +628,18 @@ async fn commit(
     let txn = Txn::begin(conn).await?;
     let mut outcomes: Vec<Option<Vec<Outcome>>> = vec![None; jobs.len()];
     let mut written: Vec<(&TenantId, Increments<'_>)> = Vec::new();
+    let mut new_series = Vec::new();
     for (tenant, idx, items, surveys, live) in groups {
-        let (decided, inc) = decide_and_write(&txn, tenant, &items, &surveys, &live).await?;
+        let (decided, inc) = decide_and_write(
+            &txn,
+            tenant,
+            &items,
+            &surveys,
+            &live,
+            series,
+            &mut new_series,
+        )
+        .await?;
         written.push((tenant, inc));
         let mut it = decided.into_iter();
         for i in idx {
@@ -571,6 +647,8 @@ async fn commit(
         }
     }
     txn.commit().await?;
+    // Only now: a series created by a transaction that rolled back does not exist.
+    series.remember(new_series);
     if let Some(cache) = cache {
         for (tenant, inc) in &written {
             if cache.holds(tenant.as_str()) {
@@ -597,6 +675,8 @@ async fn decide_and_write<'a>(
     items: &[&'a NewResponse],
     surveys: &[SurveyDef],
     live_tps: &[String],
+    series: &SeriesIds,
+    new_series: &mut Vec<(String, i64)>,
 ) -> ApiResult<(Vec<Outcome>, Increments<'a>)> {
     // Earlier responses with these request ids.
     let stored = txn
@@ -681,7 +761,8 @@ async fn decide_and_write<'a>(
         inc.add(r, survey);
     }
     inc.fill_slices();
-    inserts.extend(increment_inserts(tenant, &inc));
+    let ids = series.resolve(txn, tenant, &inc, new_series).await?;
+    inserts.extend(increment_inserts(tenant, &inc, &ids));
 
     // One event per committed batch: consumers get every response, and a bulk import does
     // not double its writes with one outbox row per response.
@@ -725,7 +806,11 @@ async fn decide_and_write<'a>(
 }
 
 /// The upserts adding a batch's increments to the rollup tables.
-fn increment_inserts<'i>(tenant: &'i TenantId, inc: &'i Increments<'_>) -> Vec<Insert<'i>> {
+fn increment_inserts<'i>(
+    tenant: &'i TenantId,
+    inc: &'i Increments<'_>,
+    series: &FastMap<SeriesKey<'_>, i64>,
+) -> Vec<Insert<'i>> {
     let hist_cols = hist_columns();
     let upsert = |table: &str, keys: &str, width: usize| {
         let merge: Vec<String> = (0..HIST_WIDTH)
@@ -754,25 +839,19 @@ fn increment_inserts<'i>(tenant: &'i TenantId, inc: &'i Increments<'_>) -> Vec<I
             .chain(counts.iter().map(|c| Param::from(*c))),
         );
     }
-    let mut cells = upsert(
-        "fb_rollup_cells",
-        "survey_id, measure, touchpoint_id, org_unit_id, channel, segment, day",
-        8,
-    );
-    for ((survey, measure, tp, ou, ch, seg, day), counts) in &inc.cells {
+    let mut cells = upsert("fb_rollup_series_days", "series, day", 3);
+    // In key order: consecutive upserts land on the same pages.
+    let mut rows: Vec<(i64, i64, &Counts)> = inc
+        .cells
+        .iter()
+        .filter_map(|((key, day), counts)| Some((*series.get(key)?, *day, counts)))
+        .collect();
+    rows.sort_unstable_by_key(|(id, day, _)| (*id, *day));
+    for (id, day, counts) in rows {
         cells.row(
-            [
-                Param::from(tenant.as_str()),
-                Param::from(*survey),
-                Param::from(*measure),
-                Param::from(*tp),
-                Param::from(*ou),
-                i64::from(*ch).into(),
-                Param::from(*seg),
-                (*day).into(),
-            ]
-            .into_iter()
-            .chain(counts.iter().map(|c| Param::from(*c))),
+            [Param::from(tenant.as_str()), id.into(), day.into()]
+                .into_iter()
+                .chain(counts.iter().map(|c| Param::from(*c))),
         );
     }
     vec![slices, cells]

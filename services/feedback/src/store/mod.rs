@@ -929,26 +929,33 @@ impl Store {
                 q
             }
             None => {
+                // The series matching the filters, then their days.
+                let mut series = Conditions::new(
+                    "SELECT id FROM fb_rollup_series WHERE tenant_id = ?".into(),
+                    tenant,
+                );
+                series.eq("survey_id", survey_id);
+                series.eq("measure", measure);
+                series.slice(slice);
                 let sums: Vec<String> = (0..HIST_WIDTH)
                     .map(|i| format!("CAST(SUM(h{i}) AS BIGINT)"))
                     .collect();
                 let mut q = Conditions::new(
                     format!(
-                        "SELECT day, {} FROM fb_rollup_cells WHERE tenant_id = ?",
-                        sums.join(", ")
+                        "SELECT day, {} FROM fb_rollup_series_days WHERE tenant_id = ? AND series IN ({})",
+                        sums.join(", "),
+                        series.sql
                     ),
                     tenant,
                 );
-                q.eq("survey_id", survey_id);
-                q.eq("measure", measure);
-                q.slice(slice);
+                q.values.extend(series.values);
                 q
             }
         };
         q.sql.push_str(" AND day >= ? AND day < ?");
         q.values.push(days.0.into());
         q.values.push(days.1.into());
-        // Cells hold one row per combination of the unfiltered dimensions: sum them per day.
+        // A series per combination of the unfiltered dimensions: sum them per day.
         if grouped {
             q.sql.push_str(" GROUP BY day");
         }
