@@ -283,7 +283,11 @@ impl MigrationTrait for RollupSeries {
             _ => "",
         };
         let script = SERIES.replace("{without_rowid}", without_rowid);
-        cxloop_platform::db::execute_script(manager.get_connection(), &script).await
+        // One connection (and all or nothing): another pooled SQLite connection may still
+        // hold the schema from before the script in memory.
+        let txn = sea_orm::TransactionTrait::begin(manager.get_connection()).await?;
+        cxloop_platform::db::execute_script(&txn, &script).await?;
+        txn.commit().await
     }
 }
 
