@@ -26,7 +26,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::cache::{RollupCache, SeriesRef, SliceDays, day_counts};
 use super::checkpoint::Checkpointer;
-use super::conn::{Conn, Insert, Param, Txn};
+use super::conn::{Conn, Param, Txn};
 use super::flush::{self, Flusher, Reply};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
@@ -369,7 +369,7 @@ async fn fill(reader: &Store, cache: Option<&RollupCache>, f: Fill) {
 
 /// The distinct ids among these, owned (a batch has thousands of items and a few ids).
 fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let set: std::collections::HashSet<&str> = ids.collect();
+    let set: foldhash::HashSet<&str> = ids.collect();
     set.into_iter().map(str::to_owned).collect()
 }
 
@@ -579,6 +579,16 @@ struct Increments<'a> {
 }
 
 impl<'a> Increments<'a> {
+    /// Sized for `n` responses: a sparse batch has about as many cells as responses, and
+    /// growing the maps step by step rehashed them several times per bulk-import batch.
+    fn for_responses(n: usize) -> Self {
+        Self {
+            names: Names::default(),
+            slices: FastMap::with_capacity_and_hasher(n / 2, Default::default()),
+            cells: FastMap::with_capacity_and_hasher(n, Default::default()),
+        }
+    }
+
     fn add(&mut self, r: &'a NewResponse, survey: &SurveyDef) {
         let day = r.occurred_at_us.div_euclid(DAY_US);
         let names = &mut self.names;
@@ -786,7 +796,7 @@ async fn decide_and_write<'a>(
 
     let now = db::now_micros();
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut accepted: Vec<(&NewResponse, &Prepared, &SurveyDef)> = Vec::new();
+    let mut accepted: Vec<(&NewResponse, &Prepared, &SurveyDef)> = Vec::with_capacity(items.len());
     for (r, p) in items.iter().zip(prepared) {
         let earlier = match (
             stored.get(&r.request_id),
@@ -827,7 +837,7 @@ async fn decide_and_write<'a>(
         return Ok((outcomes, Increments::default()));
     }
 
-    let mut responses = Insert::new(
+    let mut responses = txn.insert(
         "INSERT INTO fb_responses (tenant_id, id, request_id, request_hash, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, customer_key, comment, answers, created_at)",
         14,
         "",
@@ -848,17 +858,17 @@ async fn decide_and_write<'a>(
             r.comment.as_str().into(),
             p.answers_json.as_str().into(),
             now.into(),
-        ]);
+        ])?;
     }
-    let mut inserts = vec![responses];
+    responses.finish().await?;
 
-    let mut inc = Increments::default();
+    let mut inc = Increments::for_responses(accepted.len());
     for (r, _, survey) in &accepted {
         inc.add(r, survey);
     }
     inc.fill_slices();
     let ids = series.resolve(txn, tenant, &inc, new_series).await?;
-    inserts.extend(increment_inserts(tenant, &inc, &ids));
+    write_increments(txn, tenant, &inc, &ids).await?;
 
     // One event per committed batch: consumers get every response, and a bulk import does
     // not double its writes with one outbox row per response. The payload is
@@ -870,7 +880,7 @@ async fn decide_and_write<'a>(
         topic: RESPONSES_RECORDED.into(),
         payload,
     };
-    let mut outbox = Insert::new(
+    let mut outbox = txn.insert(
         "INSERT INTO fb_outbox (id, tenant_id, topic, payload, created_at)",
         5,
         "",
@@ -881,24 +891,24 @@ async fn decide_and_write<'a>(
         event.topic.into(),
         event.payload.into(),
         now.into(),
-    ]);
-    inserts.push(outbox);
-    txn.insert_all(inserts).await?;
+    ])?;
+    outbox.finish().await?;
     Ok((outcomes, inc))
 }
 
-/// The upserts adding a batch's increments to the rollup tables.
-fn increment_inserts<'i>(
-    tenant: &'i TenantId,
-    inc: &'i Increments<'_>,
+/// Adds a batch's increments to the rollup tables.
+async fn write_increments(
+    txn: &Txn<'_>,
+    tenant: &TenantId,
+    inc: &Increments<'_>,
     series: &FastMap<SeriesIdx, i64>,
-) -> Vec<Insert<'i>> {
+) -> ApiResult<()> {
     let hist_cols = hist_columns();
     let upsert = |table: &str, keys: &str, width: usize| {
         let merge: Vec<String> = (0..HIST_WIDTH)
             .map(|i| format!("h{i} = {table}.h{i} + excluded.h{i}"))
             .collect();
-        Insert::new(
+        txn.insert(
             &format!("INSERT INTO {table} (tenant_id, {keys}, {hist_cols})"),
             width + HIST_WIDTH,
             &format!(
@@ -919,8 +929,9 @@ fn increment_inserts<'i>(
             ]
             .into_iter()
             .chain(counts.iter().map(|c| Param::from(*c))),
-        );
+        )?;
     }
+    slices.finish().await?;
     let mut cells = upsert("fb_rollup_series_days", "series, day", 3);
     // In key order: consecutive upserts land on the same pages.
     let mut rows: Vec<(i64, i64, &Counts)> = inc
@@ -934,9 +945,9 @@ fn increment_inserts<'i>(
             [Param::from(tenant.as_str()), id.into(), day.into()]
                 .into_iter()
                 .chain(counts.iter().map(|c| Param::from(*c))),
-        );
+        )?;
     }
-    vec![slices, cells]
+    cells.finish().await
 }
 
 #[cfg(test)]
