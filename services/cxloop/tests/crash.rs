@@ -95,6 +95,32 @@ fn request(request_id: &str, survey: &str, tp: &str, score: i32) -> pb::RecordRe
     }
 }
 
+/// The NPS answers' count and histogram on 2026-03-02, as QueryMetrics reports them.
+async fn nps_on_the_day(
+    client: &mut cxloop::client::Client,
+    survey: &str,
+    slice: Option<pb::Slice>,
+) -> (u64, BTreeMap<i32, u64>) {
+    let total = client
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.into(),
+            question_key: "nps".into(),
+            slice,
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03-02".into())),
+            }),
+            bucket: pb::Bucket::Total as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .total
+        .unwrap();
+    let histogram = total.histogram.iter().map(|s| (s.score, s.count)).collect();
+    (total.count, histogram)
+}
+
 fn score_of(request_id: &str) -> i32 {
     (request_id.bytes().map(u32::from).sum::<u32>() % 11) as i32
 }
@@ -251,51 +277,19 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
             *expected.entry(s).or_default() += 1;
         }
     }
-    let metrics = client
-        .query_metrics(pb::QueryMetricsRequest {
-            survey_id: survey.clone(),
-            question_key: "nps".into(),
-            period: Some(common::Period {
-                kind: Some(common::period::Kind::Named("2026-03-02".into())),
-            }),
-            bucket: pb::Bucket::Total as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let total = metrics.total.unwrap();
-    assert_eq!(total.count, stored.len() as u64);
-    let got: BTreeMap<i32, u64> = total.histogram.iter().map(|s| (s.score, s.count)).collect();
-    assert_eq!(got, expected);
-    // So does the full-grain rollup that queries combining filters read.
-    let combined = client
-        .query_metrics(pb::QueryMetricsRequest {
-            survey_id: survey.clone(),
-            question_key: "nps".into(),
-            slice: Some(pb::Slice {
-                touchpoint_id: tp.clone(),
-                channel: pb::Channel::Web as i32,
-                ..Default::default()
-            }),
-            period: Some(common::Period {
-                kind: Some(common::period::Kind::Named("2026-03-02".into())),
-            }),
-            bucket: pb::Bucket::Total as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .total
-        .unwrap();
-    assert_eq!(combined.count, stored.len() as u64);
-    let got: BTreeMap<i32, u64> = combined
-        .histogram
-        .iter()
-        .map(|s| (s.score, s.count))
-        .collect();
-    assert_eq!(got, expected);
+    // Both the single-dimension slices and the full-grain rollup that queries combining
+    // filters read.
+    let whole_day = nps_on_the_day(&mut client, &survey, None).await;
+    let combined = pb::Slice {
+        touchpoint_id: tp.clone(),
+        channel: pb::Channel::Web as i32,
+        ..Default::default()
+    };
+    let combined = nps_on_the_day(&mut client, &survey, Some(combined)).await;
+    for (count, got) in [whole_day, combined] {
+        assert_eq!(count, stored.len() as u64);
+        assert_eq!(got, expected);
+    }
     let counts = client
         .query_metrics(pb::QueryMetricsRequest {
             survey_id: survey,

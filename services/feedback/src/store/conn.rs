@@ -168,9 +168,21 @@ impl<'c> Txn<'c> {
     /// series, the insert does nothing and the series is looked up again or another id tried.
     pub(super) async fn series_id(&self, tenant: &TenantId, key: &SeriesKey<'_>) -> ApiResult<i64> {
         const FIND: &str = "SELECT id FROM fb_rollup_series WHERE tenant_id = ? AND survey_id = ? AND measure = ? AND touchpoint_id = ? AND org_unit_id = ? AND channel = ? AND segment = ?";
-        const CREATE: &str = "INSERT INTO fb_rollup_series (tenant_id, id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+        const CREATE: &str = "INSERT INTO fb_rollup_series (tenant_id, survey_id, measure, touchpoint_id, org_unit_id, channel, segment, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
         let (survey, measure, tp, ou, ch, seg) = *key;
         let ch = i64::from(ch);
+        // The key's values, as FIND takes them and CREATE before the id.
+        let key_values = || -> Vec<Value> {
+            vec![
+                tenant.as_str().into(),
+                survey.into(),
+                measure.into(),
+                tp.into(),
+                ou.into(),
+                ch.into(),
+                seg.into(),
+            ]
+        };
         // Bounded: a collision of 62-bit random ids is already vanishingly rare.
         for _ in 0..8 {
             let found = match self {
@@ -185,17 +197,8 @@ impl<'c> Txn<'c> {
                     }
                 }
                 Txn::Pool(t) => {
-                    let values: Vec<Value> = vec![
-                        tenant.as_str().into(),
-                        survey.into(),
-                        measure.into(),
-                        tp.into(),
-                        ou.into(),
-                        ch.into(),
-                        seg.into(),
-                    ];
                     match t
-                        .query_one_raw(stmt(t.get_database_backend(), FIND, values))
+                        .query_one_raw(stmt(t.get_database_backend(), FIND, key_values()))
                         .await?
                     {
                         Some(r) => Some(r.try_get_by_index::<i64>(0)?),
@@ -211,20 +214,12 @@ impl<'c> Txn<'c> {
                 Txn::Direct(t) => t
                     .prepare_cached(CREATE)
                     .and_then(|mut st| {
-                        st.execute((tenant.as_str(), id, survey, measure, tp, ou, ch, seg))
+                        st.execute((tenant.as_str(), survey, measure, tp, ou, ch, seg, id))
                     })
                     .map_err(storage)?,
                 Txn::Pool(t) => {
-                    let values: Vec<Value> = vec![
-                        tenant.as_str().into(),
-                        id.into(),
-                        survey.into(),
-                        measure.into(),
-                        tp.into(),
-                        ou.into(),
-                        ch.into(),
-                        seg.into(),
-                    ];
+                    let mut values = key_values();
+                    values.push(id.into());
                     t.execute_raw(stmt(t.get_database_backend(), CREATE, values))
                         .await?
                         .rows_affected() as usize
