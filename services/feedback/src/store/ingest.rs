@@ -72,19 +72,20 @@ struct Job {
 /// What a job's items are stored and announced as if they are accepted, encoded by the
 /// caller's task before the job is queued: the writer is the one thread every write passes,
 /// while the request tasks run on the other cores (a bulk import kept the writer busy 93 % of
-/// the time and the rest of the server under half of a core). A duplicate or rejected item
-/// wastes its id. Each kind of text is one buffer for the whole job, not three small strings
-/// per item: 30,000 small blocks per import message, allocated on the request threads and
-/// freed by the writer, fragmented the allocator's arenas (RSS after a 9.8M-row import rose
-/// from ~135 to 155-197 MiB); a buffer this large is mapped and unmapped whole.
+/// the time and the rest of the server under half of a core). The writer only adds each
+/// accepted item's id: ids are given in commit order, so that a listing in id order sees a
+/// response committed after it started at its end (docs/api.md, paging). Each kind of text is
+/// one buffer for the whole job, not small strings per item: small blocks allocated on the
+/// request threads and freed by the writer fragmented the allocator's arenas (RSS after a
+/// 9.8M-row import rose from ~135 to 155-197 MiB); a buffer this large is mapped and
+/// unmapped whole.
 #[derive(Default)]
 struct Prepared {
-    /// The new responses' ids (UUIDv7, 36 characters each).
-    ids: String,
     /// The answers as stored, item after item; `answer_ends[i]` ends item i's.
     answers: String,
     answer_ends: Vec<usize>,
-    /// The items' entries in the batch event, likewise.
+    /// Each item's entry in the batch event without its id: the JSON object's members after
+    /// the id and its closing brace; `event_ends[i]` ends item i's.
     events: String,
     event_ends: Vec<usize>,
 }
@@ -92,27 +93,23 @@ struct Prepared {
 /// One item's part of [`Prepared`].
 #[derive(Clone, Copy)]
 struct PreparedItem<'p> {
-    id: &'p str,
     answers_json: &'p str,
-    event_json: &'p str,
+    /// See [`Prepared::events`]; [`event_entry`] completes it.
+    event_rest: &'p str,
 }
 
 impl Prepared {
     fn of(items: &[NewResponse]) -> ApiResult<Self> {
         let mut p = Prepared {
-            ids: String::with_capacity(items.len() * 36),
             answer_ends: Vec::with_capacity(items.len()),
             event_ends: Vec::with_capacity(items.len()),
             ..Default::default()
         };
         let mut scratch = Vec::with_capacity(512);
         for r in items {
-            let start = p.ids.len();
-            p.ids.push_str(&db::new_id());
             p.answers.push_str(&answers_json(&r.answers));
             p.answer_ends.push(p.answers.len());
             let event = RecordedEvent {
-                response_id: &p.ids[start..],
                 survey_id: &r.survey_id,
                 touchpoint_id: &r.touchpoint_id,
                 occurred_at_us: r.occurred_at_us,
@@ -124,10 +121,10 @@ impl Prepared {
             scratch.clear();
             serde_json::to_writer(&mut scratch, &event)
                 .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?;
-            p.events.push_str(
-                std::str::from_utf8(&scratch)
-                    .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?,
-            );
+            let json = std::str::from_utf8(&scratch)
+                .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?;
+            // Without the opening brace: the writer puts the id in front.
+            p.events.push_str(json.strip_prefix('{').unwrap_or(json));
             p.event_ends.push(p.events.len());
         }
         Ok(p)
@@ -136,11 +133,19 @@ impl Prepared {
     fn items(&self) -> impl Iterator<Item = PreparedItem<'_>> {
         let starts = |ends: &[usize], i: usize| if i == 0 { 0 } else { ends[i - 1] };
         (0..self.answer_ends.len()).map(move |i| PreparedItem {
-            id: &self.ids[i * 36..(i + 1) * 36],
             answers_json: &self.answers[starts(&self.answer_ends, i)..self.answer_ends[i]],
-            event_json: &self.events[starts(&self.event_ends, i)..self.event_ends[i]],
+            event_rest: &self.events[starts(&self.event_ends, i)..self.event_ends[i]],
         })
     }
+}
+
+/// Appends one response's entry of the batch event: `{"response_id":"<id>",` and the rest
+/// prepared by the request task (ids contain nothing JSON would escape).
+fn event_entry(out: &mut String, id: &str, rest: &str) {
+    out.push_str("{\"response_id\":\"");
+    out.push_str(id);
+    out.push_str("\",");
+    out.push_str(rest);
 }
 
 /// A read of daily slice histograms into the rollup cache, done by the writer between two
@@ -709,25 +714,28 @@ impl<'a> Increments<'a> {
     }
 }
 
-/// The batch event's payload, `{"responses": [entries]}`, from entries already encoded.
-fn batch_payload<'e>(entries: impl Iterator<Item = &'e str> + Clone) -> String {
-    let mut payload =
-        String::with_capacity(16 + entries.clone().map(|e| e.len() + 1).sum::<usize>());
+/// The batch event's payload, `{"responses": [entries]}`, from (id, prepared rest) pairs.
+fn batch_payload<'e>(entries: impl Iterator<Item = (&'e str, &'e str)> + Clone) -> String {
+    let size: usize = entries
+        .clone()
+        .map(|(id, rest)| 20 + id.len() + rest.len())
+        .sum();
+    let mut payload = String::with_capacity(16 + size);
     payload.push_str("{\"responses\":[");
-    for (i, entry) in entries.enumerate() {
+    for (i, (id, rest)) in entries.enumerate() {
         if i > 0 {
             payload.push(',');
         }
-        payload.push_str(entry);
+        event_entry(&mut payload, id, rest);
     }
     payload.push_str("]}");
     payload
 }
 
-/// One response in the batch event, whose payload is `{"responses": [these]}`.
+/// One response in the batch event, whose payload is `{"responses": [these]}`, without its
+/// `response_id` (written first, by [`event_entry`]).
 #[derive(serde::Serialize)]
 struct RecordedEvent<'a> {
-    response_id: &'a str,
     survey_id: &'a str,
     touchpoint_id: &'a str,
     occurred_at_us: i64,
@@ -836,7 +844,7 @@ async fn decide_and_write<'a>(
 
     let now = db::now_micros();
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut accepted: Vec<(&NewResponse, PreparedItem<'a>, &SurveyDef)> =
+    let mut accepted: Vec<(&NewResponse, PreparedItem<'a>, String, &SurveyDef)> =
         Vec::with_capacity(items.len());
     for (r, p) in items.iter().zip(prepared.iter().copied()) {
         let earlier = match (
@@ -844,7 +852,7 @@ async fn decide_and_write<'a>(
             this_batch.get(r.request_id.as_str()),
         ) {
             (Some((id, hash)), _) => Some((id.as_str(), hash.as_str())),
-            (None, Some(&i)) => Some((accepted[i].1.id, accepted[i].0.request_hash.as_str())),
+            (None, Some(&i)) => Some((accepted[i].2.as_str(), accepted[i].0.request_hash.as_str())),
             (None, None) => None,
         };
         if let Some((id, hash)) = earlier {
@@ -867,12 +875,13 @@ async fn decide_and_write<'a>(
             outcomes.push(Outcome::Rejected(violations));
             continue;
         };
+        let id = db::new_id();
         this_batch.insert(&r.request_id, accepted.len());
         outcomes.push(Outcome::Accepted {
-            id: p.id.to_owned(),
+            id: id.clone(),
             created_at: now,
         });
-        accepted.push((r, p, survey));
+        accepted.push((r, p, id, survey));
     }
     if accepted.is_empty() {
         return Ok((outcomes, Increments::default()));
@@ -883,10 +892,10 @@ async fn decide_and_write<'a>(
         14,
         "",
     );
-    for (r, p, _) in &accepted {
+    for (r, p, id, _) in &accepted {
         responses.row([
             Param::from(tenant.as_str()),
-            p.id.into(),
+            id.as_str().into(),
             r.request_id.as_str().into(),
             r.request_hash.as_str().into(),
             r.survey_id.as_str().into(),
@@ -904,7 +913,7 @@ async fn decide_and_write<'a>(
     responses.finish().await?;
 
     let mut inc = Increments::for_responses(accepted.len());
-    for (r, _, survey) in &accepted {
+    for (r, _, _, survey) in &accepted {
         inc.add(r, survey);
     }
     inc.fill_slices();
@@ -913,8 +922,12 @@ async fn decide_and_write<'a>(
 
     // One event per committed batch: consumers get every response, and a bulk import does
     // not double its writes with one outbox row per response. The payload is
-    // {"responses": [each accepted item's prepared entry]}.
-    let payload = batch_payload(accepted.iter().map(|(_, p, _)| p.event_json));
+    // {"responses": [each accepted item's id and prepared entry]}.
+    let payload = batch_payload(
+        accepted
+            .iter()
+            .map(|(_, p, id, _)| (id.as_str(), p.event_rest)),
+    );
     let event = Event {
         id: db::new_id(),
         tenant: tenant.to_string(),
@@ -996,7 +1009,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_item_gets_its_own_id_answers_and_event_entry() {
+    fn each_item_gets_its_answers_and_event_entry() {
         use crate::domain::AnswerValue;
         let item = |n: i32, org_unit: &str| NewResponse {
             request_id: format!("r{n}"),
@@ -1021,36 +1034,39 @@ mod tests {
         let prepared = Prepared::of(&items).unwrap();
         let got: Vec<PreparedItem<'_>> = prepared.items().collect();
         assert_eq!(got.len(), 3);
-        let ids: std::collections::HashSet<&str> = got.iter().map(|p| p.id).collect();
-        assert_eq!(ids.len(), 3);
         for (r, p) in items.iter().zip(&got) {
-            assert!(uuid::Uuid::parse_str(p.id).is_ok(), "{}", p.id);
             assert_eq!(p.answers_json, answers_json(&r.answers));
-            let event: serde_json::Value = serde_json::from_str(p.event_json).unwrap();
-            assert_eq!(event["response_id"], p.id);
+            let mut entry = String::new();
+            event_entry(
+                &mut entry,
+                "01a222e9-065b-75f8-9698-8477de9ab707",
+                p.event_rest,
+            );
+            let event: serde_json::Value = serde_json::from_str(&entry).unwrap();
+            assert_eq!(event["response_id"], "01a222e9-065b-75f8-9698-8477de9ab707");
             assert_eq!(event["org_unit_id"], r.org_unit_id.as_str());
             assert_eq!(event["occurred_at_us"], r.occurred_at_us);
-            assert_eq!(
-                event["scores"],
-                serde_json::json!({ "nps": r.scores().next().unwrap().1 })
-            );
+            let nps = r.scores().next().unwrap().1;
+            assert_eq!(event["scores"], serde_json::json!({ "nps": nps }));
         }
     }
 
     #[test]
     fn the_batch_payload_is_the_list_of_its_entries() {
-        for entries in [
-            vec![],
-            vec![r#"{"a":1}"#],
-            vec![r#"{"a":1}"#, r#"{"b":[2,3]}"#, "{}"],
-        ] {
-            let payload = batch_payload(entries.iter().copied());
+        let entries = [
+            ("a", r#""x":1}"#),
+            ("b", r#""y":[2,3]}"#),
+            ("c", "\"z\":{}}"),
+        ];
+        for n in 0..=entries.len() {
+            let payload = batch_payload(entries[..n].iter().copied());
             let parsed: serde_json::Value = serde_json::from_str(&payload).unwrap();
-            let want: Vec<serde_json::Value> = entries
-                .iter()
-                .map(|e| serde_json::from_str(e).unwrap())
-                .collect();
-            assert_eq!(parsed, serde_json::json!({ "responses": want }));
+            let want = [
+                serde_json::json!({"response_id": "a", "x": 1}),
+                serde_json::json!({"response_id": "b", "y": [2, 3]}),
+                serde_json::json!({"response_id": "c", "z": {}}),
+            ];
+            assert_eq!(parsed, serde_json::json!({ "responses": want[..n] }));
         }
     }
 }
