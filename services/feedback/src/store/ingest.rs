@@ -84,8 +84,8 @@ struct Prepared {
     /// The answers as stored, item after item; `answer_ends[i]` ends item i's.
     answers: String,
     answer_ends: Vec<usize>,
-    /// Each item's entry in the batch event without its id: the JSON object's members after
-    /// the id and its closing brace; `event_ends[i]` ends item i's.
+    /// Each item's entry in the batch event without its id: the JSON object's other members
+    /// and its closing brace, no opening brace; `event_ends[i]` ends item i's.
     events: String,
     event_ends: Vec<usize>,
 }
