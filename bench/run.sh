@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One benchmark run for the feedback service (issue: foundation). Not part of CI.
 # Builds release binaries, then measures, each server in its own process:
-#   (a) a bare tonic server (health Check only, no auth, no storage), 64 concurrent streams
+#   (a) a bare tonic server (health Check only, no auth, no storage), 64 concurrent streams;
+#       (a') the same server echoing RecordResponse's request message back
 #   (b) RecordResponse with auth, 64 concurrent streams, durable (SQLite WAL, synchronous=FULL)
 #   (c) bulk import rows/s vs raw multi-row inserts into the same kind of database
 #   (d) QueryMetrics p99 over 365 daily buckets at 100k and at 10M stored responses
@@ -37,6 +38,9 @@ $BIN/cxloop-load bare-server > "$WORK/bare.addr" &
 BARE=$!
 for _ in $(seq 1 100); do [ -s "$WORK/bare.addr" ] && break; sleep 0.05; done
 $BIN/cxloop-load baseline --addr "http://$(cat "$WORK/bare.addr")" --concurrency 64 --seconds "$SECS"
+# (a') the same bare server echoing the message RecordResponse sends: transport and protobuf of
+# that call with nothing of cxloop's (no auth, no span, no storage)
+$BIN/cxloop-load echo --addr "http://$(cat "$WORK/bare.addr")" --concurrency 64 --seconds "$SECS"
 kill $BARE
 
 # (b) + (e) RecordResponse under load

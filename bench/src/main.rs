@@ -12,6 +12,7 @@ use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
 use sea_orm::ConnectionTrait;
 
+mod echo;
 mod ex;
 
 #[derive(Parser)]
@@ -22,13 +23,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// A bare tonic server with only gRPC health (no auth, no storage): the baseline.
+    /// A bare tonic server with only gRPC health and an echo of RecordResponse's request
+    /// message (no auth, no storage): the baselines.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
     /// Unary calls against the bare server's health Check.
     Baseline {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Unary calls against the bare server's echo, each sending the message `record` sends
+    /// (same sizes and fields) and getting it back.
+    Echo {
         #[arg(long)]
         addr: String,
         #[arg(long, default_value_t = 64)]
@@ -292,6 +304,7 @@ async fn main() {
             let (_reporter, health) = tonic_health::server::health_reporter();
             tonic::transport::Server::builder()
                 .add_service(health)
+                .add_service(echo::EchoServer)
                 .serve_with_incoming(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 )
@@ -321,6 +334,34 @@ async fn main() {
             println!(
                 "{}",
                 serde_json::json!({"bench": "baseline", "calls": n, "errors": errors, "rps": n as f64 / seconds as f64,
+                    "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
+            );
+        }
+        Cmd::Echo {
+            addr,
+            concurrency,
+            seconds,
+        } => {
+            let chans = futures_chans(&addr, 4).await;
+            // Ids of the length `record` sends; the echo keeps no state, so any will do.
+            let survey = uuid::Uuid::now_v7().to_string();
+            let touchpoint = uuid::Uuid::now_v7().to_string();
+            let run = uuid::Uuid::now_v7().simple().to_string();
+            let day = today() - 1;
+            let (n, errors, lat) = drive(concurrency, seconds, |w| {
+                let c = echo::EchoClient::new(chans[w % chans.len()].clone());
+                let (survey, touchpoint, run) = (survey.clone(), touchpoint.clone(), run.clone());
+                move |i| {
+                    let mut c = c.clone();
+                    let rid = format!("{run}-{w}-{i}");
+                    let req = response(rid.clone(), &survey, &touchpoint, day, (i % 11) as i32);
+                    async move { c.echo(req).await.is_ok_and(|m| m.request_id == rid) }
+                }
+            })
+            .await;
+            println!(
+                "{}",
+                serde_json::json!({"bench": "echo", "calls": n, "errors": errors, "rps": n as f64 / seconds as f64,
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
             );
         }
