@@ -21,6 +21,17 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where and how hard to drive the bare server.
+#[derive(clap::Args)]
+struct BareLoad {
+    #[arg(long)]
+    addr: String,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// A bare tonic server with only gRPC health and an echo of RecordResponse's request
@@ -30,24 +41,10 @@ enum Cmd {
         listen: String,
     },
     /// Unary calls against the bare server's health Check.
-    Baseline {
-        #[arg(long)]
-        addr: String,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-    },
+    Baseline(BareLoad),
     /// Unary calls against the bare server's echo, each sending the message `record` sends
     /// (same sizes and fields) and getting it back.
-    Echo {
-        #[arg(long)]
-        addr: String,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-    },
+    Echo(BareLoad),
     /// Creates touchpoints and a survey asked at all of them; prints the survey id and the
     /// touchpoint ids.
     Setup {
@@ -89,6 +86,11 @@ enum Cmd {
         /// Server pid, to sample its RSS under load.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// How callers make request ids: "streams" (a run prefix, the caller's number and a
+        /// counter: 64 ascending sequences), "v7" (a UUIDv7 per call: time-ordered, as
+        /// docs/api.md recommends) or "v4" (a random UUID per call).
+        #[arg(long, default_value = "streams")]
+        request_ids: String,
     },
     /// ImportResponses: `rows` rows in messages of `batch` items, spread over `days` days.
     Import {
@@ -286,6 +288,14 @@ fn response(
     }
 }
 
+/// How `record`'s callers make request ids.
+#[derive(Clone, Copy)]
+enum RequestIds {
+    Streams,
+    V7,
+    V4,
+}
+
 fn today() -> i64 {
     chrono::Utc::now().timestamp().div_euclid(86_400)
 }
@@ -311,11 +321,11 @@ async fn main() {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        Cmd::Baseline {
+        Cmd::Baseline(BareLoad {
             addr,
             concurrency,
             seconds,
-        } => {
+        }) => {
             let chans = futures_chans(&addr, 4).await;
             let (n, errors, lat) = drive(concurrency, seconds, |w| {
                 let c = tonic_health::pb::health_client::HealthClient::new(
@@ -337,11 +347,11 @@ async fn main() {
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
             );
         }
-        Cmd::Echo {
+        Cmd::Echo(BareLoad {
             addr,
             concurrency,
             seconds,
-        } => {
+        }) => {
             let chans = futures_chans(&addr, 4).await;
             // Ids of the length `record` sends; the echo keeps no state, so any will do.
             let survey = uuid::Uuid::now_v7().to_string();
@@ -425,7 +435,14 @@ async fn main() {
             concurrency,
             seconds,
             server_pid,
+            request_ids,
         } => {
+            let ids = match request_ids.as_str() {
+                "streams" => RequestIds::Streams,
+                "v7" => RequestIds::V7,
+                "v4" => RequestIds::V4,
+                other => panic!("--request-ids {other:?}: streams, v7 or v4"),
+            };
             let chans = futures_chans(&addr, 4).await;
             let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
                 .parse()
@@ -453,13 +470,12 @@ async fn main() {
                 let (survey, touchpoint, run) = (survey.clone(), touchpoint.clone(), run.clone());
                 move |i| {
                     let mut c = c.clone();
-                    let req = response(
-                        format!("{run}-{w}-{i}"),
-                        &survey,
-                        &touchpoint,
-                        day,
-                        (i % 11) as i32,
-                    );
+                    let rid = match ids {
+                        RequestIds::Streams => format!("{run}-{w}-{i}"),
+                        RequestIds::V7 => uuid::Uuid::now_v7().to_string(),
+                        RequestIds::V4 => uuid::Uuid::new_v4().to_string(),
+                    };
+                    let req = response(rid, &survey, &touchpoint, day, (i % 11) as i32);
                     async move { c.record_response(req).await.is_ok() }
                 }
             })
@@ -470,7 +486,7 @@ async fn main() {
             let peak = peak.lock().map(|p| *p).unwrap_or_default();
             println!(
                 "{}",
-                serde_json::json!({"bench": "record", "calls": n, "errors": errors, "rps": n as f64 / seconds as f64,
+                serde_json::json!({"bench": "record", "request_ids": request_ids, "calls": n, "errors": errors, "rps": n as f64 / seconds as f64,
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99), "server_peak_rss_mib": peak})
             );
         }
