@@ -89,8 +89,8 @@ enum Cmd {
         /// How callers make request ids: "streams" (a run prefix, the caller's number and a
         /// counter: 64 ascending sequences), "v7" (a UUIDv7 per call: time-ordered, as
         /// docs/api.md recommends) or "v4" (a random UUID per call).
-        #[arg(long, default_value = "streams")]
-        request_ids: String,
+        #[arg(long, value_enum, default_value_t = RequestIds::Streams)]
+        request_ids: RequestIds,
     },
     /// ImportResponses: `rows` rows in messages of `batch` items, spread over `days` days.
     Import {
@@ -289,7 +289,7 @@ fn response(
 }
 
 /// How `record`'s callers make request ids.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum RequestIds {
     Streams,
     V7,
@@ -437,12 +437,6 @@ async fn main() {
             server_pid,
             request_ids,
         } => {
-            let ids = match request_ids.as_str() {
-                "streams" => RequestIds::Streams,
-                "v7" => RequestIds::V7,
-                "v4" => RequestIds::V4,
-                other => panic!("--request-ids {other:?}: streams, v7 or v4"),
-            };
             let chans = futures_chans(&addr, 4).await;
             let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
                 .parse()
@@ -470,7 +464,7 @@ async fn main() {
                 let (survey, touchpoint, run) = (survey.clone(), touchpoint.clone(), run.clone());
                 move |i| {
                     let mut c = c.clone();
-                    let rid = match ids {
+                    let rid = match request_ids {
                         RequestIds::Streams => format!("{run}-{w}-{i}"),
                         RequestIds::V7 => uuid::Uuid::now_v7().to_string(),
                         RequestIds::V4 => uuid::Uuid::new_v4().to_string(),
@@ -486,7 +480,7 @@ async fn main() {
             let peak = peak.lock().map(|p| *p).unwrap_or_default();
             println!(
                 "{}",
-                serde_json::json!({"bench": "record", "request_ids": request_ids, "calls": n, "errors": errors, "rps": n as f64 / seconds as f64,
+                serde_json::json!({"bench": "record", "request_ids": clap::ValueEnum::to_possible_value(&request_ids).map(|v| v.get_name().to_owned()), "calls": n, "errors": errors, "rps": n as f64 / seconds as f64,
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99), "server_peak_rss_mib": peak})
             );
         }
