@@ -674,6 +674,28 @@ async fn another_tenant_sees_nothing() {
     app.stop().await;
 }
 
+/// The next `feedback.responses.recorded` events' entries until `n` responses are seen.
+async fn recorded_entries(
+    events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<cxloop_platform::outbox::Event>>,
+    tenant_id: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut entries = Vec::new();
+        while entries.len() < n {
+            let e = events.recv().await.unwrap();
+            if e.topic == "feedback.responses.recorded" {
+                assert_eq!(e.tenant, tenant_id);
+                let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+                entries.extend(payload["responses"].as_array().unwrap().iter().cloned());
+            }
+        }
+        entries
+    })
+    .await
+    .expect("not every event within 10 s")
+}
+
 #[tokio::test]
 async fn a_recorded_response_leaves_an_event_through_the_outbox() {
     let app = spawn().await;
@@ -681,33 +703,102 @@ async fn a_recorded_response_leaves_an_event_through_the_outbox() {
     let mut c = app.client(&tenant_id, &["admin"]).await;
     let mut events = app.subscribe();
     let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    let mut req = response(
+        "ev-1",
+        &survey,
+        &tps[0],
+        at("2026-03-02T10:00:00Z"),
+        &[("nps", 3), ("csat", 4)],
+    );
+    if let Some(r) = req.response.as_mut() {
+        r.answers.push(pb::Answer {
+            question_key: "why".into(),
+            value: Some(pb::answer::Value::Text("slow check-in".into())),
+        });
+    }
     let r = c
-        .record_response(response(
-            "ev-1",
-            &survey,
-            &tps[0],
-            at("2026-03-02T10:00:00Z"),
-            &[("nps", 3)],
-        ))
+        .record_response(req)
         .await
         .unwrap()
         .into_inner()
         .response
         .unwrap();
-    let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            let e = events.recv().await.unwrap();
-            if e.topic == "feedback.responses.recorded" {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("no event within 10 s");
-    assert_eq!(event.tenant, tenant_id);
-    let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
-    assert_eq!(payload["responses"][0]["response_id"], r.id);
-    assert_eq!(payload["responses"][0]["scores"]["nps"], 3);
+    let entries = recorded_entries(&mut events, &tenant_id, 1).await;
+    // Every field, with scores only (free text stays in the response).
+    assert_eq!(
+        entries,
+        vec![serde_json::json!({
+            "response_id": r.id, "survey_id": survey, "touchpoint_id": tps[0],
+            "occurred_at_us": at("2026-03-02T10:00:00Z").timestamp_micros(),
+            "channel": pb::Channel::Web as i32, "org_unit_id": "ou-1", "segment": "family",
+            "scores": {"nps": 3, "csat": 4},
+        })]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_announces_each_accepted_response_once_in_order() {
+    let app = spawn().await;
+    let tenant_id = tenant();
+    let mut c = app.client(&tenant_id, &["admin"]).await;
+    let mut events = app.subscribe();
+    let (tps, survey) = seed_survey(&mut c, &["a", "b"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    // Five messages (more than a stream keeps queued at once), a refused one among them.
+    let message = |m: usize| pb::ImportResponsesRequest {
+        items: (0..300)
+            .map(|i| {
+                let score = if m == 2 && i == 7 { 11 } else { ((m * 300 + i) % 11) as i32 };
+                response(&format!("imp-{m}-{i}"), &survey, &tps[i % 2], t, &[("nps", score)])
+            })
+            .collect(),
+    };
+    let too_many = pb::ImportResponsesRequest {
+        items: (0..10_001)
+            .map(|i| response(&format!("big-{i}"), &survey, &tps[0], t, &[("nps", 9)]))
+            .collect(),
+    };
+    let res = c
+        .import_responses(tokio_stream::iter(vec![
+            message(0),
+            message(1),
+            too_many,
+            message(2),
+            message(3),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.results.len(), 4 * 300 + 10_001);
+    assert!(res.results.iter().enumerate().all(|(i, r)| r.index == i as u64));
+    assert_eq!((res.accepted, res.rejected), (4 * 300 - 1, 10_001 + 1));
+    let rejected: Vec<&str> = res
+        .results
+        .iter()
+        .filter(|r| r.outcome == pb::ImportOutcome::Rejected as i32)
+        .map(|r| r.request_id.as_str())
+        .filter(|id| !id.starts_with("big-"))
+        .collect();
+    assert_eq!(rejected, vec!["imp-2-7"]);
+    let accepted: Vec<&pb::ImportItemResult> = res
+        .results
+        .iter()
+        .filter(|r| r.outcome == pb::ImportOutcome::Accepted as i32)
+        .collect();
+    let entries = recorded_entries(&mut events, &tenant_id, accepted.len()).await;
+    assert_eq!(entries.len(), accepted.len());
+    for (e, r) in entries.iter().zip(&accepted) {
+        assert_eq!(e["response_id"], r.response_id.as_str());
+        // imp-<message>-<item>: the score and touchpoint it was sent with.
+        let parts: Vec<usize> = r.request_id[4..]
+            .split('-')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let (m, i) = (parts[0], parts[1]);
+        assert_eq!(e["scores"]["nps"], ((m * 300 + i) % 11) as i64);
+        assert_eq!(e["touchpoint_id"], tps[i % 2].as_str());
+    }
     app.stop().await;
 }
 

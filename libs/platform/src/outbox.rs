@@ -27,8 +27,29 @@ pub struct Event {
     pub payload: String,
 }
 
-/// A future returned by a publisher.
+/// A future returned by a publisher or an expander.
 pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Completes stored events before they are published. A service whose events would repeat
+/// what the same transaction already stored in its own tables (every field of a thousand
+/// responses, say) stores a reference instead, and its expander turns the reference into
+/// the published payload when the dispatcher reads the rows: the write path then writes
+/// each fact once. What the reference points to must not change after the commit.
+pub trait EventExpander: Send + Sync {
+    /// Replaces the payload of each event it knows by the published payload; leaves the
+    /// others as they are. An error leaves the events unpublished, to be tried again.
+    fn expand<'a>(&'a self, db: &'a DatabaseConnection, events: &'a mut [Event])
+    -> PublishFuture<'a>;
+
+    /// How many items an event's stored payload stands for once expanded (1 for events it
+    /// does not expand): the dispatcher expands and publishes at most
+    /// [`MAX_EXPANDED_ITEMS`] items at a time, so that a backlog of large events is never
+    /// all in memory at once.
+    fn weight(&self, event: &Event) -> usize;
+}
+
+/// Most items the dispatcher holds expanded at once (see [`EventExpander::weight`]).
+pub const MAX_EXPANDED_ITEMS: usize = 20_000;
 
 /// Where the dispatcher sends events. Kept small so the NATS transport can slot in.
 pub trait EventPublisher: Send + Sync {
@@ -65,8 +86,12 @@ impl InProcessBus {
 impl EventPublisher for InProcessBus {
     fn publish<'a>(&'a self, events: &'a [Event]) -> PublishFuture<'a> {
         Box::pin(async move {
+            // No subscriber is not an error: nobody listens yet. Nor is it worth a copy of
+            // payloads that can be megabytes.
+            if self.tx.receiver_count() == 0 {
+                return Ok(());
+            }
             for e in events {
-                // No subscriber is not an error: nobody listens yet.
                 let _ = self.tx.send(Arc::new(e.clone()));
             }
             Ok(())
@@ -130,6 +155,7 @@ pub async fn dispatch(
     db: DatabaseConnection,
     table: String,
     publisher: Arc<dyn EventPublisher>,
+    expander: Option<Arc<dyn EventExpander>>,
     wake: Arc<Notify>,
     stop: impl Future<Output = ()>,
 ) {
@@ -147,7 +173,11 @@ pub async fn dispatch(
             }
         }
         last_read = Some(std::time::Instant::now());
-        match drain(&db, &table, publisher.as_ref(), &mut published).await {
+        let sink = Sink {
+            publisher: publisher.as_ref(),
+            expander: expander.as_deref(),
+        };
+        match drain(&db, &table, sink, &mut published).await {
             Ok(true) => {
                 // A full page: read the next at once.
                 last_read = None;
@@ -215,11 +245,18 @@ impl Published {
     }
 }
 
+/// Where drained events go: through the expander, if any, to the publisher.
+#[derive(Clone, Copy)]
+struct Sink<'s> {
+    publisher: &'s dyn EventPublisher,
+    expander: Option<&'s dyn EventExpander>,
+}
+
 /// Publishes one batch of new events; true when there may be more.
 async fn drain(
     db: &DatabaseConnection,
     table: &str,
-    publisher: &dyn EventPublisher,
+    sink: Sink<'_>,
     published: &mut Published,
 ) -> Result<bool, String> {
     const BATCH: usize = 1000;
@@ -243,14 +280,37 @@ async fn drain(
             payload: r.try_get_by_index(3).map_err(|e| e.to_string())?,
         });
     }
-    let Some(last) = events.last().map(|e| e.id.clone()) else {
-        return Ok(false);
-    };
-    publisher.publish(&events).await?;
-    if published.ids.is_empty() {
-        published.since = std::time::Instant::now();
+    drop(rows);
+    let mut rest = &mut events[..];
+    while !rest.is_empty() {
+        // Events in order, as many as make MAX_EXPANDED_ITEMS (at least one).
+        let mut n = 0;
+        let mut items = 0;
+        for e in rest.iter() {
+            let w = sink.expander.map_or(1, |x| x.weight(e));
+            if n > 0 && items + w > MAX_EXPANDED_ITEMS {
+                break;
+            }
+            n += 1;
+            items += w;
+        }
+        let (group, after) = rest.split_at_mut(n);
+        if let Some(x) = sink.expander {
+            x.expand(db, group).await?;
+        }
+        sink.publisher.publish(group).await?;
+        if published.ids.is_empty() {
+            published.since = std::time::Instant::now();
+        }
+        if let Some(last) = group.last() {
+            published.cursor = last.id.clone();
+        }
+        for e in group.iter_mut() {
+            // The expanded payload is not kept: only the id is needed from here on.
+            published.ids.push(std::mem::take(&mut e.id));
+            e.payload = String::new();
+        }
+        rest = after;
     }
-    published.cursor = last;
-    published.ids.extend(events.into_iter().map(|e| e.id));
-    Ok(rows.len() == BATCH)
+    Ok(events.len() == BATCH)
 }

@@ -35,17 +35,20 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
 pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> {
     let wake = Arc::new(Notify::new());
     let store = store::Store::new(ctx.db.clone());
+    let recent = Arc::new(store::events::RecentPayloads::default());
     let ingest = store::ingest::Ingest::start(
         ctx.writer.clone(),
         cxloop_platform::db::sqlite_file(&ctx.writer),
         wake.clone(),
         store.config_version(),
         store.rollup_cache(),
+        recent.clone(),
     );
     tokio::spawn(cxloop_platform::outbox::dispatch(
         ctx.db.clone(),
         "fb_outbox".into(),
         ctx.events.clone(),
+        Some(Arc::new(store::events::RecordedExpander::new(recent))),
         wake,
         ctx.stopped(),
     ));

@@ -28,6 +28,7 @@ use super::cache::{RollupCache, SeriesRef, SliceDays, day_counts};
 use super::checkpoint::Checkpointer;
 use super::conn::{Conn, Param, Txn};
 use super::flush::{self, Flusher, Reply};
+use super::events::{self, RecentPayloads};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
@@ -173,13 +174,15 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts the writer task. `wake` is notified after each commit (the outbox dispatcher
-    /// listens). The thread ends when every handle is dropped, after finishing queued jobs.
+    /// listens); each committed batch event's published payload is left in `recent` for it.
+    /// The thread ends when every handle is dropped, after finishing queued jobs.
     pub fn start(
         db: DatabaseConnection,
         sqlite_file: Option<PathBuf>,
         wake: Arc<Notify>,
         config_version: Arc<AtomicU64>,
         cache: Option<Arc<RollupCache>>,
+        recent: Arc<RecentPayloads>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         // The writer gets a thread of its own: on the shared runtime every wake-up between
@@ -194,7 +197,7 @@ impl Ingest {
                 {
                     Ok(rt) => {
                         let conn = Conn::open(db, sqlite_file.as_deref());
-                        rt.block_on(run(conn, rx, wake, config_version, cache))
+                        rt.block_on(run(conn, rx, wake, config_version, cache, recent))
                     }
                     Err(e) => tracing::error!(error = %e, "cannot start the ingest writer"),
                 }
@@ -265,15 +268,27 @@ impl Ingest {
     }
 }
 
+/// What the writer keeps between commits.
+struct WriterState {
+    defs: Definitions,
+    series: SeriesIds,
+    /// Where committed events' published payloads go (see store/events.rs).
+    recent: Arc<RecentPayloads>,
+}
+
 async fn run(
     mut conn: Conn,
     mut rx: mpsc::Receiver<Work>,
     wake: Arc<Notify>,
     config_version: Arc<AtomicU64>,
     cache: Option<Arc<RollupCache>>,
+    recent: Arc<RecentPayloads>,
 ) {
-    let mut defs = Definitions::new(config_version);
-    let mut series = SeriesIds::default();
+    let mut state = WriterState {
+        defs: Definitions::new(config_version),
+        series: SeriesIds::default(),
+        recent,
+    };
     let reader = Store::new(conn.pool().clone());
     let checkpointer = conn.sqlite_file().and_then(|file| match Checkpointer::start(file) {
         Ok(c) => Some(c),
@@ -325,7 +340,7 @@ async fn run(
             continue;
         }
         let started = Instant::now();
-        let result = commit(&mut conn, &mut defs, &mut series, &jobs, cache.as_deref()).await;
+        let result = commit(&mut conn, &mut state, &jobs, cache.as_deref()).await;
         tracing::debug!(
             rows,
             jobs = jobs.len(),
@@ -747,11 +762,15 @@ struct RecordedEvent<'a> {
 
 async fn commit(
     conn: &mut Conn,
-    defs: &mut Definitions,
-    series: &mut SeriesIds,
+    writer: &mut WriterState,
     jobs: &[Job],
     cache: Option<&RollupCache>,
 ) -> ApiResult<Vec<Vec<Outcome>>> {
+    let WriterState {
+        defs,
+        series,
+        recent,
+    } = writer;
     let mut all = Vec::with_capacity(jobs.len());
     // Jobs of one tenant are decided together so that duplicates across jobs are caught.
     let mut by_tenant: Vec<(&TenantId, Vec<usize>)> = Vec::new();
@@ -778,6 +797,7 @@ async fn commit(
     let mut outcomes: Vec<Option<Vec<Outcome>>> = vec![None; jobs.len()];
     let mut written: Vec<(&TenantId, Increments<'_>)> = Vec::new();
     let mut new_series = Vec::new();
+    let mut events = Vec::new();
     for (tenant, idx, items, prepared, surveys, live) in groups {
         let batch = Batch {
             tenant,
@@ -786,16 +806,22 @@ async fn commit(
             surveys: &surveys,
             live_tps: &live,
         };
-        let (decided, inc) = decide_and_write(&txn, batch, series, &mut new_series).await?;
+        let (decided, inc, event) =
+            decide_and_write(&txn, batch, series, &mut new_series).await?;
         written.push((tenant, inc));
+        events.extend(event);
         let mut it = decided.into_iter();
         for i in idx {
             outcomes[i] = Some(it.by_ref().take(jobs[i].items.len()).collect());
         }
     }
     txn.commit().await?;
-    // Only now: a series created by a transaction that rolled back does not exist.
+    // Only now: a series created by a transaction that rolled back does not exist, and an
+    // event that rolled back is never published.
     series.remember(new_series);
+    for (id, payload) in events {
+        recent.keep(id, payload);
+    }
     if let Some(cache) = cache {
         for (tenant, inc) in &written {
             if cache.holds(tenant.as_str()) {
@@ -820,12 +846,16 @@ struct Batch<'b, 'a> {
     live_tps: &'b [String],
 }
 
+/// The outcomes of a batch's items, the rollup increments written and the batch event's
+/// (id, published payload), if any item was accepted.
+type Decided<'a> = (Vec<Outcome>, Increments<'a>, Option<(String, String)>);
+
 async fn decide_and_write<'a>(
     txn: &Txn<'_>,
     batch: Batch<'_, 'a>,
     series: &SeriesIds,
     new_series: &mut Vec<(String, i64)>,
-) -> ApiResult<(Vec<Outcome>, Increments<'a>)> {
+) -> ApiResult<Decided<'a>> {
     let Batch {
         tenant,
         items,
@@ -884,7 +914,7 @@ async fn decide_and_write<'a>(
         accepted.push((r, p, id, survey));
     }
     if accepted.is_empty() {
-        return Ok((outcomes, Increments::default()));
+        return Ok((outcomes, Increments::default(), None));
     }
 
     let mut responses = txn.insert(
@@ -921,9 +951,10 @@ async fn decide_and_write<'a>(
     write_increments(txn, tenant, &inc, &ids).await?;
 
     // One event per committed batch: consumers get every response, and a bulk import does
-    // not double its writes with one outbox row per response. The payload is
-    // {"responses": [each accepted item's id and prepared entry]}.
-    let payload = batch_payload(
+    // not double its writes with one outbox row per response. It is stored as the list of
+    // the responses' ids, and published as {"responses": [each accepted item's id and
+    // prepared entry]}, which is handed to the dispatcher in memory (store/events.rs).
+    let published = batch_payload(
         accepted
             .iter()
             .map(|(_, p, id, _)| (id.as_str(), p.event_rest)),
@@ -932,8 +963,9 @@ async fn decide_and_write<'a>(
         id: db::new_id(),
         tenant: tenant.to_string(),
         topic: RESPONSES_RECORDED.into(),
-        payload,
+        payload: events::reference(accepted.iter().map(|(_, _, id, _)| id.as_str())),
     };
+    let event_id = event.id.clone();
     let mut outbox = txn.insert(
         "INSERT INTO fb_outbox (id, tenant_id, topic, payload, created_at)",
         5,
@@ -947,7 +979,7 @@ async fn decide_and_write<'a>(
         now.into(),
     ])?;
     outbox.finish().await?;
-    Ok((outcomes, inc))
+    Ok((outcomes, inc, Some((event_id, published))))
 }
 
 /// Adds a batch's increments to the rollup tables.

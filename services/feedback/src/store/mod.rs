@@ -4,6 +4,7 @@
 pub mod cache;
 mod checkpoint;
 mod conn;
+pub(crate) mod events;
 mod flush;
 pub mod ingest;
 
