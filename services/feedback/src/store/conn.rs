@@ -85,10 +85,11 @@ pub(super) fn open_direct(file: &Path) -> rusqlite::Result<rusqlite::Connection>
     // the WAL before copying it into the database and the database after. Commits become
     // durable when the flusher has fsynced the WAL (see the module comment).
     c.pragma_update(None, "synchronous", "NORMAL")?;
+    let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     c.pragma_update(
         None,
         "wal_autocheckpoint",
-        super::checkpoint::WRITER_BACKSTOP_FRAMES,
+        super::checkpoint::WRITER_BACKSTOP_BYTES / page_size.max(512),
     )?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.pragma_update(None, "temp_store", "MEMORY")?;
