@@ -749,8 +749,18 @@ async fn an_import_announces_each_accepted_response_once_in_order() {
     let message = |m: usize| pb::ImportResponsesRequest {
         items: (0..300)
             .map(|i| {
-                let score = if m == 2 && i == 7 { 11 } else { ((m * 300 + i) % 11) as i32 };
-                response(&format!("imp-{m}-{i}"), &survey, &tps[i % 2], t, &[("nps", score)])
+                let score = if m == 2 && i == 7 {
+                    11
+                } else {
+                    ((m * 300 + i) % 11) as i32
+                };
+                response(
+                    &format!("imp-{m}-{i}"),
+                    &survey,
+                    &tps[i % 2],
+                    t,
+                    &[("nps", score)],
+                )
             })
             .collect(),
     };
@@ -771,7 +781,12 @@ async fn an_import_announces_each_accepted_response_once_in_order() {
         .unwrap()
         .into_inner();
     assert_eq!(res.results.len(), 4 * 300 + 10_001);
-    assert!(res.results.iter().enumerate().all(|(i, r)| r.index == i as u64));
+    assert!(
+        res.results
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.index == i as u64)
+    );
     assert_eq!((res.accepted, res.rejected), (4 * 300 - 1, 10_001 + 1));
     let rejected: Vec<&str> = res
         .results

@@ -38,8 +38,11 @@ pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + S
 pub trait EventExpander: Send + Sync {
     /// Replaces the payload of each event it knows by the published payload; leaves the
     /// others as they are. An error leaves the events unpublished, to be tried again.
-    fn expand<'a>(&'a self, db: &'a DatabaseConnection, events: &'a mut [Event])
-    -> PublishFuture<'a>;
+    fn expand<'a>(
+        &'a self,
+        db: &'a DatabaseConnection,
+        events: &'a mut [Event],
+    ) -> PublishFuture<'a>;
 
     /// How many items an event's stored payload stands for once expanded (1 for events it
     /// does not expand): the dispatcher expands and publishes at most

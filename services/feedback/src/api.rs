@@ -1278,7 +1278,9 @@ impl FeedbackService for FeedbackApi {
                 None
             } else {
                 let (ingest, tenant) = (self.ingest.clone(), tenant.clone());
-                Some(tokio::spawn(async move { ingest.submit(tenant, good).await }))
+                Some(tokio::spawn(
+                    async move { ingest.submit(tenant, good).await },
+                ))
             };
             in_flight.push_back(ImportedMessage {
                 base,

@@ -108,8 +108,10 @@ const COLUMNS: &str =
 /// Rows not in `ids` are left out: the read covers the ids' range, and on a database shared
 /// by several writers another batch's responses can fall inside it.
 pub(crate) fn payload(ids: &[String], rows: Vec<Recorded>) -> Result<String, String> {
-    let mut by_id: HashMap<String, Recorded> =
-        rows.into_iter().map(|r| (r.response_id.clone(), r)).collect();
+    let mut by_id: HashMap<String, Recorded> = rows
+        .into_iter()
+        .map(|r| (r.response_id.clone(), r))
+        .collect();
     let mut out = Vec::with_capacity(16 + ids.len() * 240);
     out.extend_from_slice(b"{\"responses\":[");
     let mut first = true;
@@ -217,7 +219,10 @@ async fn read_back(db: &DatabaseConnection, e: &mut Event) -> Result<(), String>
         ))
         .await
         .map_err(|err| err.to_string())?;
-    let rows = rows.iter().map(Recorded::of).collect::<Result<Vec<_>, _>>()?;
+    let rows = rows
+        .iter()
+        .map(Recorded::of)
+        .collect::<Result<Vec<_>, _>>()?;
     e.payload = payload(&ids, rows)?;
     Ok(())
 }
@@ -319,8 +324,7 @@ mod tests {
     /// SQLite, and on a fresh PostgreSQL database when `CXLOOP_TEST_DATABASE_URL` is set.
     #[tokio::test]
     async fn a_reference_is_read_back_from_the_stored_responses() {
-        let file =
-            std::env::temp_dir().join(format!("cxloop-events-{}.db", uuid::Uuid::now_v7()));
+        let file = std::env::temp_dir().join(format!("cxloop-events-{}.db", uuid::Uuid::now_v7()));
         read_back_batch(&format!("sqlite://{}?mode=rwc", file.display())).await;
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
@@ -350,7 +354,10 @@ mod tests {
         for (id, tenant, nps) in rows {
             let answers = super::super::answers_json(&[
                 ("nps".into(), AnswerValue::Score(nps)),
-                ("why".into(), AnswerValue::Text("a \"quoted\" reason".into())),
+                (
+                    "why".into(),
+                    AnswerValue::Text("a \"quoted\" reason".into()),
+                ),
             ]);
             db.execute_raw(stmt(
                 db.get_database_backend(),

@@ -27,8 +27,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::cache::{RollupCache, SeriesRef, SliceDays, day_counts};
 use super::checkpoint::Checkpointer;
 use super::conn::{Conn, Param, Txn};
-use super::flush::{self, Flusher, Reply};
 use super::events::{self, RecentPayloads};
+use super::flush::{self, Flusher, Reply};
 use super::{HIST_WIDTH, Store, answers_json, hist_columns};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
@@ -806,8 +806,7 @@ async fn commit(
             surveys: &surveys,
             live_tps: &live,
         };
-        let (decided, inc, event) =
-            decide_and_write(&txn, batch, series, &mut new_series).await?;
+        let (decided, inc, event) = decide_and_write(&txn, batch, series, &mut new_series).await?;
         written.push((tenant, inc));
         events.extend(event);
         let mut it = decided.into_iter();
