@@ -12,6 +12,8 @@ pub mod api;
 pub mod domain;
 pub mod migration;
 pub mod store;
+#[cfg(test)]
+mod test_databases;
 
 use std::sync::Arc;
 

@@ -301,20 +301,7 @@ mod tests {
     /// PostgreSQL database when `CXLOOP_TEST_DATABASE_URL` is set.
     #[tokio::test]
     async fn cells_are_carried_into_series() {
-        let file = std::env::temp_dir().join(format!("cxloop-m0003-{}.db", uuid::Uuid::now_v7()));
-        carry_cells(&format!("sqlite://{}?mode=rwc", file.display())).await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-        }
-        if let Ok(admin) = std::env::var("CXLOOP_TEST_DATABASE_URL")
-            && !admin.is_empty()
-        {
-            let name = format!("cxloop_t_{}", uuid::Uuid::now_v7().simple());
-            let url = cxloop_platform::db::create_postgres_database(&admin, &name)
-                .await
-                .unwrap();
-            carry_cells(&url).await;
-        }
+        crate::test_databases::on_each(|url| async move { carry_cells(&url).await }).await;
     }
 
     async fn carry_cells(url: &str) {

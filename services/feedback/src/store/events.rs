@@ -324,20 +324,7 @@ mod tests {
     /// SQLite, and on a fresh PostgreSQL database when `CXLOOP_TEST_DATABASE_URL` is set.
     #[tokio::test]
     async fn a_reference_is_read_back_from_the_stored_responses() {
-        let file = std::env::temp_dir().join(format!("cxloop-events-{}.db", uuid::Uuid::now_v7()));
-        read_back_batch(&format!("sqlite://{}?mode=rwc", file.display())).await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-        }
-        if let Ok(admin) = std::env::var("CXLOOP_TEST_DATABASE_URL")
-            && !admin.is_empty()
-        {
-            let name = format!("cxloop_t_{}", uuid::Uuid::now_v7().simple());
-            let url = cxloop_platform::db::create_postgres_database(&admin, &name)
-                .await
-                .unwrap();
-            read_back_batch(&url).await;
-        }
+        crate::test_databases::on_each(|url| async move { read_back_batch(&url).await }).await;
     }
 
     async fn read_back_batch(url: &str) {
