@@ -284,19 +284,12 @@ async fn drain(
         });
     }
     drop(rows);
+    let weights: Vec<usize> = events
+        .iter()
+        .map(|e| sink.expander.map_or(1, |x| x.weight(e)))
+        .collect();
     let mut rest = &mut events[..];
-    while !rest.is_empty() {
-        // Events in order, as many as make MAX_EXPANDED_ITEMS (at least one).
-        let mut n = 0;
-        let mut items = 0;
-        for e in rest.iter() {
-            let w = sink.expander.map_or(1, |x| x.weight(e));
-            if n > 0 && items + w > MAX_EXPANDED_ITEMS {
-                break;
-            }
-            n += 1;
-            items += w;
-        }
+    for n in group_sizes(&weights, MAX_EXPANDED_ITEMS) {
         let (group, after) = rest.split_at_mut(n);
         if let Some(x) = sink.expander {
             x.expand(db, group).await?;
@@ -316,4 +309,46 @@ async fn drain(
         rest = after;
     }
     Ok(events.len() == BATCH)
+}
+
+/// Splits items of these weights, in order, into consecutive groups of at most `max` weight
+/// (an item heavier than that alone); returns each group's length.
+fn group_sizes(weights: &[usize], max: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let (mut n, mut sum) = (0, 0);
+    for &w in weights {
+        if n > 0 && sum + w > max {
+            sizes.push(n);
+            (n, sum) = (0, 0);
+        }
+        n += 1;
+        sum += w;
+    }
+    if n > 0 {
+        sizes.push(n);
+    }
+    sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_sizes;
+
+    #[test]
+    fn groups_keep_order_and_stay_under_the_bound() {
+        assert_eq!(group_sizes(&[], 10), Vec::<usize>::new());
+        assert_eq!(group_sizes(&[1, 1, 1], 10), vec![3]);
+        assert_eq!(group_sizes(&[4, 4, 4, 4], 10), vec![2, 2]);
+        assert_eq!(group_sizes(&[10, 1, 9, 1], 10), vec![1, 2, 1]);
+        // Heavier than the bound: alone, never dropped.
+        assert_eq!(group_sizes(&[3, 25, 3], 10), vec![1, 1, 1]);
+        let weights = [7, 2, 9, 1, 1, 8, 3];
+        let sizes = group_sizes(&weights, 10);
+        assert_eq!(sizes.iter().sum::<usize>(), weights.len());
+        let mut at = 0;
+        for n in sizes {
+            assert!(n == 1 || weights[at..at + n].iter().sum::<usize>() <= 10);
+            at += n;
+        }
+    }
 }
