@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::domain::metrics::{self as dm, MetricKind};
 use crate::domain::{self, AnswerValue, NewResponse, Question, QuestionKind, SliceFilter};
 use crate::store::cache::{DayCounts, SeriesRef, SliceDays, day_counts};
-use crate::store::ingest::{Ingest, Outcome};
+use crate::store::ingest::{Ingest, Outcome, Queued};
 use crate::store::{
     HIST_WIDTH, ResponseFilter, ResponseRow, Store, SurveyInput, SurveyRow, TouchpointInput,
     TouchpointRow,
@@ -329,22 +329,98 @@ fn response_pb(r: ResponseRow) -> pb::Response {
 /// ("response.answers[1].score").
 pub type Refusal = (String, Vec<(String, String)>);
 
-/// Most messages of one import stream queued for the writer at once: one commits while the
-/// next is read and checked. Two kept the writer no busier with two streams, and the
-/// server's RSS after a 2M-row import went from 131-145 to 219-237 MiB (more messages alive
-/// at once, and the allocator keeps their high-water mark).
+impl FeedbackApi {
+    /// Reads an import stream to its end: checks each message and hands its good items to the
+    /// writer once the previous message's are committed (see [`IMPORT_IN_FLIGHT`]).
+    async fn import_stream(
+        &self,
+        tenant: &TenantId,
+        stream: &mut Streaming<pb::ImportResponsesRequest>,
+        out: &mut pb::ImportResponsesResponse,
+        in_flight: &mut std::collections::VecDeque<ImportedMessage>,
+    ) -> Result<(), Status> {
+        let mut index: u64 = 0;
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            let base = index;
+            index += msg.items.len() as u64;
+            let refusal = if msg.items.len() > MAX_IMPORT_BATCH {
+                Some(format!(
+                    "a message carries at most {MAX_IMPORT_BATCH} items"
+                ))
+            } else if index > MAX_IMPORT_STREAM {
+                Some(format!(
+                    "a stream carries at most {MAX_IMPORT_STREAM} items; open another stream for more"
+                ))
+            } else {
+                None
+            };
+            let mut results: Vec<Option<pb::ImportItemResult>> =
+                Vec::with_capacity(msg.items.len());
+            let mut good = Vec::new();
+            let mut good_at = Vec::new();
+            for (i, item) in msg.items.into_iter().enumerate() {
+                let parsed = match &refusal {
+                    Some(reason) => Err((item.request_id, vec![("items".into(), reason.clone())])),
+                    None => parse_new_response(item),
+                };
+                match parsed {
+                    Ok(r) => {
+                        good.push(r);
+                        good_at.push(i);
+                        results.push(None);
+                    }
+                    Err((request_id, v)) => results.push(Some(pb::ImportItemResult {
+                        index: base + i as u64,
+                        request_id,
+                        outcome: pb::ImportOutcome::Rejected as i32,
+                        response_id: String::new(),
+                        violations: violations_pb(v),
+                    })),
+                }
+            }
+            // Committed while the next message is read and checked: the stream's request work
+            // then overlaps the writer's commit instead of waiting for it. At most
+            // IMPORT_IN_FLIGHT messages of a stream are queued at once.
+            if in_flight.len() >= IMPORT_IN_FLIGHT
+                && let Some(earlier) = in_flight.pop_front()
+            {
+                earlier.finish(&mut out.results).await?;
+            }
+            let request_ids: Vec<String> = good.iter().map(|g| g.request_id.clone()).collect();
+            let commit = if good.is_empty() {
+                None
+            } else {
+                Some(self.ingest.enqueue(tenant.clone(), good).await?)
+            };
+            in_flight.push_back(ImportedMessage {
+                base,
+                results,
+                good_at,
+                request_ids,
+                commit,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Most messages of one import stream handed to the writer and not yet answered: one commits
+/// while the next is read and checked. Two kept the writer no busier with two streams, and
+/// the server's RSS after a 2M-row import went from 131-145 to 219-237 MiB (more messages
+/// alive at once, and the allocator keeps their high-water mark).
 const IMPORT_IN_FLIGHT: usize = 1;
 
-/// One import message, checked, its good items queued for the writer.
+/// One checked import message; its good items handed to the writer.
 struct ImportedMessage {
     /// Position of its first item in the stream.
     base: u64,
     /// Per item: its result if it was refused before storage, else None.
     results: Vec<Option<pb::ImportItemResult>>,
-    /// Positions (in the message) and request ids of the items queued.
+    /// Positions (in the message) and request ids of the items handed to the writer.
     good_at: Vec<usize>,
     request_ids: Vec<String>,
-    commit: Option<tokio::task::JoinHandle<ApiResult<Vec<Outcome>>>>,
+    commit: Option<Queued>,
 }
 
 impl ImportedMessage {
@@ -358,9 +434,7 @@ impl ImportedMessage {
             commit,
         } = self;
         if let Some(commit) = commit {
-            let outcomes = commit.await.map_err(|e| {
-                ApiError::Internal(format!("the import stopped before its commit: {e}"))
-            })??;
+            let outcomes = commit.outcomes().await?;
             for ((i, rid), o) in good_at.into_iter().zip(request_ids).zip(outcomes) {
                 let (outcome, response_id, violations) = match o {
                     Outcome::Accepted { id, .. } => (pb::ImportOutcome::Accepted, id, vec![]),
@@ -1224,75 +1298,22 @@ impl FeedbackService for FeedbackApi {
         let tenant = auth(&req, Permission::ResponsesWrite)?;
         let mut stream = req.into_inner();
         let mut out = pb::ImportResponsesResponse::default();
-        let mut index: u64 = 0;
         let mut in_flight: std::collections::VecDeque<ImportedMessage> = Default::default();
-        while let Some(msg) = stream.next().await {
-            let msg = msg?;
-            let base = index;
-            index += msg.items.len() as u64;
-            let refusal = if msg.items.len() > MAX_IMPORT_BATCH {
-                Some(format!(
-                    "a message carries at most {MAX_IMPORT_BATCH} items"
-                ))
-            } else if index > MAX_IMPORT_STREAM {
-                Some(format!(
-                    "a stream carries at most {MAX_IMPORT_STREAM} items; open another stream for more"
-                ))
-            } else {
-                None
-            };
-            let mut results: Vec<Option<pb::ImportItemResult>> =
-                Vec::with_capacity(msg.items.len());
-            let mut good = Vec::new();
-            let mut good_at = Vec::new();
-            for (i, item) in msg.items.into_iter().enumerate() {
-                let parsed = match &refusal {
-                    Some(reason) => Err((item.request_id, vec![("items".into(), reason.clone())])),
-                    None => parse_new_response(item),
-                };
-                match parsed {
-                    Ok(r) => {
-                        good.push(r);
-                        good_at.push(i);
-                        results.push(None);
-                    }
-                    Err((request_id, v)) => results.push(Some(pb::ImportItemResult {
-                        index: base + i as u64,
-                        request_id,
-                        outcome: pb::ImportOutcome::Rejected as i32,
-                        response_id: String::new(),
-                        violations: violations_pb(v),
-                    })),
-                }
-            }
-            // Committed while the next message is read and checked: the stream's request work
-            // then overlaps the writer's commit instead of waiting for it. At most
-            // IMPORT_IN_FLIGHT messages of a stream are queued at once.
-            if in_flight.len() >= IMPORT_IN_FLIGHT
-                && let Some(earlier) = in_flight.pop_front()
-            {
-                earlier.finish(&mut out.results).await?;
-            }
-            let request_ids: Vec<String> = good.iter().map(|g| g.request_id.clone()).collect();
-            let commit = if good.is_empty() {
-                None
-            } else {
-                let (ingest, tenant) = (self.ingest.clone(), tenant.clone());
-                Some(tokio::spawn(
-                    async move { ingest.submit(tenant, good).await },
-                ))
-            };
-            in_flight.push_back(ImportedMessage {
-                base,
-                results,
-                good_at,
-                request_ids,
-                commit,
-            });
-        }
+        let read = self
+            .import_stream(&tenant, &mut stream, &mut out, &mut in_flight)
+            .await;
+        // Also when the stream broke off or a commit failed: what was handed to the writer is
+        // committed before the call ends, so a client that looks after the error (or
+        // retries) finds it there, not appearing later.
+        let mut finished = Ok(());
         while let Some(earlier) = in_flight.pop_front() {
-            earlier.finish(&mut out.results).await?;
+            let done = earlier.finish(&mut out.results).await;
+            if finished.is_ok() {
+                finished = done;
+            }
         }
+        read?;
+        finished?;
         for r in &out.results {
             match pb::ImportOutcome::try_from(r.outcome) {
                 Ok(pb::ImportOutcome::Accepted) => out.accepted += 1,

@@ -202,13 +202,20 @@ impl RecordedExpander {
 
 /// Replaces a stored reference by the published payload, from the stored responses.
 async fn read_back(db: &DatabaseConnection, e: &mut Event) -> Result<(), String> {
+    const EMPTY: &str = "{\"responses\":[]}";
     let Some(ids) = referenced_ids(e) else {
+        // A reference that does not parse cannot be expanded, now or later; publishing it as
+        // stored would hand consumers the wrong shape under this topic.
+        tracing::error!(event_id = %e.id, "an outbox reference cannot be read; published without responses");
+        e.payload = EMPTY.into();
         return Ok(());
     };
     let (Some(low), Some(high)) = (ids.iter().min(), ids.iter().max()) else {
-        e.payload = "{\"responses\":[]}".into();
+        e.payload = EMPTY.into();
         return Ok(());
     };
+    // A database error is retried with the whole group; a row that cannot be decoded never
+    // will be, so it is left out (and logged) instead of holding up every later event.
     let rows = db
         .query_all_raw(stmt(
             db.get_database_backend(),
@@ -221,8 +228,14 @@ async fn read_back(db: &DatabaseConnection, e: &mut Event) -> Result<(), String>
         .map_err(|err| err.to_string())?;
     let rows = rows
         .iter()
-        .map(Recorded::of)
-        .collect::<Result<Vec<_>, _>>()?;
+        .filter_map(|r| match Recorded::of(r) {
+            Ok(rec) => Some(rec),
+            Err(err) => {
+                tracing::error!(event_id = %e.id, error = %err, "a stored response cannot be read for its event; left out");
+                None
+            }
+        })
+        .collect();
     e.payload = payload(&ids, rows)?;
     Ok(())
 }
@@ -367,6 +380,14 @@ mod tests {
             got,
             serde_json::json!({"responses": [entry("r-1", 3), entry("r-4", 10)]})
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_reference_goes_out_without_responses() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let mut e = event("{\"response_ids\":[\"a\",".into());
+        read_back(&db, &mut e).await.unwrap();
+        assert_eq!(e.payload, "{\"responses\":[]}");
     }
 
     #[test]

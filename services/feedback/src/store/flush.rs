@@ -35,7 +35,10 @@ pub(super) struct Flusher {
 
 impl Flusher {
     /// Starts the thread that fsyncs `wal` and then answers; `wake` is notified after each
-    /// fsync (the outbox dispatcher listens, so no event leaves before its batch is durable).
+    /// fsync (the outbox dispatcher listens). The dispatcher also reads on its own timers, so
+    /// an event can leave between a commit and its fsync: if the machine (not just the
+    /// process) fails in that moment, the event may report a batch the disk lost, whose
+    /// callers were never answered and retry it.
     /// If the thread cannot be started the flusher is failed from the start: writes are
     /// refused (nothing could make them durable), reads go on.
     pub(super) fn start(wal: PathBuf, wake: Arc<Notify>) -> Self {

@@ -166,6 +166,20 @@ enum Work {
     Fill(Fill),
 }
 
+/// Items queued by [`Ingest::enqueue`], to be answered once they are committed.
+pub struct Queued {
+    rx: oneshot::Receiver<ApiResult<Vec<Outcome>>>,
+}
+
+impl Queued {
+    /// Waits for the commit (and, on SQLite, its fsync): one outcome per item, in order.
+    pub async fn outcomes(self) -> ApiResult<Vec<Outcome>> {
+        self.rx
+            .await
+            .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
+    }
+}
+
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct Ingest {
@@ -241,16 +255,25 @@ impl Ingest {
         tenant: TenantId,
         items: Vec<NewResponse>,
     ) -> ApiResult<Vec<Outcome>> {
+        self.enqueue(tenant, items).await?.outcomes().await
+    }
+
+    /// Queues items (already shape-checked) for the writer and returns at once; the writer
+    /// commits them whether or not anyone waits. Jobs are committed in the order they were
+    /// queued, so a caller that queues several sees its ids and duplicates in that order.
+    pub async fn enqueue(&self, tenant: TenantId, items: Vec<NewResponse>) -> ApiResult<Queued> {
         let prepared = Prepared::of(&items)?;
-        self.ask(|reply| {
-            Work::Write(Job {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Work::Write(Job {
                 tenant,
                 items,
                 prepared,
                 reply,
-            })
-        })
-        .await
+            }))
+            .await
+            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+        Ok(Queued { rx })
     }
 
     /// Queues work for the writer and waits for its answer.
@@ -834,8 +857,6 @@ async fn commit(
     Ok(all)
 }
 
-/// Decides each item, writes the accepted ones with their rollups and outbox event, and
-/// returns the outcomes and the rollup increments written.
 /// One tenant's items of a commit, with what they are checked against.
 struct Batch<'b, 'a> {
     tenant: &'b TenantId,
@@ -849,6 +870,8 @@ struct Batch<'b, 'a> {
 /// (id, published payload), if any item was accepted.
 type Decided<'a> = (Vec<Outcome>, Increments<'a>, Option<(String, String)>);
 
+/// Decides each item, writes the accepted ones with their rollups and outbox event, and
+/// returns what [`Decided`] says.
 async fn decide_and_write<'a>(
     txn: &Txn<'_>,
     batch: Batch<'_, 'a>,
