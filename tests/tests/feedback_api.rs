@@ -850,6 +850,31 @@ async fn ingestion_sees_survey_and_touchpoint_changes_at_once() {
 }
 
 #[tokio::test]
+async fn a_stream_ends_at_the_message_that_passes_its_limit() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    // Oversized messages without end: each is refused whole and counts towards the stream's
+    // 100,000 items; the tenth passes that, and the server answers without reading on.
+    let oversized = response("over", &survey, &tps[0], t, &[("nps", 9)]);
+    let endless = tokio_stream::iter(std::iter::repeat_with(move || pb::ImportResponsesRequest {
+        items: vec![oversized.clone(); 10_001],
+    }));
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        c.import_responses(endless),
+    )
+    .await
+    .expect("the server kept reading")
+    .unwrap()
+    .into_inner();
+    assert_eq!((res.accepted, res.rejected), (0, 10 * 10_001));
+    assert_eq!(res.results.last().map(|r| r.index), Some(10 * 10_001 - 1));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_oversized_import_message_is_refused_whole() {
     let app = spawn().await;
     let mut c = app.client(&tenant(), &["admin"]).await;

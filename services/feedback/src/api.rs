@@ -30,7 +30,8 @@ use crate::store::{
 /// Most items in one ImportResponses message.
 pub const MAX_IMPORT_BATCH: usize = 10_000;
 /// Most items in one ImportResponses stream: the per-item results are held until the stream
-/// ends, so this bounds the server's memory per stream (about 15 MB).
+/// ends, so this (with the stream ending at the message that passes it) bounds the server's
+/// memory per stream (about 15 MB).
 pub const MAX_IMPORT_STREAM: u64 = 100_000;
 /// Longest metrics period, in days.
 const MAX_METRIC_DAYS: i64 = 3660;
@@ -344,6 +345,10 @@ impl FeedbackApi {
             let msg = msg?;
             let base = index;
             index += msg.items.len() as u64;
+            // The message that passes the stream's limit is the last one read: the results
+            // are held until the answer, and a client that went on sending would grow them
+            // without end.
+            let last = index > MAX_IMPORT_STREAM;
             let refusal = if msg.items.len() > MAX_IMPORT_BATCH {
                 Some(format!(
                     "a message carries at most {MAX_IMPORT_BATCH} items"
@@ -400,6 +405,9 @@ impl FeedbackApi {
                 request_ids,
                 commit,
             });
+            if last {
+                break;
+            }
         }
         Ok(())
     }
