@@ -56,17 +56,60 @@ fn referenced_ids(e: &Event) -> Option<Vec<String>> {
         .map(|r| r.response_ids)
 }
 
-/// One response as the event publishes it.
-#[derive(Debug, PartialEq, serde::Serialize)]
-pub(crate) struct Recorded {
-    response_id: String,
-    survey_id: String,
-    touchpoint_id: String,
-    occurred_at_us: i64,
-    channel: i32,
-    org_unit_id: String,
-    segment: String,
-    scores: BTreeMap<String, i32>,
+/// One response's entry in the published event, without its `response_id`, which
+/// [`event_entry`] writes first: the request tasks encode this much before the writer has
+/// given the response its id. The one definition of the entry's fields, for the payload the
+/// writer hands over and for the one read back.
+#[derive(serde::Serialize)]
+pub(super) struct RecordedEvent<'a> {
+    pub(super) survey_id: &'a str,
+    pub(super) touchpoint_id: &'a str,
+    pub(super) occurred_at_us: i64,
+    pub(super) channel: i32,
+    pub(super) org_unit_id: &'a str,
+    pub(super) segment: &'a str,
+    pub(super) scores: BTreeMap<&'a str, i32>,
+}
+
+impl RecordedEvent<'_> {
+    /// Appends the entry's JSON object without its opening brace (see [`event_entry`]),
+    /// encoding through `scratch`.
+    pub(super) fn write_rest(&self, out: &mut String, scratch: &mut Vec<u8>) -> Result<(), String> {
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, self).map_err(|e| e.to_string())?;
+        let json = std::str::from_utf8(scratch).map_err(|e| e.to_string())?;
+        out.push_str(json.strip_prefix('{').unwrap_or(json));
+        Ok(())
+    }
+}
+
+/// Appends one response's entry of the batch event: `{"response_id":"<id>",` and the rest
+/// from [`RecordedEvent::write_rest`] (ids contain nothing JSON would escape).
+pub(super) fn event_entry(out: &mut String, id: &str, rest: &str) {
+    out.push_str("{\"response_id\":\"");
+    out.push_str(id);
+    out.push_str("\",");
+    out.push_str(rest);
+}
+
+/// The published payload, `{"responses": [entries]}`, from (id, rest) pairs.
+pub(super) fn batch_payload<'e>(
+    entries: impl Iterator<Item = (&'e str, &'e str)> + Clone,
+) -> String {
+    let size: usize = entries
+        .clone()
+        .map(|(id, rest)| 20 + id.len() + rest.len())
+        .sum();
+    let mut payload = String::with_capacity(16 + size);
+    payload.push_str("{\"responses\":[");
+    for (i, (id, rest)) in entries.enumerate() {
+        if i > 0 {
+            payload.push(',');
+        }
+        event_entry(&mut payload, id, rest);
+    }
+    payload.push_str("]}");
+    payload
 }
 
 /// A stored answer as far as the event needs it (see `answers_json`).
@@ -77,57 +120,50 @@ struct StoredAnswer<'a> {
     s: Option<i32>,
 }
 
-impl Recorded {
-    /// From a row of [`COLUMNS`].
-    fn of(r: &QueryResult) -> Result<Self, String> {
-        let get_s = |i| r.try_get_by_index::<String>(i).map_err(|e| e.to_string());
-        let get_i = |i| r.try_get_by_index::<i64>(i).map_err(|e| e.to_string());
-        let answers = get_s(7)?;
-        let stored: Vec<StoredAnswer<'_>> = serde_json::from_str(&answers)
-            .map_err(|e| format!("stored answers cannot be read: {e}"))?;
-        Ok(Self {
-            response_id: get_s(0)?,
-            survey_id: get_s(1)?,
-            touchpoint_id: get_s(2)?,
-            occurred_at_us: get_i(3)?,
-            channel: i32::try_from(get_i(4)?).map_err(|e| e.to_string())?,
-            org_unit_id: get_s(5)?,
-            segment: get_s(6)?,
-            scores: stored
-                .into_iter()
-                .filter_map(|a| Some((a.k.into_owned(), a.s?)))
-                .collect(),
-        })
-    }
-}
-
 const COLUMNS: &str =
     "id, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, answers";
 
-/// The published payload: the responses of `ids` found in `rows`, in the order of `ids`.
-/// Rows not in `ids` are left out: the read covers the ids' range, and on a database shared
-/// by several writers another batch's responses can fall inside it.
-pub(crate) fn payload(ids: &[String], rows: Vec<Recorded>) -> Result<String, String> {
-    let mut by_id: HashMap<String, Recorded> = rows
-        .into_iter()
-        .map(|r| (r.response_id.clone(), r))
-        .collect();
-    let mut out = Vec::with_capacity(16 + ids.len() * 240);
-    out.extend_from_slice(b"{\"responses\":[");
-    let mut first = true;
-    for id in ids {
-        let Some(r) = by_id.remove(id) else {
-            tracing::warn!(response_id = %id, "a recorded response was not found for its event");
-            continue;
-        };
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        serde_json::to_writer(&mut out, &r).map_err(|e| e.to_string())?;
+/// A stored response's (id, entry without id) from a row of [`COLUMNS`].
+fn stored_entry(r: &QueryResult, scratch: &mut Vec<u8>) -> Result<(String, String), String> {
+    let get_s = |i| r.try_get_by_index::<String>(i).map_err(|e| e.to_string());
+    let get_i = |i| r.try_get_by_index::<i64>(i).map_err(|e| e.to_string());
+    let (survey_id, touchpoint_id, org_unit_id, segment) =
+        (get_s(1)?, get_s(2)?, get_s(5)?, get_s(6)?);
+    let answers = get_s(7)?;
+    let stored: Vec<StoredAnswer<'_>> = serde_json::from_str(&answers)
+        .map_err(|e| format!("stored answers cannot be read: {e}"))?;
+    let mut rest = String::new();
+    RecordedEvent {
+        survey_id: &survey_id,
+        touchpoint_id: &touchpoint_id,
+        occurred_at_us: get_i(3)?,
+        channel: i32::try_from(get_i(4)?).map_err(|e| e.to_string())?,
+        org_unit_id: &org_unit_id,
+        segment: &segment,
+        scores: stored
+            .iter()
+            .filter_map(|a| Some((a.k.as_ref(), a.s?)))
+            .collect(),
     }
-    out.extend_from_slice(b"]}");
-    String::from_utf8(out).map_err(|e| e.to_string())
+    .write_rest(&mut rest, scratch)?;
+    Ok((get_s(0)?, rest))
+}
+
+/// The published payload: the entries of `ids` found among `stored` ((id, rest) pairs), in
+/// the order of `ids`. Others are left out: the read covers the ids' range, and on a
+/// database shared by several writers another batch's responses can fall inside it.
+fn payload(ids: &[String], stored: &[(String, String)]) -> String {
+    let by_id: HashMap<&str, &str> = stored
+        .iter()
+        .map(|(id, rest)| (id.as_str(), rest.as_str()))
+        .collect();
+    for id in ids.iter().filter(|id| !by_id.contains_key(id.as_str())) {
+        tracing::warn!(response_id = %id, "a recorded response was not found for its event");
+    }
+    batch_payload(
+        ids.iter()
+            .filter_map(|id| by_id.get(id.as_str()).map(|rest| (id.as_str(), *rest))),
+    )
 }
 
 /// Most payload bytes [`RecentPayloads`] holds; past this the writer keeps no more until
@@ -226,17 +262,18 @@ async fn read_back(db: &DatabaseConnection, e: &mut Event) -> Result<(), String>
         ))
         .await
         .map_err(|err| err.to_string())?;
-    let rows = rows
+    let mut scratch = Vec::with_capacity(512);
+    let stored: Vec<(String, String)> = rows
         .iter()
-        .filter_map(|r| match Recorded::of(r) {
-            Ok(rec) => Some(rec),
+        .filter_map(|r| match stored_entry(r, &mut scratch) {
+            Ok(entry) => Some(entry),
             Err(err) => {
                 tracing::error!(event_id = %e.id, error = %err, "a stored response cannot be read for its event; left out");
                 None
             }
         })
         .collect();
-    e.payload = payload(&ids, rows)?;
+    e.payload = payload(&ids, &stored);
     Ok(())
 }
 
@@ -268,17 +305,21 @@ impl EventExpander for RecordedExpander {
 mod tests {
     use super::*;
 
-    fn recorded(id: &str, nps: i32) -> Recorded {
-        Recorded {
-            response_id: id.into(),
-            survey_id: "s".into(),
-            touchpoint_id: "t".into(),
+    /// A stored response's (id, entry without id) as [`stored_entry`] gives it.
+    fn stored(id: &str, nps: i32) -> (String, String) {
+        let mut rest = String::new();
+        RecordedEvent {
+            survey_id: "s",
+            touchpoint_id: "t",
             occurred_at_us: 1_000_000,
             channel: 2,
-            org_unit_id: "ou-1".into(),
-            segment: "family".into(),
-            scores: [("nps".to_string(), nps)].into_iter().collect(),
+            org_unit_id: "ou-1",
+            segment: "family",
+            scores: [("nps", nps)].into_iter().collect(),
         }
+        .write_rest(&mut rest, &mut Vec::new())
+        .unwrap();
+        (id.into(), rest)
     }
 
     fn expander() -> RecordedExpander {
@@ -291,6 +332,25 @@ mod tests {
             tenant: "t".into(),
             topic: RESPONSES_RECORDED.into(),
             payload,
+        }
+    }
+
+    #[test]
+    fn the_batch_payload_is_the_list_of_its_entries() {
+        let entries = [
+            ("a", r#""x":1}"#),
+            ("b", r#""y":[2,3]}"#),
+            ("c", "\"z\":{}}"),
+        ];
+        for n in 0..=entries.len() {
+            let payload = batch_payload(entries[..n].iter().copied());
+            let parsed: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            let want = [
+                serde_json::json!({"response_id": "a", "x": 1}),
+                serde_json::json!({"response_id": "b", "y": [2, 3]}),
+                serde_json::json!({"response_id": "c", "z": {}}),
+            ];
+            assert_eq!(parsed, serde_json::json!({ "responses": want[..n] }));
         }
     }
 
@@ -319,8 +379,8 @@ mod tests {
     fn the_payload_has_the_batch_responses_in_id_order_and_no_others() {
         // "b" lies inside the range of the batch's ids but belongs to another batch.
         let ids = vec!["a".to_string(), "c".to_string()];
-        let rows = vec![recorded("c", 10), recorded("b", 0), recorded("a", 3)];
-        let got: serde_json::Value = serde_json::from_str(&payload(&ids, rows).unwrap()).unwrap();
+        let rows = vec![stored("c", 10), stored("b", 0), stored("a", 3)];
+        let got: serde_json::Value = serde_json::from_str(&payload(&ids, &rows)).unwrap();
         let entry = |id: &str, nps: i32| {
             serde_json::json!({"response_id": id, "survey_id": "s", "touchpoint_id": "t",
                 "occurred_at_us": 1_000_000, "channel": 2, "org_unit_id": "ou-1",

@@ -10,7 +10,7 @@
 //! the disk: the flusher (`store/flush.rs`) fsyncs the WAL and then answers, while the writer
 //! goes on with the next batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,7 +95,7 @@ struct Prepared {
 #[derive(Clone, Copy)]
 struct PreparedItem<'p> {
     answers_json: &'p str,
-    /// See [`Prepared::events`]; [`event_entry`] completes it.
+    /// See [`Prepared::events`]; [`events::event_entry`] completes it.
     event_rest: &'p str,
 }
 
@@ -110,7 +110,7 @@ impl Prepared {
         for r in items {
             p.answers.push_str(&answers_json(&r.answers));
             p.answer_ends.push(p.answers.len());
-            let event = RecordedEvent {
+            events::RecordedEvent {
                 survey_id: &r.survey_id,
                 touchpoint_id: &r.touchpoint_id,
                 occurred_at_us: r.occurred_at_us,
@@ -118,14 +118,9 @@ impl Prepared {
                 org_unit_id: &r.org_unit_id,
                 segment: &r.segment,
                 scores: r.scores().collect(),
-            };
-            scratch.clear();
-            serde_json::to_writer(&mut scratch, &event)
-                .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?;
-            let json = std::str::from_utf8(&scratch)
-                .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?;
-            // Without the opening brace: the writer puts the id in front.
-            p.events.push_str(json.strip_prefix('{').unwrap_or(json));
+            }
+            .write_rest(&mut p.events, &mut scratch)
+            .map_err(|e| ApiError::Internal(format!("encoding the event: {e}")))?;
             p.event_ends.push(p.events.len());
         }
         Ok(p)
@@ -138,15 +133,6 @@ impl Prepared {
             event_rest: &self.events[starts(&self.event_ends, i)..self.event_ends[i]],
         })
     }
-}
-
-/// Appends one response's entry of the batch event: `{"response_id":"<id>",` and the rest
-/// prepared by the request task (ids contain nothing JSON would escape).
-fn event_entry(out: &mut String, id: &str, rest: &str) {
-    out.push_str("{\"response_id\":\"");
-    out.push_str(id);
-    out.push_str("\",");
-    out.push_str(rest);
 }
 
 /// A read of daily slice histograms into the rollup cache, done by the writer between two
@@ -752,37 +738,6 @@ impl<'a> Increments<'a> {
     }
 }
 
-/// The batch event's payload, `{"responses": [entries]}`, from (id, prepared rest) pairs.
-fn batch_payload<'e>(entries: impl Iterator<Item = (&'e str, &'e str)> + Clone) -> String {
-    let size: usize = entries
-        .clone()
-        .map(|(id, rest)| 20 + id.len() + rest.len())
-        .sum();
-    let mut payload = String::with_capacity(16 + size);
-    payload.push_str("{\"responses\":[");
-    for (i, (id, rest)) in entries.enumerate() {
-        if i > 0 {
-            payload.push(',');
-        }
-        event_entry(&mut payload, id, rest);
-    }
-    payload.push_str("]}");
-    payload
-}
-
-/// One response in the batch event, whose payload is `{"responses": [these]}`, without its
-/// `response_id` (written first, by [`event_entry`]).
-#[derive(serde::Serialize)]
-struct RecordedEvent<'a> {
-    survey_id: &'a str,
-    touchpoint_id: &'a str,
-    occurred_at_us: i64,
-    channel: i32,
-    org_unit_id: &'a str,
-    segment: &'a str,
-    scores: BTreeMap<&'a str, i32>,
-}
-
 async fn commit(
     conn: &mut Conn,
     writer: &mut WriterState,
@@ -976,7 +931,7 @@ async fn decide_and_write<'a>(
     // not double its writes with one outbox row per response. It is stored as the list of
     // the responses' ids, and published as {"responses": [each accepted item's id and
     // prepared entry]}, which is handed to the dispatcher in memory (store/events.rs).
-    let published = batch_payload(
+    let published = events::batch_payload(
         accepted
             .iter()
             .map(|(_, p, id, _)| (id.as_str(), p.event_rest)),
@@ -1091,7 +1046,7 @@ mod tests {
         for (r, p) in items.iter().zip(&got) {
             assert_eq!(p.answers_json, answers_json(&r.answers));
             let mut entry = String::new();
-            event_entry(
+            events::event_entry(
                 &mut entry,
                 "01a222e9-065b-75f8-9698-8477de9ab707",
                 p.event_rest,
@@ -1102,25 +1057,6 @@ mod tests {
             assert_eq!(event["occurred_at_us"], r.occurred_at_us);
             let nps = r.scores().next().unwrap().1;
             assert_eq!(event["scores"], serde_json::json!({ "nps": nps }));
-        }
-    }
-
-    #[test]
-    fn the_batch_payload_is_the_list_of_its_entries() {
-        let entries = [
-            ("a", r#""x":1}"#),
-            ("b", r#""y":[2,3]}"#),
-            ("c", "\"z\":{}}"),
-        ];
-        for n in 0..=entries.len() {
-            let payload = batch_payload(entries[..n].iter().copied());
-            let parsed: serde_json::Value = serde_json::from_str(&payload).unwrap();
-            let want = [
-                serde_json::json!({"response_id": "a", "x": 1}),
-                serde_json::json!({"response_id": "b", "y": [2, 3]}),
-                serde_json::json!({"response_id": "c", "z": {}}),
-            ];
-            assert_eq!(parsed, serde_json::json!({ "responses": want[..n] }));
         }
     }
 }
