@@ -457,6 +457,111 @@ async fn bulk_import_keeps_good_items_and_reports_each() {
     app.stop().await;
 }
 
+/// One import message that retries responses stored by earlier calls in every form at once:
+/// a reuse with other content, an identical retry, an identical retry the survey would now
+/// refuse (its touchpoint is gone), and a new request id sent twice. Each retry answers as
+/// the stored response decides; only the new one is stored, once, and counted once.
+#[tokio::test]
+async fn an_import_settles_retries_of_stored_responses() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a", "b"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    let mut stored = Vec::new();
+    for (rid, tp, score) in [("s-1", &tps[0], 9), ("s-2", &tps[1], 4)] {
+        let r = c
+            .record_response(response(rid, &survey, tp, t, &[("nps", score)]))
+            .await
+            .unwrap()
+            .into_inner();
+        stored.push(r.response.unwrap().id);
+    }
+    c.delete_touchpoint(pb::DeleteTouchpointRequest { id: tps[1].clone() })
+        .await
+        .unwrap();
+    let items = vec![
+        response("s-1", &survey, &tps[0], t, &[("nps", 3)]),
+        response("s-1", &survey, &tps[0], t, &[("nps", 9)]),
+        response("s-2", &survey, &tps[1], t, &[("nps", 4)]),
+        response("s-3", &survey, &tps[0], t, &[("nps", 10)]),
+        response("s-3", &survey, &tps[0], t, &[("nps", 10)]),
+    ];
+    let res = c
+        .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
+            items,
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<(pb::ImportOutcome, String)> = res
+        .results
+        .iter()
+        .map(|r| {
+            (
+                pb::ImportOutcome::try_from(r.outcome).unwrap(),
+                r.response_id.clone(),
+            )
+        })
+        .collect();
+    let new_id = got[3].1.clone();
+    assert!(!new_id.is_empty());
+    assert!(!stored.contains(&new_id));
+    use pb::ImportOutcome::{Accepted, Duplicate, Rejected};
+    assert_eq!(
+        got,
+        vec![
+            (Rejected, String::new()),
+            (Duplicate, stored[0].clone()),
+            (Duplicate, stored[1].clone()),
+            (Accepted, new_id.clone()),
+            (Duplicate, new_id),
+        ]
+    );
+    assert_eq!(res.results[0].violations[0].field, "request_id");
+    assert_eq!((res.accepted, res.duplicates, res.rejected), (1, 3, 1));
+    let listed = c
+        .list_responses(pb::ListResponsesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<&str> = listed
+        .responses
+        .iter()
+        .map(|r| r.request_id.as_str())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["s-1", "s-2", "s-3"]);
+    // The rollups count s-1 and s-3 at the live touchpoint, once each: 9 and 10, two promoters.
+    let m = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "nps".into(),
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03".into())),
+            }),
+            bucket: pb::Bucket::Total as i32,
+            slice: Some(pb::Slice {
+                touchpoint_id: tps[0].clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let nps = m
+        .total
+        .unwrap()
+        .values
+        .into_iter()
+        .find(|v| v.metric == pb::Metric::Nps as i32)
+        .and_then(|v| v.estimate)
+        .unwrap();
+    assert_eq!(nps.sample_size, 2);
+    assert!((nps.value - 100.0).abs() < 1e-9, "{}", nps.value);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn paging_walks_every_row_once_and_tokens_cannot_be_bent() {
     let app = spawn().await;

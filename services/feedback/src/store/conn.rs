@@ -235,6 +235,14 @@ impl<'c> Txn<'c> {
         ))
     }
 
+    /// Whether [`Insert::finish_reporting_unchanged`] can tell which rows changed nothing (an
+    /// `ON CONFLICT … DO NOTHING` that found its key taken): on the direct path, where each
+    /// row runs as a statement of its own. The pool path runs multi-row statements and
+    /// cannot.
+    pub(super) fn reports_unchanged_rows(&self) -> bool {
+        matches!(self, Txn::Direct(_))
+    }
+
     /// Starts inserting rows of one statement shape: `{head} VALUES (…), … {tail}`, where
     /// `head` names the table and columns, `width` is the number of columns and `tail` follows
     /// the values (e.g. an ON CONFLICT clause). Add rows with [`Insert::row`], then
@@ -252,6 +260,8 @@ impl<'c> Txn<'c> {
             tail: tail.to_owned(),
             one_row: format!("{head} VALUES {} {tail}", db::row_placeholders(1, width)),
             values: Vec::new(),
+            ran: 0,
+            unchanged: Vec::new(),
         }
     }
 
@@ -333,6 +343,10 @@ pub(super) struct Insert<'t, 'c, 'a> {
     tail: String,
     one_row: String,
     values: Vec<Param<'a>>,
+    /// Rows run so far (direct path).
+    ran: usize,
+    /// Positions (in the order added) of rows whose statement changed nothing (direct path).
+    unchanged: Vec<usize>,
 }
 
 impl<'a> Insert<'_, '_, 'a> {
@@ -354,8 +368,13 @@ impl<'a> Insert<'_, '_, 'a> {
         {
             let mut st = t.prepare_cached(&self.one_row).map_err(storage)?;
             for row in self.values.chunks(self.width) {
-                st.execute(rusqlite::params_from_iter(row.iter()))
+                let changed = st
+                    .execute(rusqlite::params_from_iter(row.iter()))
                     .map_err(storage)?;
+                if changed == 0 {
+                    self.unchanged.push(self.ran);
+                }
+                self.ran += 1;
             }
             self.values.clear();
         }
@@ -363,9 +382,19 @@ impl<'a> Insert<'_, '_, 'a> {
     }
 
     /// Runs the rows not yet run.
-    pub(super) async fn finish(mut self) -> ApiResult<()> {
+    pub(super) async fn finish(self) -> ApiResult<()> {
+        self.finish_reporting_unchanged().await.map(drop)
+    }
+
+    /// Runs the rows not yet run and returns the positions (in the order added) of the rows
+    /// that changed nothing; always empty on the pool path (see
+    /// [`Txn::reports_unchanged_rows`]).
+    pub(super) async fn finish_reporting_unchanged(mut self) -> ApiResult<Vec<usize>> {
         match self.txn {
-            Txn::Direct(_) => self.run_direct(),
+            Txn::Direct(_) => {
+                self.run_direct()?;
+                Ok(self.unchanged)
+            }
             Txn::Pool(t) => {
                 let rows: Vec<&[Param<'_>]> = self.values.chunks(self.width).collect();
                 let statements = db::pow2_chunks(&rows, db::rows_per_statement(self.width))
@@ -384,7 +413,8 @@ impl<'a> Insert<'_, '_, 'a> {
                         )
                     })
                     .collect();
-                Ok(db::execute_all(t, statements).await?)
+                db::execute_all(t, statements).await?;
+                Ok(Vec::new())
             }
         }
     }

@@ -840,10 +840,17 @@ async fn decide_and_write<'a>(
         surveys,
         live_tps,
     } = batch;
-    // Earlier responses with these request ids.
-    let stored = txn
-        .known_requests(tenant, items.iter().map(|r| r.request_id.as_str()))
-        .await?;
+    // Earlier responses with these request ids. On the direct path they are not looked up
+    // one by one: the insert below searches the request-id index anyway and reports the rows
+    // whose id is taken, and only those (and the items refused here) are looked up. The
+    // lookups were a fifth of the writer's time in a bulk import.
+    let find_taken_on_insert = txn.reports_unchanged_rows();
+    let stored = if find_taken_on_insert {
+        HashMap::new()
+    } else {
+        txn.known_requests(tenant, items.iter().map(|r| r.request_id.as_str()))
+            .await?
+    };
     // Request ids accepted earlier in this batch (index into `accepted`): a later item with
     // the same id is a retry of that one.
     let mut this_batch: FastMap<&str, usize> =
@@ -851,8 +858,7 @@ async fn decide_and_write<'a>(
 
     let now = db::now_micros();
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut accepted: Vec<(&NewResponse, PreparedItem<'a>, String, &SurveyDef)> =
-        Vec::with_capacity(items.len());
+    let mut accepted: Vec<AcceptedItem<'a, '_, 'a>> = Vec::with_capacity(items.len());
     for (r, p) in items.iter().zip(prepared.iter().copied()) {
         let earlier = match (
             stored.get(&r.request_id),
@@ -890,14 +896,14 @@ async fn decide_and_write<'a>(
         });
         accepted.push((r, p, id, survey));
     }
-    if accepted.is_empty() {
-        return Ok((outcomes, Increments::default(), None));
-    }
-
     let mut responses = txn.insert(
         "INSERT INTO fb_responses (tenant_id, id, request_id, request_hash, survey_id, touchpoint_id, occurred_at, channel, org_unit_id, segment, customer_key, comment, answers, created_at)",
         14,
-        "",
+        if find_taken_on_insert {
+            "ON CONFLICT (tenant_id, request_id) DO NOTHING"
+        } else {
+            ""
+        },
     );
     for (r, p, id, _) in &accepted {
         responses.row([
@@ -917,7 +923,13 @@ async fn decide_and_write<'a>(
             now.into(),
         ])?;
     }
-    responses.finish().await?;
+    let taken = responses.finish_reporting_unchanged().await?;
+    if find_taken_on_insert {
+        settle_stored_retries(txn, tenant, items, &taken, &mut outcomes, &mut accepted).await?;
+    }
+    if accepted.is_empty() {
+        return Ok((outcomes, Increments::default(), None));
+    }
 
     let mut inc = Increments::for_responses(accepted.len());
     for (r, _, _, survey) in &accepted {
@@ -957,6 +969,63 @@ async fn decide_and_write<'a>(
     ])?;
     outbox.finish().await?;
     Ok((outcomes, inc, Some((event_id, published))))
+}
+
+/// An item accepted, with its prepared entry, new id and survey.
+type AcceptedItem<'r, 's, 'a> = (&'r NewResponse, PreparedItem<'a>, String, &'s SurveyDef);
+
+/// On the direct path, after the insert: the items whose request id an earlier commit
+/// stored, found as the accepted rows the insert left unchanged (`taken`, positions in
+/// `accepted`) and among the refused items (an identical retry stays a retry after the survey
+/// changed). Every item of the batch with such an id retries that stored response, exactly
+/// as if it had been looked up first: a duplicate of it when the content is the same, else
+/// a conflict; none of them is accepted.
+async fn settle_stored_retries(
+    txn: &Txn<'_>,
+    tenant: &TenantId,
+    items: &[&NewResponse],
+    taken: &[usize],
+    outcomes: &mut [Outcome],
+    accepted: &mut Vec<AcceptedItem<'_, '_, '_>>,
+) -> ApiResult<()> {
+    let refused = items
+        .iter()
+        .zip(outcomes.iter())
+        .filter(|(_, o)| matches!(o, Outcome::Rejected(_)))
+        .map(|(r, _)| r.request_id.as_str());
+    let ask: Vec<&str> = taken
+        .iter()
+        .map(|&i| accepted[i].0.request_id.as_str())
+        .chain(refused)
+        .collect();
+    if ask.is_empty() {
+        return Ok(());
+    }
+    let stored = txn.known_requests(tenant, ask.into_iter()).await?;
+    if let Some(&i) = taken
+        .iter()
+        .find(|&&i| !stored.contains_key(&accepted[i].0.request_id))
+    {
+        // The index refused the row, yet holds no such id: nothing of the batch is trusted.
+        return Err(ApiError::Internal(format!(
+            "request id {:?} was refused as taken but is not stored",
+            accepted[i].0.request_id
+        )));
+    }
+    if stored.is_empty() {
+        return Ok(());
+    }
+    for (r, outcome) in items.iter().zip(outcomes.iter_mut()) {
+        if let Some((id, hash)) = stored.get(&r.request_id) {
+            *outcome = if *hash == r.request_hash {
+                Outcome::Duplicate { id: id.clone() }
+            } else {
+                Outcome::Conflict
+            };
+        }
+    }
+    accepted.retain(|(r, ..)| !stored.contains_key(&r.request_id));
+    Ok(())
 }
 
 /// Adds a batch's increments to the rollup tables.
