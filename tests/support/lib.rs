@@ -193,6 +193,19 @@ pub async fn seed_survey(c: &mut Client, names: &[&str]) -> (Vec<String>, String
     (tps, s.id)
 }
 
+/// Imports `items` as one message of one ImportResponses stream and returns the answer.
+pub async fn import_one(
+    c: &mut Client,
+    items: Vec<pb::RecordResponseRequest>,
+) -> pb::ImportResponsesResponse {
+    c.import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
+        items,
+    }]))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .into_inner()
+}
+
 /// A response request with one NPS score (and optional other answers) at a time.
 pub fn response(
     request_id: &str,

@@ -1,7 +1,7 @@
 //! Touchpoints, surveys and responses through the public API: CRUD, validation with field
 //! paths, idempotent retries, bulk import with bad items, paging and tenant isolation.
 
-use cxloop_e2e::{at, response, seed_survey, spawn, tenant, violations};
+use cxloop_e2e::{at, import_one, response, seed_survey, spawn, tenant, violations};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
 use tonic::Code;
@@ -10,6 +10,19 @@ fn touchpoint(name: &str, channel: pb::Channel) -> pb::Touchpoint {
     pb::Touchpoint {
         name: name.into(),
         channel: channel as i32,
+        ..Default::default()
+    }
+}
+
+/// QueryMetrics of a survey's NPS over March 2026 in one bucket.
+fn nps_over_march(survey: &str) -> pb::QueryMetricsRequest {
+    pb::QueryMetricsRequest {
+        survey_id: survey.into(),
+        question_key: "nps".into(),
+        period: Some(common::Period {
+            kind: Some(common::period::Kind::Named("2026-03".into())),
+        }),
+        bucket: pb::Bucket::Total as i32,
         ..Default::default()
     }
 }
@@ -486,13 +499,7 @@ async fn an_import_settles_retries_of_stored_responses() {
         response("s-3", &survey, &tps[0], t, &[("nps", 10)]),
         response("s-3", &survey, &tps[0], t, &[("nps", 10)]),
     ];
-    let res = c
-        .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
-            items,
-        }]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_one(&mut c, items).await;
     let got: Vec<(pb::ImportOutcome, String)> = res
         .results
         .iter()
@@ -534,17 +541,11 @@ async fn an_import_settles_retries_of_stored_responses() {
     // The rollups count s-1 and s-3 at the live touchpoint, once each: 9 and 10, two promoters.
     let m = c
         .query_metrics(pb::QueryMetricsRequest {
-            survey_id: survey.clone(),
-            question_key: "nps".into(),
-            period: Some(common::Period {
-                kind: Some(common::period::Kind::Named("2026-03".into())),
-            }),
-            bucket: pb::Bucket::Total as i32,
             slice: Some(pb::Slice {
                 touchpoint_id: tps[0].clone(),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..nps_over_march(&survey)
         })
         .await
         .unwrap()
@@ -579,11 +580,7 @@ async fn paging_walks_every_row_once_and_tokens_cannot_be_bent() {
             )
         })
         .collect();
-    c.import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
-        items,
-    }]))
-    .await
-    .unwrap();
+    import_one(&mut c, items).await;
     let slice = Some(pb::Slice {
         touchpoint_id: tps[0].clone(),
         ..Default::default()
@@ -752,18 +749,7 @@ async fn another_tenant_sees_nothing() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["response.survey_id"]);
-    let err = b
-        .query_metrics(pb::QueryMetricsRequest {
-            survey_id: survey.clone(),
-            question_key: "nps".into(),
-            period: Some(common::Period {
-                kind: Some(common::period::Kind::Named("2026-03".into())),
-            }),
-            bucket: pb::Bucket::Total as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = b.query_metrics(nps_over_march(&survey)).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // A's data are untouched.
     assert_eq!(

@@ -2,7 +2,7 @@
 //! standard library: NPS = 100·(p₊ − p₋), Wald se = 100·sqrt((p₊ + p₋ − (p₊ − p₋)²)/n),
 //! z = 1.959963984540054; Wilson for shares; two-sided normal p from statistics.NormalDist).
 
-use cxloop_e2e::{at, record_nps, response, seed_survey, spawn, tenant, violations};
+use cxloop_e2e::{at, import_one, record_nps, response, seed_survey, spawn, tenant, violations};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
 use tonic::Code;
@@ -53,13 +53,7 @@ async fn seeded() -> (cxloop_e2e::TestApp, cxloop_e2e::Client, Vec<String>, Stri
             ));
         }
     }
-    let res = c
-        .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
-            items,
-        }]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_one(&mut c, items).await;
     assert_eq!(res.accepted, 24);
     (app, c, tps, survey)
 }
