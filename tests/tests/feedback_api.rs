@@ -472,8 +472,9 @@ async fn bulk_import_keeps_good_items_and_reports_each() {
 
 /// One import message that retries responses stored by earlier calls in every form at once:
 /// a reuse with other content, an identical retry, an identical retry the survey would now
-/// refuse (its touchpoint is gone), and a new request id sent twice. Each retry answers as
-/// the stored response decides; only the new one is stored, once, and counted once.
+/// refuse (its touchpoint is gone), a new request id sent twice, and one sent first off the
+/// scale and then correctly. Each retry answers as the stored response decides; only the new
+/// ones are stored, once each, and counted once.
 #[tokio::test]
 async fn an_import_settles_retries_of_stored_responses() {
     let app = spawn().await;
@@ -498,6 +499,9 @@ async fn an_import_settles_retries_of_stored_responses() {
         response("s-2", &survey, &tps[1], t, &[("nps", 4)]),
         response("s-3", &survey, &tps[0], t, &[("nps", 10)]),
         response("s-3", &survey, &tps[0], t, &[("nps", 10)]),
+        // Off the scale (refused), then sent again correctly: the second is new.
+        response("s-4", &survey, &tps[0], t, &[("nps", 12)]),
+        response("s-4", &survey, &tps[0], t, &[("nps", 8)]),
     ];
     let res = import_one(&mut c, items).await;
     let got: Vec<(pb::ImportOutcome, String)> = res
@@ -510,9 +514,9 @@ async fn an_import_settles_retries_of_stored_responses() {
             )
         })
         .collect();
-    let new_id = got[3].1.clone();
-    assert!(!new_id.is_empty());
-    assert!(!stored.contains(&new_id));
+    let (new_id, fixed_id) = (got[3].1.clone(), got[6].1.clone());
+    assert!(!new_id.is_empty() && !fixed_id.is_empty() && new_id != fixed_id);
+    assert!(!stored.contains(&new_id) && !stored.contains(&fixed_id));
     use pb::ImportOutcome::{Accepted, Duplicate, Rejected};
     assert_eq!(
         got,
@@ -522,10 +526,16 @@ async fn an_import_settles_retries_of_stored_responses() {
             (Duplicate, stored[1].clone()),
             (Accepted, new_id.clone()),
             (Duplicate, new_id),
+            (Rejected, String::new()),
+            (Accepted, fixed_id),
         ]
     );
     assert_eq!(res.results[0].violations[0].field, "request_id");
-    assert_eq!((res.accepted, res.duplicates, res.rejected), (1, 3, 1));
+    assert_eq!(
+        res.results[5].violations[0].field,
+        "response.answers[0].score"
+    );
+    assert_eq!((res.accepted, res.duplicates, res.rejected), (2, 3, 2));
     let listed = c
         .list_responses(pb::ListResponsesRequest::default())
         .await
@@ -537,8 +547,9 @@ async fn an_import_settles_retries_of_stored_responses() {
         .map(|r| r.request_id.as_str())
         .collect();
     ids.sort();
-    assert_eq!(ids, vec!["s-1", "s-2", "s-3"]);
-    // The rollups count s-1 and s-3 at the live touchpoint, once each: 9 and 10, two promoters.
+    assert_eq!(ids, vec!["s-1", "s-2", "s-3", "s-4"]);
+    // The rollups count s-1, s-3 and s-4 at the live touchpoint, once each: 9, 10 and 8, two
+    // promoters and a passive, NPS 66.67.
     let m = c
         .query_metrics(pb::QueryMetricsRequest {
             slice: Some(pb::Slice {
@@ -558,8 +569,8 @@ async fn an_import_settles_retries_of_stored_responses() {
         .find(|v| v.metric == pb::Metric::Nps as i32)
         .and_then(|v| v.estimate)
         .unwrap();
-    assert_eq!(nps.sample_size, 2);
-    assert!((nps.value - 100.0).abs() < 1e-9, "{}", nps.value);
+    assert_eq!(nps.sample_size, 3);
+    assert!((nps.value - 200.0 / 3.0).abs() < 1e-9, "{}", nps.value);
     app.stop().await;
 }
 

@@ -977,7 +977,7 @@ type AcceptedItem<'r, 's, 'a> = (&'r NewResponse, PreparedItem<'a>, String, &'s 
 /// On the direct path, after the insert: the items whose request id an earlier commit
 /// stored, found as the accepted rows the insert left unchanged (`taken`, positions in
 /// `accepted`) and among the refused items (an identical retry stays a retry after the survey
-/// changed). Every item of the batch with such an id retries that stored response, exactly
+/// changed; the lookup runs after the insert, so it tells this batch's own rows apart). Every item of the batch with such an id retries that stored response, exactly
 /// as if it had been looked up first: a duplicate of it when the content is the same, else
 /// a conflict; none of them is accepted.
 async fn settle_stored_retries(
@@ -1001,7 +1001,13 @@ async fn settle_stored_retries(
     if ask.is_empty() {
         return Ok(());
     }
-    let stored = txn.known_requests(tenant, ask.into_iter()).await?;
+    let mut stored = txn.known_requests(tenant, ask.into_iter()).await?;
+    if !stored.is_empty() {
+        // A refused item's id may name the response this batch has just inserted for a later
+        // item with that id: that one is new, not an earlier response.
+        let ours: foldhash::HashSet<&str> = accepted.iter().map(|a| a.2.as_str()).collect();
+        stored.retain(|_, (id, _)| !ours.contains(id.as_str()));
+    }
     if let Some(&i) = taken
         .iter()
         .find(|&&i| !stored.contains_key(&accepted[i].0.request_id))
