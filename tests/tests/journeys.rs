@@ -1145,6 +1145,49 @@ async fn roles_limit_who_changes_maps_and_backlog() {
     app.stop().await;
 }
 
+/// The split mode: journeys in one process reach feedback in another over the network, as the
+/// caller (the embedded mode calls the same API in process; every other test here uses it).
+#[tokio::test]
+async fn journeys_reach_a_feedback_service_in_another_process() {
+    let fb_app = spawn_with(|s| s.only = vec!["feedback".into()]).await;
+    let (url, secret_file) = (
+        fb_app.url.clone(),
+        fb_app.settings.auth.dev_secret_file.clone(),
+    );
+    let j_app = spawn_with(|s| {
+        s.only = vec!["journeys".into()];
+        s.peers.feedback = url;
+        s.auth.dev_secret_file = secret_file;
+    })
+    .await;
+    let t = tenant();
+    let mut c = fb_app.client(&t, &["admin"]).await;
+    seed_survey(&mut c, &["Hotel desk", "Transfer bus"]).await;
+    let mut j = j_app.journeys(&t, &["admin"]).await;
+    let r = j
+        .get_coverage_report(pb::GetCoverageReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut unowned: Vec<&str> = r
+        .touchpoints_without_owner
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    unowned.sort();
+    assert_eq!(unowned, ["Hotel desk", "Transfer bus"]);
+    // Another tenant's caller sees none of them through journeys either.
+    let mut other = j_app.journeys(&tenant(), &["admin"]).await;
+    let r = other
+        .get_coverage_report(pb::GetCoverageReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.touchpoints_without_owner.is_empty());
+    j_app.stop().await;
+    fb_app.stop().await;
+}
+
 #[tokio::test]
 async fn a_missing_feedback_service_is_unavailable_not_an_error_of_the_caller() {
     // A port nobody listens on.

@@ -190,15 +190,32 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
+        // Feedback's API, when this process serves it: to the network and, in process, to the
+        // services that call it (unless peers.feedback names another server).
+        let feedback_api = services
+            .contains(&cxloop_feedback::NAME)
+            .then(|| cxloop_feedback::start(&ctx));
         for name in &services {
             let grpc_name = match *name {
                 cxloop_feedback::NAME => {
-                    router = router.add_service(cxloop_feedback::service(&ctx));
+                    if let Some(api) = &feedback_api {
+                        router = router.add_service(cxloop_feedback::server(api.clone()));
+                    }
                     cxloop_feedback::SERVICE_NAME
                 }
                 cxloop_journeys::NAME => {
-                    let url = peer_url(&settings.peers.feedback, addr, &services, "feedback")?;
-                    router = router.add_service(cxloop_journeys::service(&ctx, &url)?);
+                    let feedback = match &feedback_api {
+                        Some(api) if settings.peers.feedback.is_empty() => {
+                            cxloop_journeys::feedback::Feedback::in_process(api.clone())
+                        }
+                        _ => cxloop_journeys::feedback::Feedback::new(&peer_url(
+                            &settings.peers.feedback,
+                            addr,
+                            &services,
+                            "feedback",
+                        )?)?,
+                    };
+                    router = router.add_service(cxloop_journeys::service(&ctx, feedback)?);
                     cxloop_journeys::SERVICE_NAME
                 }
                 cxloop_employee::NAME => {

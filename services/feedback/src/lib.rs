@@ -35,6 +35,18 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
 /// Builds the gRPC service and starts its background tasks (ingest writer, outbox
 /// dispatcher), which end when the context's stop signal fires.
 pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> {
+    server(start(ctx))
+}
+
+/// The gRPC server of an API made by [`start`]. The embedded mode serves the same API to the
+/// network and, in process, to the other services that call it (see `cxloop_journeys`).
+pub fn server(api: Arc<api::FeedbackApi>) -> FeedbackServiceServer<api::FeedbackApi> {
+    FeedbackServiceServer::from_arc(api).max_decoding_message_size(64 * 1024 * 1024)
+}
+
+/// Builds the service's API and starts its background tasks (ingest writer, outbox
+/// dispatcher), which end when the context's stop signal fires.
+pub fn start(ctx: &ServiceContext) -> Arc<api::FeedbackApi> {
     let wake = Arc::new(Notify::new());
     let store = store::Store::new(ctx.db.clone());
     let recent = Arc::new(store::events::RecentPayloads::default());
@@ -54,6 +66,5 @@ pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> 
         wake,
         ctx.stopped(),
     ));
-    let api = api::FeedbackApi::new(store, ingest, ctx.pages.clone());
-    FeedbackServiceServer::new(api).max_decoding_message_size(64 * 1024 * 1024)
+    Arc::new(api::FeedbackApi::new(store, ingest, ctx.pages.clone()))
 }

@@ -6,7 +6,7 @@
 //!
 //! Requests flow one way: [`api`] (decode, validate, authorize) → [`domain`] (rules, no I/O)
 //! → [`store`] (the `jr_*` tables). Metrics come only from the feedback service's gRPC API,
-//! through [`feedback`], with the caller's own token: this crate never reads feedback tables.
+//! through [`feedback`], as the caller: this crate never reads feedback tables.
 
 #![deny(missing_docs)]
 
@@ -30,13 +30,12 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
     migration::Migrator::up(db, None).await
 }
 
-/// Builds the gRPC service; `feedback_url` is where the feedback service answers (this
-/// process's own address in the embedded mode).
+/// Builds the gRPC service; `feedback` is the way to the feedback service's API (over the
+/// network, or in process in the embedded mode).
 pub fn service(
     ctx: &ServiceContext,
-    feedback_url: &str,
+    feedback: feedback::Feedback,
 ) -> Result<JourneyServiceServer<api::JourneyApi>, String> {
-    let feedback = feedback::Feedback::new(feedback_url)?;
     let api = api::JourneyApi::new(
         store::Store::new(ctx.db.clone()),
         feedback,
