@@ -585,20 +585,10 @@ async fn coverage_report_finds_gaps() {
     )
     .await
     .unwrap();
-    let r = j
-        .get_coverage_report(pb::GetCoverageReportRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let r = coverage(&mut j).await;
     assert_eq!(r.journeys_without_owner.len(), 1);
     assert_eq!(r.journeys_without_owner[0].name, "Holiday");
-    let mut unowned: Vec<&str> = r
-        .touchpoints_without_owner
-        .iter()
-        .map(|u| u.name.as_str())
-        .collect();
-    unowned.sort();
-    assert_eq!(unowned, ["Hotel desk", "Transfer bus"]);
+    assert_eq!(unowned_touchpoints(&r), ["Hotel desk", "Transfer bus"]);
     assert_eq!(
         r.lapsed_assignments
             .iter()
@@ -1145,6 +1135,25 @@ async fn roles_limit_who_changes_maps_and_backlog() {
     app.stop().await;
 }
 
+/// The coverage report as of now.
+async fn coverage(j: &mut JourneysClient) -> pb::GetCoverageReportResponse {
+    j.get_coverage_report(pb::GetCoverageReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The names of the report's touchpoints without an owner, sorted.
+fn unowned_touchpoints(r: &pb::GetCoverageReportResponse) -> Vec<&str> {
+    let mut names: Vec<&str> = r
+        .touchpoints_without_owner
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The split mode: journeys in one process reach feedback in another over the network, as the
 /// caller (the embedded mode calls the same API in process; every other test here uses it).
 #[tokio::test]
@@ -1164,26 +1173,11 @@ async fn journeys_reach_a_feedback_service_in_another_process() {
     let mut c = fb_app.client(&t, &["admin"]).await;
     seed_survey(&mut c, &["Hotel desk", "Transfer bus"]).await;
     let mut j = j_app.journeys(&t, &["admin"]).await;
-    let r = j
-        .get_coverage_report(pb::GetCoverageReportRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut unowned: Vec<&str> = r
-        .touchpoints_without_owner
-        .iter()
-        .map(|u| u.name.as_str())
-        .collect();
-    unowned.sort();
-    assert_eq!(unowned, ["Hotel desk", "Transfer bus"]);
+    let r = coverage(&mut j).await;
+    assert_eq!(unowned_touchpoints(&r), ["Hotel desk", "Transfer bus"]);
     // Another tenant's caller sees none of them through journeys either.
     let mut other = j_app.journeys(&tenant(), &["admin"]).await;
-    let r = other
-        .get_coverage_report(pb::GetCoverageReportRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.touchpoints_without_owner.is_empty());
+    assert!(unowned_touchpoints(&coverage(&mut other).await).is_empty());
     j_app.stop().await;
     fb_app.stop().await;
 }
