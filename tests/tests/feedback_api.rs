@@ -1,7 +1,7 @@
 //! Touchpoints, surveys and responses through the public API: CRUD, validation with field
 //! paths, idempotent retries, bulk import with bad items, paging and tenant isolation.
 
-use cxloop_e2e::{at, import_one, response, seed_survey, spawn, tenant, violations};
+use cxloop_e2e::{Client, at, import_one, response, seed_survey, spawn, tenant, violations};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
 use tonic::Code;
@@ -12,6 +12,18 @@ fn touchpoint(name: &str, channel: pb::Channel) -> pb::Touchpoint {
         channel: channel as i32,
         ..Default::default()
     }
+}
+
+/// The request ids of the first page of stored responses, sorted.
+async fn stored_request_ids(c: &mut Client) -> Vec<String> {
+    let listed = c
+        .list_responses(pb::ListResponsesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<String> = listed.responses.into_iter().map(|r| r.request_id).collect();
+    ids.sort();
+    ids
 }
 
 /// QueryMetrics of a survey's NPS over March 2026 in one bucket.
@@ -455,18 +467,7 @@ async fn bulk_import_keeps_good_items_and_reports_each() {
             .code(),
         Code::PermissionDenied
     );
-    let stored = admin
-        .list_responses(pb::ListResponsesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut ids: Vec<String> = stored
-        .responses
-        .iter()
-        .map(|r| r.request_id.clone())
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec!["b-0", "b-2", "b-5"]);
+    assert_eq!(stored_request_ids(&mut admin).await, ["b-0", "b-2", "b-5"]);
     app.stop().await;
 }
 
@@ -536,18 +537,10 @@ async fn an_import_settles_retries_of_stored_responses() {
         "response.answers[0].score"
     );
     assert_eq!((res.accepted, res.duplicates, res.rejected), (2, 3, 2));
-    let listed = c
-        .list_responses(pb::ListResponsesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut ids: Vec<&str> = listed
-        .responses
-        .iter()
-        .map(|r| r.request_id.as_str())
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec!["s-1", "s-2", "s-3", "s-4"]);
+    assert_eq!(
+        stored_request_ids(&mut c).await,
+        ["s-1", "s-2", "s-3", "s-4"]
+    );
     // The rollups count s-1, s-3 and s-4 at the live touchpoint, once each: 9, 10 and 8, two
     // promoters and a passive, NPS 66.67.
     let m = c

@@ -32,12 +32,6 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
     migration::Migrator::up(db, None).await
 }
 
-/// Builds the gRPC service and starts its background tasks (ingest writer, outbox
-/// dispatcher), which end when the context's stop signal fires.
-pub fn service(ctx: &ServiceContext) -> FeedbackServiceServer<api::FeedbackApi> {
-    server(start(ctx))
-}
-
 /// The gRPC server of an API made by [`start`]. The embedded mode serves the same API to the
 /// network and, in process, to the other services that call it (see `cxloop_journeys`).
 pub fn server(api: Arc<api::FeedbackApi>) -> FeedbackServiceServer<api::FeedbackApi> {
