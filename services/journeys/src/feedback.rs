@@ -8,8 +8,8 @@
 //! is called in process: the request goes to feedback's implementation of the generated
 //! `FeedbackService` trait with the caller already verified (what feedback's auth layer would
 //! put there), without encoding, HTTP/2 or a loopback connection. Decoding feedback's answer
-//! (a year of daily counts for each KPI of a scorecard) and the hop itself were about a
-//! fifth of the server's work per owner scorecard (docs/decisions.md).
+//! (a year of daily counts for each KPI of a scorecard) and the hop itself were a quarter to
+//! a third of the server's CPU per owner scorecard (docs/decisions.md).
 
 use cxloop_platform::Caller;
 use cxloop_platform::error::{ApiError, ApiResult};

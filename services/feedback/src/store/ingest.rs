@@ -843,7 +843,7 @@ async fn decide_and_write<'a>(
     // Earlier responses with these request ids. On the direct path they are not looked up
     // one by one: the insert below searches the request-id index anyway and reports the rows
     // whose id is taken, and only those (and the items refused here) are looked up. The
-    // lookups were a fifth of the writer's time in a bulk import.
+    // writer does 5 % fewer instructions per imported row this way (docs/decisions.md).
     let find_taken_on_insert = txn.reports_unchanged_rows();
     let stored = if find_taken_on_insert {
         HashMap::new()
