@@ -291,6 +291,13 @@ pub async fn run(o: Options) {
                 "concurrency": o.concurrency,
             })
         );
+        // Results are published when a cycle closes (while open only response rates show).
+        admin
+            .close_cycle(pb::CloseCycleRequest {
+                id: cycle.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         previous = cycle.id.clone();
     }
     tree_latency(&mut admin, &previous, o.units, o.employees, o.queries).await;

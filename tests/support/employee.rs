@@ -212,6 +212,16 @@ pub async fn launch(
         .unwrap_or_default()
 }
 
+/// Closes a cycle: its answer-based results are published from then on.
+pub async fn close(c: &mut EmployeeClient, cycle: &str) -> pb::Cycle {
+    c.close_cycle(pb::CloseCycleRequest { id: cycle.into() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner()
+        .cycle
+        .unwrap_or_default()
+}
+
 /// Answers of the standard survey: (e1, e2, m1, g1, enps) and an optional comment.
 pub fn answers(s: [i32; 5], comment: Option<&str>) -> Vec<pb::Answer> {
     let mut out: Vec<pb::Answer> = ["e1", "e2", "m1", "g1", "enps"]

@@ -122,6 +122,7 @@ async fn a_small_unit_is_hidden_with_a_reason_never_as_a_zero() {
     answer_all(&app, &o.t, &c.id, &names("a", 0..3), [1, 1, 1, 1, 0]).await;
     answer_all(&app, &o.t, &c.id, &names("b", 0..12), [4, 4, 4, 4, 9]).await;
     answer_all(&app, &o.t, &c.id, &names("c", 0..10), [5, 4, 4, 4, 9]).await;
+    close(&mut admin, &c.id).await;
     // d: nobody answered.
     for (unit, reason) in [
         (1, pb::SuppressionReason::TooFewRespondents),
@@ -187,6 +188,7 @@ async fn parent_minus_child_and_sibling_combinations_reveal_nobody() {
     for (p, n) in [("x", 6), ("y", 2), ("z", 7), ("pa", 9), ("pb", 3)] {
         answer_all(&app, &o.t, &c.id, &names(p, 0..n), [4, 3, 4, 2, 8]).await;
     }
+    close(&mut admin, &c.id).await;
     // y alone: hidden. root − x − z − p would give y: so x (the smallest shown sibling) is
     // hidden with it, and root − z − p gives x and y together (8 people).
     let y = results(&mut admin, &c.id, &o.ids[2], true, None).await;
@@ -221,6 +223,7 @@ async fn a_unit_with_and_without_its_descendants_does_not_reveal_its_own_few() {
     let c = launch(&mut admin, &o.survey, &o.ids[0], "", "c").await;
     answer_all(&app, &o.t, &c.id, &names("own", 0..2), [1, 1, 1, 1, 0]).await;
     answer_all(&app, &o.t, &c.id, &names("q", 0..10), [5, 5, 5, 5, 10]).await;
+    close(&mut admin, &c.id).await;
     assert_eq!(
         hidden(&results(&mut admin, &c.id, &o.ids[0], true, None).await),
         None
@@ -261,6 +264,7 @@ async fn a_demographic_filter_and_its_complement_are_both_protected() {
     for (p, n) in [("un", 9), ("uo", 3), ("vn", 6), ("vo", 6)] {
         answer_all(&app, &o.t, &c.id, &names(p, 0..n), [4, 4, 3, 3, 8]).await;
     }
+    close(&mut admin, &c.id).await;
     let f = |v: &'static str| Some((pb::Attribute::TenureBand, v));
     assert_eq!(
         hidden(&results(&mut admin, &c.id, &o.ids[1], true, f("old")).await),
@@ -320,6 +324,7 @@ async fn a_filter_minus_a_shown_unit_reveals_nobody() {
     for (p, n) in [("an", 5), ("ao", 1), ("bo", 10)] {
         answer_all(&app, &o.t, &c.id, &names(p, 0..n), [2, 2, 2, 2, 2]).await;
     }
+    close(&mut admin, &c.id).await;
     assert_eq!(
         hidden(&results(&mut admin, &c.id, &o.ids[1], true, None).await),
         None
@@ -360,12 +365,17 @@ async fn the_same_unit_across_cycles_does_not_reveal_one_newcomer() {
     answer_all(&app, &o.t, &c1.id, &names("u", 0..10), [3, 3, 3, 3, 7]).await;
     answer_all(&app, &o.t, &c1.id, &names("v", 0..10), [3, 3, 3, 3, 7]).await;
     answer_all(&app, &o.t, &c1.id, &names("w", 0..10), [3, 3, 3, 3, 7]).await;
-    let c2 = launch(&mut admin, &o.survey, &o.ids[0], &c1.id, "c2").await;
+    close(&mut admin, &c1.id).await;
+    // Whoever creates the next cycle need not name the previous one for the rule to apply:
+    // launched, it is compared with the latest earlier cycle of its survey.
+    let c2 = launch(&mut admin, &o.survey, &o.ids[0], "", "c2").await;
+    assert_eq!(c2.previous_cycle_id, c1.id);
     // u: the same ten and one newcomer (u10): the change would be u10's answers, diluted.
     answer_all(&app, &o.t, &c2.id, &names("u", 0..11), [3, 3, 3, 3, 7]).await;
     // v: the same ten. w: five left, five joined.
     answer_all(&app, &o.t, &c2.id, &names("v", 0..10), [4, 4, 4, 4, 9]).await;
     answer_all(&app, &o.t, &c2.id, &names("w", 5..15), [4, 4, 4, 4, 9]).await;
+    close(&mut admin, &c2.id).await;
     let change_of = |r: &pb::GroupResults| {
         r.summary
             .as_ref()
@@ -437,12 +447,14 @@ async fn people_moving_between_teams_do_not_reveal_them() {
     for p in ["a", "b", "c"] {
         answer_all(&app, &o.t, &c1.id, &names(p, 0..10), [3, 3, 3, 3, 7]).await;
     }
+    close(&mut admin, &c1.id).await;
     let mut hr = app.ex(&o.t, &["hr"]).await;
     crowds(&mut hr, &[("a0".into(), "b".into(), "t".into())]).await;
     let c2 = launch(&mut admin, &o.survey, &o.ids[0], &c1.id, "c2").await;
     for p in ["a", "b", "c"] {
         answer_all(&app, &o.t, &c2.id, &names(p, 0..10), [4, 4, 4, 4, 9]).await;
     }
+    close(&mut admin, &c2.id).await;
     for unit in [1, 2] {
         let r = results(&mut admin, &c2.id, &o.ids[unit], true, None).await;
         assert_eq!(
@@ -456,6 +468,185 @@ async fn people_moving_between_teams_do_not_reveal_them() {
         let r = results(&mut admin, &c2.id, &o.ids[unit], true, None).await;
         assert_eq!(hidden(&r), None, "unit {unit}");
     }
+    app.stop().await;
+}
+
+/// Every figure drawn from answers of a group summary, as (what, suppression reason or
+/// None when shown).
+fn answer_figures(s: &pb::GroupSummary) -> Vec<(String, Option<pb::SuppressionReason>)> {
+    let reason = |f: &pb::Figure| match f.result.as_ref() {
+        Some(pb::figure::Result::Suppressed(x)) => Some(x.reason()),
+        _ => None,
+    };
+    let mut out = vec![
+        (
+            "engagement".to_string(),
+            s.engagement_index.as_ref().and_then(reason),
+        ),
+        ("enps".to_string(), s.enps.as_ref().and_then(reason)),
+    ];
+    for d in &s.drivers {
+        out.push((d.driver.clone(), d.favourable.as_ref().and_then(reason)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn one_more_answer_in_an_open_cycle_changes_only_the_response_rate() {
+    let app = spawn().await;
+    let o = org(&app, &[("root", ""), ("u", "root")], &[("u", "u", 12, "t")]).await;
+    let mut admin = app.ex(&o.t, &["admin"]).await;
+    let c = launch(&mut admin, &o.survey, &o.ids[0], "", "c").await;
+    answer_all(&app, &o.t, &c.id, &names("u", 0..10), [3, 3, 3, 3, 7]).await;
+    let read = |admin: &mut cxloop::client::EmployeeClient| {
+        let mut a = admin.clone();
+        let (cycle, unit) = (c.id.clone(), o.ids[1].clone());
+        async move {
+            let r = results(&mut a, &cycle, &unit, true, None).await;
+            let t = tree(&mut a, &cycle, pb::Attribute::TenureBand).await;
+            (r, t)
+        }
+    };
+    let (before, tree_before) = read(&mut admin).await;
+    // Someone the reader saw walk to their desk answers, all favourable.
+    answer_all(&app, &o.t, &c.id, &names("u", 10..11), [5, 5, 5, 5, 10]).await;
+    let (after, tree_after) = read(&mut admin).await;
+    for r in [&before, &after] {
+        let s = r.summary.as_ref().unwrap();
+        assert_eq!(hidden(r), None);
+        let figures = answer_figures(s);
+        assert!(figures.len() >= 4);
+        for (what, reason) in figures {
+            assert_eq!(reason, Some(pb::SuppressionReason::CycleOpen), "{what}");
+        }
+        assert!(!r.questions.is_empty());
+        for q in &r.questions {
+            for f in [&q.favourable, &q.neutral, &q.unfavourable, &q.mean] {
+                assert!(matches!(
+                    f.as_ref().unwrap().result,
+                    Some(pb::figure::Result::Suppressed(ref x))
+                        if x.reason() == pb::SuppressionReason::CycleOpen
+                ));
+            }
+        }
+        assert_eq!(
+            r.comments.as_ref().unwrap().suppressed.unwrap().reason(),
+            pb::SuppressionReason::CycleOpen
+        );
+        assert!(r.driver_impact.as_ref().unwrap().suppressed.is_some());
+    }
+    // The response rate moved (10 → 11 of 12); nothing else did.
+    let rate = |r: &pb::GroupResults| value(r.summary.as_ref().unwrap().response_rate.as_ref());
+    assert!((rate(&before).unwrap() - 10.0 / 12.0).abs() < 1e-12);
+    assert!((rate(&after).unwrap() - 11.0 / 12.0).abs() < 1e-12);
+    let without_rate = |mut r: pb::GroupResults| {
+        r.summary.as_mut().unwrap().response_rate = None;
+        r
+    };
+    assert_eq!(without_rate(before), without_rate(after));
+    let strip = |mut t: pb::GetResultsTreeResponse| {
+        for u in &mut t.units {
+            for s in [&mut u.with_descendants, &mut u.own].into_iter().flatten() {
+                s.response_rate = None;
+            }
+            for sl in &mut u.slices {
+                if let Some(s) = sl.summary.as_mut() {
+                    s.response_rate = None;
+                }
+            }
+        }
+        t
+    };
+    assert_eq!(strip(tree_before), strip(tree_after));
+    // Closed, the cycle publishes its figures, all eleven respondents at once.
+    close(&mut admin, &c.id).await;
+    let (closed, _) = read(&mut admin).await;
+    let s = closed.summary.as_ref().unwrap();
+    assert_eq!(respondents(s), Some(11));
+    assert!(answer_figures(s).iter().all(|(_, r)| r.is_none()));
+    // A closed cycle takes no more answers, so its figures never move again.
+    let mut late = app.ex_as(&o.t, "u11").await;
+    assert_eq!(
+        late.submit_answers(pb::SubmitAnswersRequest {
+            request_id: "late".into(),
+            cycle_id: c.id.clone(),
+            answers: answers([1, 1, 1, 1, 0], None),
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::FailedPrecondition
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_slice_of_one_attribute_minus_a_nested_slice_of_another_reveals_nobody() {
+    // 20 respondents in one unit: the 10 newcomers all in Oslo, Oslo has one old hand more,
+    // Bergen the other 9 old hands. HR knows everyone's attributes (ListEmployees), so it
+    // knows Oslo holds every newcomer: Oslo − newcomers would be that one old hand.
+    let app = spawn().await;
+    let t = cxloop_e2e::tenant();
+    let mut hr = app.ex(&t, &["hr"]).await;
+    let ids = units(&mut hr, &[("root", "")]).await;
+    let names_new = names("n", 0..10);
+    let names_old = names("o", 0..10);
+    let mut spec: Vec<Person<'_>> = Vec::new();
+    for e in &names_new {
+        spec.push((e, "root", "<1y", "oslo", "ops"));
+    }
+    for (i, e) in names_old.iter().enumerate() {
+        spec.push((
+            e,
+            "root",
+            ">1y",
+            if i == 0 { "oslo" } else { "bergen" },
+            "ops",
+        ));
+    }
+    people(&mut hr, &spec).await;
+    let s = survey(&mut hr, "survey").await;
+    let c = launch(&mut hr, &s, &ids[0], "", "c").await;
+    answer_all(&app, &t, &c.id, &names_new, [4, 4, 4, 4, 9]).await;
+    answer_all(&app, &t, &c.id, &names_old, [2, 2, 2, 2, 3]).await;
+    close(&mut hr, &c.id).await;
+    // The tenure breakdown passes every rule on its own.
+    for v in ["<1y", ">1y"] {
+        let r = results(
+            &mut hr,
+            &c.id,
+            &ids[0],
+            true,
+            Some((pb::Attribute::TenureBand, v)),
+        )
+        .await;
+        assert_eq!(hidden(&r), None, "{v}");
+    }
+    // Oslo (11) holds all 10 newcomers; Bergen (9) lies inside the 10 old hands.
+    for v in ["oslo", "bergen"] {
+        let r = results(
+            &mut hr,
+            &c.id,
+            &ids[0],
+            true,
+            Some((pb::Attribute::Location, v)),
+        )
+        .await;
+        assert_eq!(
+            hidden(&r),
+            Some(pb::SuppressionReason::DifferenceTooSmall),
+            "{v}"
+        );
+    }
+    // The tree says the same, whichever breakdown is asked for first.
+    let by_location = tree(&mut hr, &c.id, pb::Attribute::Location).await;
+    let shown: Vec<bool> = by_location.units[0]
+        .slices
+        .iter()
+        .map(|s| s.summary.as_ref().unwrap().suppressed.is_none())
+        .collect();
+    assert_eq!(shown, [false, false]);
+    assert_no_part_is_derivable(&by_location);
     app.stop().await;
 }
 
@@ -482,6 +673,7 @@ async fn comments_need_ten_and_are_never_shown_under_a_filter() {
             .unwrap();
         }
     }
+    close(&mut admin, &c.id).await;
     let small = results(&mut admin, &c.id, &o.ids[1], true, None).await;
     assert_eq!(hidden(&small), None);
     let cs = small.comments.unwrap();
@@ -550,6 +742,7 @@ async fn driver_impact_needs_twenty_five_respondents() {
         )
         .await;
     }
+    close(&mut admin, &c.id).await;
     let a = results(&mut admin, &c.id, &o.ids[1], true, None).await;
     assert_eq!(hidden(&a), None);
     let di = a.driver_impact.unwrap();
@@ -590,6 +783,7 @@ async fn response_counts_never_reveal_a_zero_or_a_one() {
     let c = launch(&mut admin, &o.survey, &o.ids[0], "", "c").await;
     answer_all(&app, &o.t, &c.id, &names("one", 0..1), [1, 1, 1, 1, 0]).await;
     answer_all(&app, &o.t, &c.id, &names("big", 0..12), [4, 4, 4, 4, 9]).await;
+    close(&mut admin, &c.id).await;
     let whole = tree(&mut admin, &c.id, pb::Attribute::Location).await;
     for u in &whole.units {
         for s in [u.with_descendants.as_ref(), u.own.as_ref()]

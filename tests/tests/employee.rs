@@ -236,6 +236,78 @@ async fn the_org_tree_keeps_dated_moves_and_refuses_cycles() {
     app.stop().await;
 }
 
+/// A move effective now cannot close a loop with another unit's move planned for later: the
+/// tree is checked at every date from the move on, not only in its latest form.
+#[tokio::test]
+async fn a_move_now_cannot_close_a_loop_with_a_move_planned_for_later() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut hr = app.ex(&t, &["hr"]).await;
+    let ids = units(&mut hr, &[("x", ""), ("y", "x")]).await;
+    let now = chrono::Utc::now().timestamp();
+    let day = 86_400;
+    let sync = |parent: &'static str, unit: &'static str, at: Option<i64>| {
+        let mut c = hr.clone();
+        async move {
+            c.sync_org_units(pb::SyncOrgUnitsRequest {
+                effective_time: at.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+                units: vec![pb::OrgUnit {
+                    external_id: unit.into(),
+                    name: format!("Unit {unit}"),
+                    parent_external_id: parent.into(),
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .results
+            .remove(0)
+        }
+    };
+    // y leaves x for the top of the tree in 30 days.
+    assert_eq!(
+        sync("", "y", Some(now + 30 * day)).await.outcome(),
+        pb::SyncOutcome::Updated
+    );
+    // x under y now: in the latest tree y is a root, but until then y is under x.
+    let refused = sync("y", "x", None).await;
+    assert_eq!(refused.outcome(), pb::SyncOutcome::Invalid);
+    assert_eq!(refused.violations[0].field, "units[0].parent_external_id");
+    // From the day after y's move, x may go under y.
+    assert_eq!(
+        sync("y", "x", Some(now + 31 * day)).await.outcome(),
+        pb::SyncOutcome::Updated
+    );
+    let parents_at = |seconds: i64| {
+        let mut c = hr.clone();
+        async move {
+            c.list_org_units(pb::ListOrgUnitsRequest {
+                page: None,
+                as_of: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .org_units
+            .into_iter()
+            .map(|u| (u.id, u.parent_external_id))
+            .collect::<std::collections::HashMap<_, _>>()
+        }
+    };
+    let today = parents_at(now + 60).await;
+    assert_eq!(
+        (today[&ids[0]].as_str(), today[&ids[1]].as_str()),
+        ("", "x")
+    );
+    let later = parents_at(now + 32 * day).await;
+    assert_eq!(
+        (later[&ids[0]].as_str(), later[&ids[1]].as_str()),
+        ("y", "")
+    );
+    app.stop().await;
+}
+
 /// root ─ a (8 people), b (7 people): a launched cycle with everyone answering.
 async fn small_org(app: &cxloop_e2e::TestApp, t: &str) -> (Vec<String>, String, pb::Cycle) {
     let mut hr = app.ex(t, &["hr"]).await;
@@ -261,6 +333,7 @@ async fn results_carry_intervals_and_a_launch_snapshot_ignores_later_moves() {
     answer_all(&app, &t, &c.id, &ext("a", 8)[4..], [2, 3, 2, 4, 6]).await;
     answer_all(&app, &t, &c.id, &ext("b", 7), [4, 4, 4, 4, 9]).await;
     let mut admin = app.ex(&t, &["admin"]).await;
+    close(&mut admin, &c.id).await;
     let r = results(&mut admin, &c.id, &ids[1], true, None).await;
     assert_eq!(hidden(&r), None);
     let s = r.summary.clone().unwrap();
@@ -406,8 +479,10 @@ async fn a_participant_counts_once_even_when_retrying_or_racing() {
     let mut admin = app.ex(&t, &["admin"]).await;
     let r = results(&mut admin, &c.id, &ids[1], true, None).await;
     let s = r.summary.unwrap();
-    assert_eq!(respondents(&s), Some(5));
+    // The cycle is open: the response rate shows (5 of 8), every figure drawn from answers
+    // is withheld until it closes.
     assert!((value(s.response_rate.as_ref()).unwrap() - 5.0 / 8.0).abs() < 1e-12);
+    assert_eq!(respondents(&s), None);
     let invitations = me
         .list_my_invitations(pb::ListMyInvitationsRequest {})
         .await
@@ -420,6 +495,10 @@ async fn a_participant_counts_once_even_when_retrying_or_racing() {
         stranger.submit_answers(req).await.unwrap_err().code(),
         Code::NotFound
     );
+    // Closed, a's five respondents are counted once each.
+    close(&mut admin, &c.id).await;
+    let r = results(&mut admin, &c.id, &ids[1], true, None).await;
+    assert_eq!(respondents(&r.summary.unwrap()), Some(5));
     app.stop().await;
 }
 
@@ -520,6 +599,7 @@ async fn the_next_cycle_shows_each_drivers_change_next_to_its_action_plan() {
     let (ids, s, c1) = small_org(&app, &t).await;
     answer_all(&app, &t, &c1.id, &ext("a", 8), [3, 3, 2, 3, 6]).await;
     let mut hr = app.ex(&t, &["hr"]).await;
+    close(&mut hr, &c1.id).await;
     report_to(&mut hr, "a-lead", &crowd("a", "a", 8, "<1y")).await;
     let mut manager = app.ex_manager(&t, "a-lead").await;
     let plan = manager
@@ -572,6 +652,7 @@ async fn the_next_cycle_shows_each_drivers_change_next_to_its_action_plan() {
     let mut hr = app.ex(&t, &["hr"]).await;
     let c2 = launch(&mut hr, &s, &ids[0], &c1.id, "c2").await;
     answer_all(&app, &t, &c2.id, &ext("a", 8), [4, 4, 5, 3, 9]).await;
+    close(&mut hr, &c2.id).await;
     let r = results(&mut manager, &c2.id, &ids[1], true, None).await;
     assert_eq!(r.previous_cycle_id, c1.id);
     let s = r.summary.unwrap();
@@ -608,9 +689,11 @@ async fn erasure_removes_personal_data_and_changes_no_result() {
     answer_all(&app, &t, &c1.id, &ext("a", 8), [4, 4, 3, 2, 8]).await;
     answer_all(&app, &t, &c1.id, &ext("b", 7), [5, 4, 4, 5, 10]).await;
     let mut hr = app.ex(&t, &["hr"]).await;
+    close(&mut hr, &c1.id).await;
     let c2 = launch(&mut hr, &s, &ids[0], &c1.id, "c2").await;
     answer_all(&app, &t, &c2.id, &ext("a", 8), [5, 5, 3, 2, 9]).await;
     answer_all(&app, &t, &c2.id, &ext("b", 7), [5, 4, 4, 5, 10]).await;
+    close(&mut hr, &c2.id).await;
     let tree = |c: &mut cxloop::client::EmployeeClient, id: String| {
         let mut c = c.clone();
         async move {

@@ -306,13 +306,24 @@ pub async fn run(
         .into_inner()
         .cycle
         .ok_or("no cycle returned")?;
-    let cycle = c
-        .launch_cycle(pb::LaunchCycleRequest { id: cycle.id })
+    let cycle = match c
+        .launch_cycle(pb::LaunchCycleRequest {
+            id: cycle.id.clone(),
+        })
         .await
-        .map_err(|e| format!("launching the cycle: {}", e.message()))?
-        .into_inner()
-        .cycle
-        .ok_or("no cycle returned")?;
+    {
+        Ok(r) => r.into_inner().cycle,
+        // Seeded and closed by an earlier run: closed cycles are not launched again.
+        Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+            c.get_cycle(pb::GetCycleRequest { id: cycle.id })
+                .await
+                .map_err(|e| format!("reading the cycle: {}", e.message()))?
+                .into_inner()
+                .cycle
+        }
+        Err(e) => return Err(format!("launching the cycle: {}", e.message())),
+    }
+    .ok_or("no cycle returned")?;
     let mut answered = 0usize;
     if let Some(mint) = employee_token {
         for (team, _, _, n, quality, rate) in TEAMS {
@@ -376,6 +387,13 @@ pub async fn run(
                 }
             }
         }
+        // Closed, the cycle publishes its results: while open only response rates show, as
+        // each new answer could otherwise be read off the change between two reads.
+        c.close_cycle(pb::CloseCycleRequest {
+            id: cycle.id.clone(),
+        })
+        .await
+        .map_err(|e| format!("closing the cycle: {}", e.message()))?;
     }
     println!(
         "EX demo seeded: {} units, {total} employees, cycle {} ({} invited, {answered} answered, anonymity threshold {})",

@@ -13,7 +13,7 @@ use cxloop_proto::employee::v1 as pb;
 
 use crate::domain::anonymity::{self, Hidden, Movers, SlicePlan, TreePlan};
 use crate::domain::results::{self, GroupSums};
-use crate::domain::{COMMENTS_MIN, IMPACT_MIN, RESPONDENTS, SurveyDef};
+use crate::domain::{COMMENTS_MIN, IMPACT_MIN, QuestionKind, RESPONDENTS, SurveyDef};
 use crate::store::cycles::{CycleRow, Respondents, Snapshot, state};
 use crate::store::{ActionPlanRow, ORG_UNIT, Store};
 
@@ -101,6 +101,11 @@ impl CycleView {
             plan,
             slices,
         })
+    }
+
+    /// Whether the cycle still takes answers: then only response rates are published.
+    pub fn is_open(&self) -> bool {
+        self.cycle.state == state::OPEN
     }
 
     /// The group's decision: (hidden?, respondents, invited).
@@ -221,6 +226,11 @@ pub fn change_basis<'a>(
         return ChangeBasis::None;
     };
     let k = cur.cycle.threshold;
+    if prev.view.is_open() {
+        // The previous figure still moves with each answer: two changes read either side of
+        // one would give that answer away.
+        return ChangeBasis::Hidden(pb::SuppressionReason::CycleOpen, 0);
+    }
     if prev.view.status(&pg).0.is_some() {
         // Showing this cycle's figure and its change would give the hidden one away.
         return ChangeBasis::Hidden(
@@ -256,6 +266,49 @@ fn suppressed(reason: pb::SuppressionReason, threshold: u32) -> pb::Suppression 
     pb::Suppression {
         reason: reason as i32,
         threshold,
+    }
+}
+
+/// A figure withheld because its cycle still takes answers.
+fn open_figure() -> pb::Figure {
+    pb::Figure {
+        result: Some(pb::figure::Result::Suppressed(suppressed(
+            pb::SuppressionReason::CycleOpen,
+            0,
+        ))),
+    }
+}
+
+/// A change withheld because a cycle still takes answers.
+fn open_change() -> pb::Change {
+    pb::Change {
+        result: Some(pb::change::Result::Suppressed(suppressed(
+            pb::SuppressionReason::CycleOpen,
+            0,
+        ))),
+    }
+}
+
+/// While a cycle is open, every figure drawn from answers is replaced by its suppression,
+/// keeping the shape (which figures exist) and the response rate: a result read after one
+/// more answer must not differ from the one read before it by that answer.
+fn withhold_answers(s: &mut pb::GroupSummary) {
+    for f in [&mut s.engagement_index, &mut s.enps].into_iter().flatten() {
+        *f = open_figure();
+    }
+    for c in [&mut s.engagement_change, &mut s.enps_change]
+        .into_iter()
+        .flatten()
+    {
+        *c = open_change();
+    }
+    for d in &mut s.drivers {
+        if let Some(f) = &mut d.favourable {
+            *f = open_figure();
+        }
+        if let Some(c) = &mut d.favourable_change {
+            *c = open_change();
+        }
     }
 }
 
@@ -339,7 +392,7 @@ pub fn summary_pb(
         )),
         _ => None,
     };
-    pb::GroupSummary {
+    let mut summary = pb::GroupSummary {
         suppressed: None,
         response_rate: figure(&h.response_rate),
         engagement_index: h.engagement.as_ref().and_then(figure),
@@ -374,7 +427,11 @@ pub fn summary_pb(
                     .collect(),
             })
             .collect(),
+    };
+    if view.is_open() {
+        withhold_answers(&mut summary);
     }
+    summary
 }
 
 /// An action plan on the wire.
@@ -763,6 +820,24 @@ pub async fn group_results(
     };
     let summary = summary_pb(&view, sums.as_ref(), &g, &basis, &plans, true);
     let questions = match &sums {
+        Some(_) if view.is_open() => view
+            .survey
+            .questions
+            .iter()
+            .filter(|q| q.kind != QuestionKind::Comment)
+            .map(|q| pb::QuestionFigure {
+                question_key: q.key.clone(),
+                driver: q.driver.clone(),
+                favourable: Some(open_figure()),
+                neutral: Some(open_figure()),
+                unfavourable: Some(open_figure()),
+                mean: Some(open_figure()),
+                favourable_change: match basis {
+                    ChangeBasis::None => None,
+                    _ => Some(open_change()),
+                },
+            })
+            .collect(),
         Some(s) => {
             let prev_q = match &basis {
                 ChangeBasis::Against(p) => results::questions(&view.survey, p),
@@ -818,6 +893,11 @@ pub async fn group_results(
                 suppressed: Some(suppressed(reason_pb(h), k)),
                 comments: Vec::new(),
             },
+            // A comment that is new since the last read would be the latest respondent's.
+            (None, None) if view.is_open() => pb::CommentsResult {
+                suppressed: Some(suppressed(pb::SuppressionReason::CycleOpen, 0)),
+                comments: Vec::new(),
+            },
             (None, Some(_)) => pb::CommentsResult {
                 suppressed: Some(suppressed(
                     pb::SuppressionReason::CommentsNeedTen,
@@ -857,6 +937,10 @@ pub async fn group_results(
                 pb::SuppressionReason::ImpactNeedsTwentyFive,
                 IMPACT_MIN as u32,
             )),
+            ..Default::default()
+        },
+        (Some(_), None) if view.is_open() => pb::DriverImpact {
+            suppressed: Some(suppressed(pb::SuppressionReason::CycleOpen, 0)),
             ..Default::default()
         },
         (Some(s), None) => match results::impact(&view.survey, s) {

@@ -514,6 +514,12 @@ fn finest_part(tree: &Tree, plan: &TreePlan, unit: usize) -> Option<(FinestPart,
 
 /// Decides every slice of attribute `attr` (0 tenure band, 1 location, 2 role family); with
 /// `movers`, also by the respondent change since the previous cycle (R5).
+///
+/// Attributes are decided in their order, each against the slices already shown of the
+/// attributes before it: a reader can ask for one breakdown and then another, and a slice of
+/// one attribute that lies inside a shown slice of another (all of Oslo's newcomers are in
+/// Oslo) must not differ from it by 1..k-1 people. So the decisions for `attr` are the same
+/// whichever breakdown was asked first.
 pub fn plan_slices(
     tree: &Tree,
     plan: &TreePlan,
@@ -521,7 +527,87 @@ pub fn plan_slices(
     attr: usize,
     movers: Option<&Movers>,
 ) -> SlicePlan {
+    let mut earlier: Vec<(usize, SlicePlan)> = Vec::with_capacity(attr);
+    for a in 0..attr {
+        let p = decide_slices(tree, plan, cells, a, movers, &earlier);
+        earlier.push((a, p));
+    }
+    decide_slices(tree, plan, cells, attr, movers, &earlier)
+}
+
+/// Per unit (with descendants), respondents by (value of `attr`, value of `other`).
+type Joint = HashMap<(usize, String, String), u64>;
+
+fn joint_counts(tree: &Tree, cells: &[Cell], attr: usize, other: usize) -> Joint {
+    let mut j = Joint::new();
+    for c in cells.iter().filter(|c| c.answered > 0) {
+        for a in tree.ancestors_or_self(c.unit) {
+            *j.entry((a, c.attrs[attr].clone(), c.attrs[other].clone()))
+                .or_default() += c.answered;
+        }
+    }
+    j
+}
+
+/// True when slice (`u`, `v`) of the attribute being decided, with `n` respondents, nests
+/// with a shown slice of an earlier attribute (one holds all of the other) and the two differ
+/// by 1..k-1 respondents: subtracting one from the other would describe those few.
+fn near_other_attribute(
+    tree: &Tree,
+    earlier: &[(Joint, &SlicePlan)],
+    u: usize,
+    v: &str,
+    n: u64,
+    k: u64,
+) -> bool {
+    if n == 0 {
+        return false;
+    }
+    earlier.iter().any(|(joint, other)| {
+        let shown = |w: usize, x: &str| {
+            other
+                .slices
+                .get(&(w, x.to_owned()))
+                .filter(|s| s.hidden.is_none())
+                .map(|s| s.n)
+        };
+        // This slice inside another's: every respondent of (u, v) has the other value x,
+        // and (u, v) lies in the slice (w, x) of every w enclosing u.
+        let inside = other.values_of(u).iter().any(|x| {
+            joint.get(&(u, v.to_owned(), x.clone())).copied() == Some(n)
+                && tree
+                    .ancestors_or_self(u)
+                    .any(|w| shown(w, x).is_some_and(|m| small_difference(m, n, k)))
+        });
+        // Another's slice inside this one: every respondent of (w, x), w in u's subtree,
+        // has the value v.
+        inside
+            || tree.subtree(u).into_iter().any(|w| {
+                other.values_of(w).iter().any(|x| {
+                    shown(w, x).is_some_and(|m| {
+                        m > 0
+                            && joint.get(&(w, v.to_owned(), x.clone())).copied() == Some(m)
+                            && small_difference(n, m, k)
+                    })
+                })
+            })
+    })
+}
+
+/// Decides the slices of `attr` given the decisions of the attributes before it.
+fn decide_slices(
+    tree: &Tree,
+    plan: &TreePlan,
+    cells: &[Cell],
+    attr: usize,
+    movers: Option<&Movers>,
+    earlier: &[(usize, SlicePlan)],
+) -> SlicePlan {
     let k = plan.k;
+    let earlier: Vec<(Joint, &SlicePlan)> = earlier
+        .iter()
+        .map(|(b, p)| (joint_counts(tree, cells, attr, *b), p))
+        .collect();
     let changes = movers
         .map(|m| m.slice_deltas(tree, attr))
         .unwrap_or_default();
@@ -593,7 +679,8 @@ pub fn plan_slices(
                 });
                 let near_units = mixed
                     .get(&(u, v.clone()))
-                    .is_some_and(|(y, x)| (*y > 0 && *y < k) || (*x > 0 && *x < k));
+                    .is_some_and(|(y, x)| (*y > 0 && *y < k) || (*x > 0 && *x < k))
+                    || near_other_attribute(tree, &earlier, u, v, n, k);
                 let hidden = if enclosing_hidden {
                     Some(Hidden::EnclosingHidden)
                 } else if n < k {
@@ -839,6 +926,50 @@ mod tests {
             s.slices[&(0, "old".into())].hidden,
             Some(Hidden::Difference)
         );
+    }
+
+    #[test]
+    fn a_slice_nested_in_a_shown_slice_of_another_attribute_must_not_differ_by_a_few() {
+        // 20 respondents: the 10 newcomers all work in Oslo; Oslo has one more (an old
+        // hand), Bergen has the other 9 old hands. Each breakdown alone passes every rule,
+        // but Oslo (11) minus the newcomers (10) would be the one old hand in Oslo.
+        let t = Tree::new(&[("root".into(), "".into())]);
+        let at = |tenure: &str, location: &str, answered: u64| Cell {
+            unit: 0,
+            attrs: [tenure.into(), location.into(), String::new()],
+            invited: answered,
+            answered,
+        };
+        let cells = vec![
+            at("<1y", "oslo", 10),
+            at(">1y", "oslo", 1),
+            at(">1y", "bergen", 9),
+        ];
+        let p = plan_tree(&t, &[20], &[20], 5, None);
+        let tenure = plan_slices(&t, &p, &cells, 0, None);
+        assert_eq!(tenure.slices[&(0, "<1y".into())].hidden, None);
+        assert_eq!(tenure.slices[&(0, ">1y".into())].hidden, None);
+        let location = plan_slices(&t, &p, &cells, 1, None);
+        // Oslo holds all newcomers and one more; Bergen lies inside the old hands, one fewer.
+        assert_eq!(
+            location.slices[&(0, "oslo".into())].hidden,
+            Some(Hidden::Difference)
+        );
+        assert_eq!(
+            location.slices[&(0, "bergen".into())].hidden,
+            Some(Hidden::Difference)
+        );
+        // With five old hands in Oslo the difference is k: both breakdowns are shown.
+        let cells = vec![
+            at("<1y", "oslo", 10),
+            at(">1y", "oslo", 5),
+            at(">1y", "bergen", 9),
+        ];
+        let p = plan_tree(&t, &[24], &[24], 5, None);
+        let location = plan_slices(&t, &p, &cells, 1, None);
+        assert!(location.slices.values().all(|s| s.hidden.is_none()));
+        // The first attribute's decisions do not depend on the later ones.
+        assert_eq!(plan_slices(&t, &p, &cells, 0, None).slices.len(), 2);
     }
 
     #[test]

@@ -431,6 +431,91 @@ pub fn makes_cycle(parents: &HashMap<String, String>, unit: &str, new_parent: &s
     false
 }
 
+/// One dated parent link of a unit: under `parent` ("" for a root) from `from` (µs,
+/// inclusive) until `to` (exclusive; `None` while it is the unit's latest link).
+#[derive(Clone, Debug)]
+struct Link {
+    parent: String,
+    from: i64,
+    to: Option<i64>,
+}
+
+/// Every unit's dated parent links, as stored. A move may be dated in the future, so the tree
+/// is not one tree but one per moment some unit moves; a change is checked against each.
+#[derive(Clone, Debug, Default)]
+pub struct Links {
+    by_unit: HashMap<String, Vec<Link>>,
+}
+
+impl Links {
+    /// Adds a stored link.
+    pub fn add(&mut self, unit: &str, parent: &str, from: i64, to: Option<i64>) {
+        self.by_unit.entry(unit.to_owned()).or_default().push(Link {
+            parent: parent.to_owned(),
+            from,
+            to,
+        });
+    }
+
+    /// The unit's latest link: (parent, since).
+    pub fn latest(&self, unit: &str) -> Option<(&str, i64)> {
+        self.by_unit
+            .get(unit)?
+            .iter()
+            .find(|l| l.to.is_none())
+            .map(|l| (l.parent.as_str(), l.from))
+    }
+
+    /// The parent of every unit at `at` ("" for a root).
+    pub fn parents_at(&self, at: i64) -> HashMap<String, String> {
+        self.by_unit
+            .iter()
+            .filter_map(|(u, links)| {
+                links
+                    .iter()
+                    .find(|l| l.from <= at && l.to.is_none_or(|t| t > at))
+                    .map(|l| (u.clone(), l.parent.clone()))
+            })
+            .collect()
+    }
+
+    /// True when putting `unit` under `parent` from `from` on would make it its own ancestor
+    /// at any moment from then: at `from` itself and at every later moment another unit's
+    /// dated move takes effect. (Checking only the latest tree let a move effective now close
+    /// a loop with another unit's move planned for later, and a cycle launched in between
+    /// would have walked that loop.)
+    pub fn move_makes_cycle(&self, unit: &str, parent: &str, from: i64) -> bool {
+        let mut moments: Vec<i64> = self
+            .by_unit
+            .values()
+            .flatten()
+            .map(|l| l.from)
+            .filter(|t| *t > from)
+            .collect();
+        moments.push(from);
+        moments.sort_unstable();
+        moments.dedup();
+        moments.into_iter().any(|at| {
+            let mut tree = self.parents_at(at);
+            tree.insert(unit.to_owned(), parent.to_owned());
+            makes_cycle(&tree, unit, parent)
+        })
+    }
+
+    /// Moves `unit` under `parent` from `from`: its latest link ends there.
+    pub fn apply_move(&mut self, unit: &str, parent: &str, from: i64) {
+        let links = self.by_unit.entry(unit.to_owned()).or_default();
+        for l in links.iter_mut().filter(|l| l.to.is_none()) {
+            l.to = Some(from);
+        }
+        links.push(Link {
+            parent: parent.to_owned(),
+            from,
+            to: None,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +629,27 @@ mod tests {
         assert!(makes_cycle(&parents, "b", "b"));
         assert!(!makes_cycle(&parents, "c", "a"));
         assert!(!makes_cycle(&parents, "new", "c"));
+    }
+
+    #[test]
+    fn a_move_now_cannot_close_a_loop_with_a_move_planned_for_later() {
+        let (now, later) = (1_000, 2_000);
+        let mut links = Links::default();
+        links.add("b", "", 0, None);
+        links.add("a", "b", 0, None);
+        // A leaves B for the top of the tree later.
+        assert!(!links.move_makes_cycle("a", "", later));
+        links.apply_move("a", "", later);
+        assert_eq!(links.latest("a"), Some(("", later)));
+        // In the latest tree A is a root, so B under A looks fine there; but between now and
+        // later A is still under B.
+        assert!(links.move_makes_cycle("b", "a", now));
+        // From later on, B may go under A.
+        assert!(!links.move_makes_cycle("b", "a", later + 1));
+        assert_eq!(links.parents_at(now)["a"], "b");
+        assert_eq!(links.parents_at(later)["a"], "");
+        // A unit's own loop is refused at once.
+        assert!(links.move_makes_cycle("b", "b", now));
     }
 
     #[test]

@@ -398,6 +398,36 @@ impl Store {
         };
         let k = Self::threshold(&txn, tenant).await?;
         let now = db::now_micros();
+        // A cycle that names no previous one is compared with the latest cycle of its survey
+        // launched before it: the same-unit-across-cycles rule must not depend on whether
+        // whoever created the cycle chose to name one.
+        let mut cycle = cycle;
+        if cycle.previous_cycle_id.is_empty() {
+            let latest = txn
+                .query_one_raw(stmt(
+                    backend,
+                    "SELECT id FROM ex_cycles WHERE tenant_id = ? AND survey_id = ? AND id <> ? AND launched_at IS NOT NULL ORDER BY launched_at DESC, id DESC LIMIT 1",
+                    vec![
+                        tenant.as_str().into(),
+                        cycle.survey_id.clone().into(),
+                        id.into(),
+                    ],
+                ))
+                .await?;
+            if let Some(r) = latest {
+                cycle.previous_cycle_id = get(&r, 0)?;
+                txn.execute_raw(stmt(
+                    backend,
+                    "UPDATE ex_cycles SET previous_cycle_id = ? WHERE tenant_id = ? AND id = ?",
+                    vec![
+                        cycle.previous_cycle_id.clone().into(),
+                        tenant.as_str().into(),
+                        id.into(),
+                    ],
+                ))
+                .await?;
+            }
+        }
         // The tree under the cycle's unit, as of now, parents before children.
         let parents = parents_at(&txn, tenant, now).await?;
         let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -408,10 +438,17 @@ impl Store {
             c.sort_unstable();
         }
         let mut order: Vec<String> = vec![cycle.org_unit_id.clone()];
+        // Syncs refuse loops at every dated moment; the visited set keeps the walk finite
+        // even so, should the stored links ever hold one.
+        let mut seen: HashSet<String> = HashSet::from([cycle.org_unit_id.clone()]);
         let mut i = 0;
         while i < order.len() {
             if let Some(cs) = children.get(order[i].as_str()) {
-                order.extend(cs.iter().map(|c| (*c).to_owned()));
+                for c in cs {
+                    if seen.insert((*c).to_owned()) {
+                        order.push((*c).to_owned());
+                    }
+                }
             }
             i += 1;
         }

@@ -146,10 +146,28 @@ pub async fn parents_at<C: ConnectionTrait>(
         .collect()
 }
 
+/// Every dated parent link of the tenant's units.
+async fn all_links<C: ConnectionTrait>(c: &C, tenant: &TenantId) -> ApiResult<domain::Links> {
+    let rows = c
+        .query_all_raw(stmt(
+            c.get_database_backend(),
+            "SELECT unit_id, parent_id, valid_from, valid_to FROM ex_org_unit_parents WHERE tenant_id = ?",
+            vec![tenant.as_str().into()],
+        ))
+        .await?;
+    let mut links = domain::Links::default();
+    for r in &rows {
+        let (unit, parent): (String, String) = (get(r, 0)?, get(r, 1)?);
+        links.add(&unit, &parent, get(r, 2)?, get(r, 3)?);
+    }
+    Ok(links)
+}
+
 impl Store {
     /// Creates and updates units; a changed parent closes the current link at `effective`
     /// and opens a new one. Rows are checked in order against the tree as it would be after
-    /// the rows before them; a row that would make a cycle is refused.
+    /// the rows before them, at the move's date and at every later dated move of another
+    /// unit; a row that would make a cycle at any of those moments is refused.
     pub async fn sync_org_units(
         &self,
         tenant: &TenantId,
@@ -159,13 +177,7 @@ impl Store {
         let txn = db::begin_write(&self.db).await?;
         let backend = txn.get_database_backend();
         let mut by_ext = units_by_external(&txn, tenant).await?;
-        let current = parents_at(&txn, tenant, i64::MAX - 1).await?;
-        let mut parents: HashMap<String, String> = current
-            .iter()
-            .map(|(u, (p, _))| (u.clone(), p.clone()))
-            .collect();
-        let since: HashMap<String, i64> =
-            current.iter().map(|(u, (_, s))| (u.clone(), *s)).collect();
+        let mut links = all_links(&txn, tenant).await?;
         // New units of the batch get their ids first, so a row may name a later row as its
         // parent.
         let mut new_ids: HashMap<String, String> = HashMap::new();
@@ -220,9 +232,15 @@ impl Store {
                 ));
                 continue;
             };
-            let old_parent = parents.get(&id).cloned();
-            let parent_changed = old_parent.as_deref() != Some(parent_id.as_str());
-            if parent_changed && domain::makes_cycle(&parents, &id, &parent_id) {
+            let latest = links.latest(&id).map(|(p, since)| (p.to_owned(), since));
+            let parent_changed =
+                latest.as_ref().map(|(p, _)| p.as_str()) != Some(parent_id.as_str());
+            let from = if existing.is_none() {
+                i64::MIN / 2
+            } else {
+                effective
+            };
+            if parent_changed && links.move_makes_cycle(&id, &parent_id, from) {
                 results.push((
                     Outcome::Invalid,
                     String::new(),
@@ -233,7 +251,7 @@ impl Store {
                 ));
                 continue;
             }
-            if parent_changed && since.get(&id).is_some_and(|s| *s >= effective) {
+            if parent_changed && latest.is_some_and(|(_, since)| since >= effective) {
                 results.push((
                     Outcome::Invalid,
                     String::new(),
@@ -289,11 +307,6 @@ impl Store {
                     vec![effective.into(), tenant.as_str().into(), id.clone().into()],
                 ))
                 .await?;
-                let from = if existing.is_none() {
-                    i64::MIN / 2
-                } else {
-                    effective
-                };
                 txn.execute_raw(stmt(
                     backend,
                     "INSERT INTO ex_org_unit_parents (tenant_id, unit_id, valid_from, valid_to, parent_id) VALUES (?, ?, ?, NULL, ?)",
@@ -305,7 +318,7 @@ impl Store {
                     ],
                 ))
                 .await?;
-                parents.insert(id.clone(), parent_id);
+                links.apply_move(&id, &parent_id, from);
             }
             results.push((outcome, id, Vec::new()));
         }
