@@ -471,6 +471,141 @@ async fn bulk_import_keeps_good_items_and_reports_each() {
     app.stop().await;
 }
 
+/// A refusal answers in bounded size whatever the client sent: a request id of a megabyte is
+/// echoed as its first 128 characters, a response with more answers than a survey can have
+/// questions gets one violation, an over-long question key is named.
+#[tokio::test]
+async fn refusals_stay_small_whatever_the_client_sends() {
+    let app = spawn().await;
+    let tenant_id = tenant();
+    let mut admin = app.client(&tenant_id, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut admin, &["a"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    let huge = "r".repeat(1 << 20);
+    let many: Vec<(String, i32)> = (0..5000).map(|i| (format!("q{i}"), 1)).collect();
+    let many: Vec<(&str, i32)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let long_key = "k".repeat(65);
+    let res = import_one(
+        &mut admin,
+        vec![
+            response(&huge, &survey, &tps[0], t, &[("nps", 9)]),
+            response("many", &survey, &tps[0], t, &many),
+            response("long-key", &survey, &tps[0], t, &[(&long_key, 3)]),
+            response("fine", &survey, &tps[0], t, &[("nps", 9)]),
+        ],
+    )
+    .await;
+    assert_eq!((res.accepted, res.rejected), (1, 3));
+    assert_eq!(res.results[0].request_id, "r".repeat(128));
+    assert_eq!(res.results[0].violations[0].field, "request_id");
+    assert_eq!(res.results[1].request_id, "many");
+    let fields: Vec<&str> = res.results[1]
+        .violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["response.answers"]);
+    assert_eq!(
+        res.results[2].violations[0].field,
+        "response.answers[0].question_key"
+    );
+    assert_eq!(stored_request_ids(&mut admin).await, ["fine"]);
+    app.stop().await;
+}
+
+/// Updates of different fields of one touchpoint at the same time all take effect: each
+/// reads the stored row in its own write transaction.
+#[tokio::test]
+async fn concurrent_touchpoint_updates_of_different_fields_all_take_effect() {
+    let app = spawn().await;
+    let tenant_id = tenant();
+    let mut admin = app.client(&tenant_id, &["admin"]).await;
+    for round in 0..5 {
+        let created = admin
+            .create_touchpoint(pb::CreateTouchpointRequest {
+                request_id: format!("tp-{round}"),
+                touchpoint: Some(pb::Touchpoint {
+                    moment_of_truth: true,
+                    ..touchpoint("Desk", pb::Channel::InPerson)
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .touchpoint
+            .unwrap();
+        let update = |field: &str, tp: pb::Touchpoint| {
+            let mut c = admin.clone();
+            let req = pb::UpdateTouchpointRequest {
+                touchpoint: Some(pb::Touchpoint {
+                    id: created.id.clone(),
+                    ..tp
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![field.into()],
+                }),
+            };
+            tokio::spawn(async move { c.update_touchpoint(req).await.map(|_| ()) })
+        };
+        let tasks = [
+            update(
+                "name",
+                pb::Touchpoint {
+                    name: "Reception".into(),
+                    ..Default::default()
+                },
+            ),
+            update(
+                "description",
+                pb::Touchpoint {
+                    description: "Front desk at arrival".into(),
+                    ..Default::default()
+                },
+            ),
+            update(
+                "moment_of_truth",
+                pb::Touchpoint {
+                    moment_of_truth: false,
+                    ..Default::default()
+                },
+            ),
+            update(
+                "channel",
+                pb::Touchpoint {
+                    channel: pb::Channel::Phone as i32,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let got = admin
+            .get_touchpoint(pb::GetTouchpointRequest { id: created.id })
+            .await
+            .unwrap()
+            .into_inner()
+            .touchpoint
+            .unwrap();
+        assert_eq!(
+            (
+                got.name.as_str(),
+                got.description.as_str(),
+                got.moment_of_truth,
+                got.channel
+            ),
+            (
+                "Reception",
+                "Front desk at arrival",
+                false,
+                pb::Channel::Phone as i32
+            ),
+            "round {round}"
+        );
+    }
+    app.stop().await;
+}
+
 /// One import message that retries responses stored by earlier calls in every form at once:
 /// a reuse with other content, an identical retry, an identical retry the survey would now
 /// refuse (its touchpoint is gone), a new request id sent twice, and one sent first off the

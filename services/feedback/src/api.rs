@@ -232,8 +232,14 @@ fn survey_pb(s: SurveyRow) -> pb::Survey {
 }
 
 fn parse_questions(v: &mut Violations, qs: &[pb::Question]) -> Vec<Question> {
-    if qs.is_empty() || qs.len() > 50 {
-        v.add("survey.questions", "must have 1-50 questions");
+    if qs.is_empty() || qs.len() > MAX_QUESTIONS {
+        v.add(
+            "survey.questions",
+            format!("must have 1-{MAX_QUESTIONS} questions"),
+        );
+        // Nothing more to say of each one: the request is refused, and checking an unbounded
+        // list item by item would cost the server what the client chose.
+        return Vec::new();
     }
     let mut out: Vec<Question> = Vec::new();
     for (i, q) in qs.iter().enumerate() {
@@ -274,9 +280,11 @@ fn parse_questions(v: &mut Violations, qs: &[pb::Question]) -> Vec<Question> {
 fn parse_touchpoint_ids(v: &mut Violations, ids: &[String]) -> Vec<String> {
     if ids.is_empty() || ids.len() > 500 {
         v.add("survey.touchpoint_ids", "must list 1-500 touchpoints");
+        return Vec::new();
     }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
-        if ids[..i].contains(id) {
+        if !seen.insert(id) {
             v.add(
                 format!("survey.touchpoint_ids[{i}]"),
                 "duplicate touchpoint",
@@ -366,7 +374,10 @@ impl FeedbackApi {
             let mut good_at = Vec::new();
             for (i, item) in msg.items.into_iter().enumerate() {
                 let parsed = match &refusal {
-                    Some(reason) => Err((item.request_id, vec![("items".into(), reason.clone())])),
+                    Some(reason) => Err((
+                        echoed(item.request_id),
+                        vec![("items".into(), reason.clone())],
+                    )),
                     None => parse_new_response(item),
                 };
                 match parsed {
@@ -471,6 +482,20 @@ impl ImportedMessage {
     }
 }
 
+/// Most questions of a survey, and so most answers of a response.
+const MAX_QUESTIONS: usize = 50;
+
+/// The request id to echo in an item's refusal: as sent when it is a valid length, else its
+/// first 128 characters. An import stream holds its refusals until it ends, so echoing an
+/// id of any length would let a client make the server hold what it sent; the item's index
+/// identifies it either way.
+fn echoed(mut request_id: String) -> String {
+    if let Some((cut, _)) = request_id.char_indices().nth(128) {
+        request_id.truncate(cut);
+    }
+    request_id
+}
+
 /// Shape-checks one RecordResponse request into a domain value. Takes the request by value:
 /// its strings move into the domain value instead of being copied (bulk import parses
 /// millions of them).
@@ -479,7 +504,7 @@ pub fn parse_new_response(req: pb::RecordResponseRequest) -> Result<NewResponse,
     let request_id = v.check(idempotency::parse_request_id("request_id", &req.request_id));
     let Some(mut r) = req.response else {
         v.add("response", "is required");
-        return Err((req.request_id, v.into_inner()));
+        return Err((echoed(req.request_id), v.into_inner()));
     };
     check_len(&mut v, "response.survey_id", &r.survey_id, 1, 128);
     check_len(&mut v, "response.touchpoint_id", &r.touchpoint_id, 1, 128);
@@ -511,11 +536,25 @@ pub fn parse_new_response(req: pb::RecordResponseRequest) -> Result<NewResponse,
     if r.answers.is_empty() {
         v.add("response.answers", "must have at least one answer");
     }
+    if r.answers.len() > MAX_QUESTIONS {
+        // A survey has at most MAX_QUESTIONS questions, so such a response cannot be valid;
+        // saying so once keeps the refusal (and the work) bounded.
+        v.add(
+            "response.answers",
+            format!("must have at most {MAX_QUESTIONS} answers, one per question"),
+        );
+        return Err((echoed(req.request_id), v.into_inner()));
+    }
+    let mut keys = std::collections::HashSet::with_capacity(r.answers.len());
     for (i, a) in r.answers.iter().enumerate() {
-        if r.answers[..i]
-            .iter()
-            .any(|b| b.question_key == a.question_key)
-        {
+        check_len(
+            &mut v,
+            &format!("response.answers[{i}].question_key"),
+            &a.question_key,
+            1,
+            64,
+        );
+        if !keys.insert(a.question_key.as_str()) {
             v.add(
                 format!("response.answers[{i}].question_key"),
                 "answers the same question twice",
@@ -526,7 +565,7 @@ pub fn parse_new_response(req: pb::RecordResponseRequest) -> Result<NewResponse,
         }
     }
     if !v.is_empty() {
-        return Err((req.request_id, v.into_inner()));
+        return Err((echoed(req.request_id), v.into_inner()));
     }
     // The fingerprint covers what the client sent, without output-only fields, so a retry
     // matches and a reuse of the request id with other content does not.
@@ -1113,17 +1152,20 @@ impl FeedbackService for FeedbackApi {
             }
         }
         v.finish()?;
-        let mut row = self.store.get_touchpoint(&tenant, &t.id).await?;
-        for p in paths {
-            match p {
-                "name" => row.name = input.name.clone(),
-                "description" => row.description = input.description.clone(),
-                "channel" => row.channel = input.channel,
-                "journey_stage_id" => row.journey_stage_id = input.journey_stage_id.clone(),
-                _ => row.moment_of_truth = input.moment_of_truth,
-            }
-        }
-        let row = self.store.update_touchpoint(&tenant, &row).await?;
+        let row = self
+            .store
+            .update_touchpoint(&tenant, &t.id, |row| {
+                for p in paths {
+                    match p {
+                        "name" => row.name = input.name.clone(),
+                        "description" => row.description = input.description.clone(),
+                        "channel" => row.channel = input.channel,
+                        "journey_stage_id" => row.journey_stage_id = input.journey_stage_id.clone(),
+                        _ => row.moment_of_truth = input.moment_of_truth,
+                    }
+                }
+            })
+            .await?;
         Ok(Response::new(pb::UpdateTouchpointResponse {
             touchpoint: Some(touchpoint_pb(row)),
         }))

@@ -307,6 +307,32 @@ fn response_row(r: &QueryResult) -> ApiResult<ResponseRow> {
     })
 }
 
+/// Most ids in one `IN (…)` list: a batch names as many surveys and touchpoints as its
+/// clients chose, and SQLite refuses a statement of more than 32,766 variables (the list is
+/// padded to a power of two), which would fail the whole batch for every caller in it.
+const IN_LIST_MAX: usize = 4096;
+
+/// Locks a row for the rest of a write transaction before it is read to be changed. On
+/// SQLite the write transaction (BEGIN IMMEDIATE) already excludes every other writer; on
+/// PostgreSQL, at READ COMMITTED, a plain read would let two updates both read the old row
+/// and the later write back what the earlier one changed.
+async fn lock_row<C: ConnectionTrait>(
+    c: &C,
+    table: &str,
+    tenant: &TenantId,
+    id: &str,
+) -> ApiResult<()> {
+    if c.get_database_backend() == sea_orm::DbBackend::Postgres {
+        c.query_one_raw(stmt(
+            c.get_database_backend(),
+            &format!("SELECT id FROM {table} WHERE tenant_id = ? AND id = ? FOR UPDATE"),
+            vec![tenant.as_str().into(), id.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// A store over this pool.
     pub fn new(db: DatabaseConnection) -> Self {
@@ -458,15 +484,30 @@ impl Store {
         rows.iter().map(touchpoint_row).collect()
     }
 
-    /// Replaces a live touchpoint's fields.
+    /// Changes a live touchpoint: `change` edits the stored row, read in the same write
+    /// transaction (and on PostgreSQL locked), so two concurrent updates of different fields
+    /// both take effect instead of the later one writing back the fields the earlier changed.
     pub async fn update_touchpoint(
         &self,
         tenant: &TenantId,
-        row: &TouchpointRow,
+        id: &str,
+        change: impl FnOnce(&mut TouchpointRow),
     ) -> ApiResult<TouchpointRow> {
+        let txn = db::begin_write(&self.db).await?;
+        lock_row(&txn, "fb_touchpoints", tenant, id).await?;
+        let mut row = txn
+            .query_one_raw(stmt(
+                self.backend(),
+                &format!("SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL"),
+                vec![tenant.as_str().into(), id.into()],
+            ))
+            .await?
+            .map(|r| touchpoint_row(&r))
+            .transpose()?
+            .ok_or_else(|| ApiError::not_found(TOUCHPOINT, id))?;
+        change(&mut row);
         let now = db::now_micros();
-        let res = self
-            .db
+        let res = txn
             .execute_raw(stmt(
                 self.backend(),
                 "UPDATE fb_touchpoints SET name = ?, description = ?, channel = ?, journey_stage_id = ?, moment_of_truth = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
@@ -485,10 +526,11 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(ApiError::not_found(TOUCHPOINT, row.id.clone()));
         }
+        txn.commit().await?;
         self.changed();
         Ok(TouchpointRow {
             updated_at: now,
-            ..row.clone()
+            ..row
         })
     }
 
@@ -515,21 +557,24 @@ impl Store {
         tenant: &TenantId,
         ids: &[String],
     ) -> ApiResult<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        for chunk in ids.chunks(IN_LIST_MAX) {
+            let mut values: Vec<Value> = vec![tenant.as_str().into()];
+            let ids_in = db::in_list(&mut values, chunk.iter().map(|i| Value::from(i.clone())));
+            let rows = c
+                .query_all_raw(stmt(
+                    c.get_database_backend(),
+                    &format!(
+                        "SELECT id FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL AND id IN ({ids_in})"
+                    ),
+                    values,
+                ))
+                .await?;
+            for r in &rows {
+                out.push(get::<String>(r, 0)?);
+            }
         }
-        let mut values: Vec<Value> = vec![tenant.as_str().into()];
-        let ids_in = db::in_list(&mut values, ids.iter().map(|i| Value::from(i.clone())));
-        let rows = c
-            .query_all_raw(stmt(
-                c.get_database_backend(),
-                &format!(
-                    "SELECT id FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL AND id IN ({ids_in})"
-                ),
-                values,
-            ))
-            .await?;
-        rows.iter().map(|r| get::<String>(r, 0)).collect()
+        Ok(out)
     }
 
     // ---- surveys ----
@@ -755,22 +800,21 @@ impl Store {
         tenant: &TenantId,
         ids: &[String],
     ) -> ApiResult<Vec<SurveyDef>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut values: Vec<Value> = Vec::new();
-        let ids_in = db::in_list(&mut values, ids.iter().map(|i| Value::from(i.clone())));
-        let rows =
-            Self::load_surveys(c, tenant, &format!("AND id IN ({ids_in})"), values, None).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(s, deleted)| SurveyDef {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(IN_LIST_MAX) {
+            let mut values: Vec<Value> = Vec::new();
+            let ids_in = db::in_list(&mut values, chunk.iter().map(|i| Value::from(i.clone())));
+            let rows =
+                Self::load_surveys(c, tenant, &format!("AND id IN ({ids_in})"), values, None)
+                    .await?;
+            out.extend(rows.into_iter().map(|(s, deleted)| SurveyDef {
                 id: s.id,
                 questions: s.questions,
                 touchpoint_ids: s.touchpoint_ids,
                 deleted,
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// A page of live surveys, optionally only those asked at a touchpoint.
@@ -811,6 +855,7 @@ impl Store {
         change: impl FnOnce(SurveyRow) -> ApiResult<SurveyRow>,
     ) -> ApiResult<SurveyRow> {
         let txn = db::begin_write(&self.db).await?;
+        lock_row(&txn, "fb_surveys", tenant, id).await?;
         let current = Self::load_survey(&txn, tenant, id, true).await?;
         let touchpoints_before = current.touchpoint_ids.clone();
         let mut next = change(current)?;
