@@ -609,6 +609,21 @@ async fn coverage_report_finds_gaps() {
         ]
     );
     assert!(!r.has_cx_sponsor);
+    // The report lists feedback's touchpoints and surveys: roles that may read journeys but
+    // not feedback's configuration are refused up front, with the permission named.
+    for role in ["finance", "hr"] {
+        let mut other = app.journeys(&t, &[role]).await;
+        let err = other
+            .get_coverage_report(pb::GetCoverageReportRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{role}");
+        assert!(
+            err.message().contains("ConfigRead"),
+            "{role}: {}",
+            err.message()
+        );
+    }
     app.stop().await;
 }
 

@@ -77,6 +77,15 @@ fn today_start() -> i64 {
     db::now_micros().div_euclid(DAY_US) * DAY_US
 }
 
+/// A reference in the request to something that does not exist is bad input naming the
+/// field; any other failure (storage, say) stays what it is, so a client retries it.
+fn missing_is_invalid(e: ApiError, field: String, what: &str) -> ApiError {
+    match e {
+        ApiError::NotFound { .. } => ApiError::invalid(field, what),
+        other => other,
+    }
+}
+
 impl JourneyApi {
     /// Checks that a stage or journey subject exists in a live journey, and that a touchpoint
     /// subject exists in feedback.
@@ -88,14 +97,20 @@ impl JourneyApi {
                 .get_journey(&caller.tenant, j, None)
                 .await
                 .map(|_| ())
-                .map_err(|_| ApiError::invalid(format!("{field}.journey_id"), "no such journey")),
+                .map_err(|e| {
+                    missing_is_invalid(e, format!("{field}.journey_id"), "no such journey")
+                }),
             Subject::Stage { journey, stage } => {
                 let j = self
                     .store
                     .get_journey(&caller.tenant, journey, None)
                     .await
-                    .map_err(|_| {
-                        ApiError::invalid(format!("{field}.stage.journey_id"), "no such journey")
+                    .map_err(|e| {
+                        missing_is_invalid(
+                            e,
+                            format!("{field}.stage.journey_id"),
+                            "no such journey",
+                        )
                     })?;
                 if j.doc.stages.iter().any(|x| &x.id == stage) {
                     Ok(())
@@ -554,6 +569,9 @@ impl JourneyService for JourneyApi {
         req: Request<pb::GetCoverageReportRequest>,
     ) -> Result<Response<pb::GetCoverageReportResponse>, Status> {
         let c = caller(&req, Permission::JourneysRead)?;
+        // The report lists feedback's touchpoints and surveys with the caller's identity:
+        // refuse here, naming the permission, rather than relay feedback's refusal.
+        c.require(Permission::ConfigRead)?;
         let r = req.into_inner();
         let mut v = Violations::new();
         let at = match &r.at_time {
@@ -793,8 +811,11 @@ impl JourneyService for JourneyApi {
         v.finish()?;
         let doc = doc.ok_or_else(|| ApiError::invalid("item", "is incomplete"))?;
         self.check_subject(&c, "item.subject", &doc.subject).await?;
-        if !doc.kpi_id.is_empty() && self.store.get_kpi(&c.tenant, &doc.kpi_id).await.is_err() {
-            return Err(ApiError::invalid("item.kpi_id", "no such KPI").into());
+        if !doc.kpi_id.is_empty() {
+            self.store
+                .get_kpi(&c.tenant, &doc.kpi_id)
+                .await
+                .map_err(|e| missing_is_invalid(e, "item.kpi_id".into(), "no such KPI"))?;
         }
         let hash = idempotency::fingerprint(&i.encode_to_vec());
         let row = self
@@ -906,11 +927,11 @@ impl JourneyService for JourneyApi {
         let mut v = Violations::new();
         check_item(&mut v, &d);
         v.finish()?;
-        if d.kpi_id != current.doc.kpi_id
-            && !d.kpi_id.is_empty()
-            && self.store.get_kpi(&c.tenant, &d.kpi_id).await.is_err()
-        {
-            return Err(ApiError::invalid("item.kpi_id", "no such KPI").into());
+        if d.kpi_id != current.doc.kpi_id && !d.kpi_id.is_empty() {
+            self.store
+                .get_kpi(&c.tenant, &d.kpi_id)
+                .await
+                .map_err(|e| missing_is_invalid(e, "item.kpi_id".into(), "no such KPI"))?;
         }
         let row = self
             .store
@@ -1283,8 +1304,11 @@ impl JourneyApi {
             .store
             .get_kpi(&c.tenant, &d.kpi_id)
             .await
-            .map_err(|_| {
-                ApiError::precondition("NO_KPI", subject.clone(), "the item's KPI was deleted")
+            .map_err(|e| match e {
+                ApiError::NotFound { .. } => {
+                    ApiError::precondition("NO_KPI", subject.clone(), "the item's KPI was deleted")
+                }
+                other => other,
             })?;
         let started = d.entered(ItemStatus::InProgress).unwrap_or(item.created_at);
         let done = d.entered(ItemStatus::Done).unwrap_or(item.updated_at);
