@@ -203,9 +203,13 @@ pub async fn dispatch(
 /// Least time between two reads of the outbox by [`dispatch`].
 pub const DISPATCH_PACE: Duration = Duration::from_millis(10);
 
-/// Events published but not yet deleted, and the newest id published. Ids grow in commit
-/// order because each service writes its outbox from one writer task; a row that is skipped
-/// anyway (an older id committed late) stays in the table and goes out after a restart.
+/// Events published but not yet deleted, and the newest id published. Reads continue after
+/// that id, so nothing published goes out twice while its row waits to be deleted. Ids grow
+/// in commit order within one process (each service writes its outbox from one writer task),
+/// but not across processes: another replica's row can commit after a newer id was read.
+/// So each bulk delete also resets the cursor, and the next read starts again from the
+/// table's beginning, where only rows not yet published are left: a row committed late goes
+/// out within about a second instead of being passed over.
 struct Published {
     ids: Vec<String>,
     cursor: String,
@@ -243,6 +247,7 @@ impl Published {
             .map_err(|e| e.to_string())?;
         }
         self.ids.clear();
+        self.cursor.clear();
         self.since = std::time::Instant::now();
         Ok(())
     }
@@ -332,7 +337,98 @@ fn group_sizes(weights: &[usize], max: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::group_sizes;
+    use super::*;
+
+    /// Records what it is given.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl EventPublisher for Recorder {
+        fn publish<'a>(&'a self, events: &'a [Event]) -> PublishFuture<'a> {
+            Box::pin(async move {
+                let mut seen = self.0.lock().map_err(|e| e.to_string())?;
+                seen.extend(events.iter().map(|e| e.id.clone()));
+                Ok(())
+            })
+        }
+    }
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            tenant: "t".into(),
+            topic: "test".into(),
+            payload: "{}".into(),
+        }
+    }
+
+    /// Another replica's row that commits after a newer id was published is published too,
+    /// at the next bulk delete, and nothing goes out twice.
+    #[tokio::test]
+    async fn a_row_committed_late_with_an_older_id_is_not_passed_over() {
+        let path = std::env::temp_dir().join(format!("cxloop-outbox-{}.db", db::new_id()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let conn = db::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let run = |sql: String| {
+            let c = conn.clone();
+            async move {
+                c.execute_unprepared(&sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        run(table_ddl("ob")).await;
+        let recorder = Recorder::default();
+        let sink = Sink {
+            publisher: &recorder,
+            expander: None,
+        };
+        let mut published = Published::default();
+        write(&conn, "ob", &[event("b"), event("c")])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !drain(&conn, "ob", sink, &mut published)
+                .await
+                .unwrap_or(true)
+        );
+        // "a" commits late: older than the cursor.
+        write(&conn, "ob", &[event("a")])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !drain(&conn, "ob", sink, &mut published)
+                .await
+                .unwrap_or(true)
+        );
+        assert_eq!(
+            *recorder.0.lock().unwrap_or_else(|e| e.into_inner()),
+            ["b", "c"]
+        );
+        // The bulk delete (due after a second, or at once here) resets the cursor.
+        published
+            .delete(&conn, "ob")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !drain(&conn, "ob", sink, &mut published)
+                .await
+                .unwrap_or(true)
+        );
+        assert!(
+            !drain(&conn, "ob", sink, &mut published)
+                .await
+                .unwrap_or(true)
+        );
+        assert_eq!(
+            *recorder.0.lock().unwrap_or_else(|e| e.into_inner()),
+            ["b", "c", "a"]
+        );
+        drop(conn);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn groups_keep_order_and_stay_under_the_bound() {
