@@ -393,6 +393,28 @@ async fn a_batch_answers_each_query_as_alone_and_names_bad_ones_by_position() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["queries"]);
+    // 101 years of days with estimates is more than one answer should hold (36,600
+    // buckets); the same in the histogram view is fine.
+    let year = |view: pb::MetricsView| pb::QueryMetricsRequest {
+        period: named("2025"),
+        view: view as i32,
+        ..q(&tps[0], "2025")
+    };
+    let err = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: vec![year(pb::MetricsView::Full); 101],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["queries"]);
+    let counts = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: vec![year(pb::MetricsView::Histogram); 101],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(counts.results.len(), 101);
     app.stop().await;
 }
 

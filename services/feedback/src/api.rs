@@ -711,6 +711,10 @@ fn check_metric_range(v: &mut Violations, field: &str, r: Option<Range>) -> Opti
 
 /// Most queries in one BatchQueryMetrics call.
 const MAX_BATCH_QUERIES: usize = 500;
+/// Most buckets with estimates (the full view) in one BatchQueryMetrics call: a year of days
+/// for each of 100 queries, an answer of about 8 MB. The histogram and dense views (counts
+/// only, a tenth of the size) are bounded by the number of queries and days alone.
+const MAX_BATCH_VALUE_BUCKETS: usize = 36_600;
 
 /// A validated QueryMetrics request.
 struct MetricsQuery {
@@ -1464,6 +1468,24 @@ impl FeedbackService for FeedbackApi {
                 q.ok_or_else(|| ApiError::invalid(format!("queries[{i}].period"), "is required"))
             })
             .collect::<ApiResult<Vec<_>>>()?;
+        // Buckets with estimates are what make an answer large (four estimates each); a batch
+        // of long daily series in the full view could otherwise build a gigabyte.
+        let with_values: usize = parsed
+            .iter()
+            .filter(|q| q.with_values)
+            .map(|q| q.range.buckets(q.size).len())
+            .sum();
+        if with_values > MAX_BATCH_VALUE_BUCKETS {
+            return Err(ApiError::invalid(
+                "queries",
+                format!(
+                    "ask for at most {MAX_BATCH_VALUE_BUCKETS} buckets with values in one call \
+                     (this asks for {with_values}): split the batch, use coarser buckets, or the \
+                     histogram or dense view"
+                ),
+            )
+            .into());
+        }
         let results = self.run_batch(&tenant, &parsed).await?;
         Ok(Response::new(pb::BatchQueryMetricsResponse { results }))
     }
