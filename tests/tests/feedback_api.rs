@@ -318,6 +318,48 @@ async fn survey_update_keeps_question_identity() {
         .into_inner();
     assert!(listed.surveys.is_empty());
 
+    // A touchpoint deleted since it was added stays listed; sending the list back with one
+    // more live touchpoint is fine, adding a deleted one is not.
+    let extra = c
+        .create_touchpoint(pb::CreateTouchpointRequest {
+            request_id: "extra".into(),
+            touchpoint: Some(touchpoint("Extra", pb::Channel::Web)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .touchpoint
+        .unwrap()
+        .id;
+    c.delete_touchpoint(pb::DeleteTouchpointRequest { id: tps[1].clone() })
+        .await
+        .unwrap();
+    let with = |ids: Vec<String>| pb::UpdateSurveyRequest {
+        survey: Some(pb::Survey {
+            id: survey_id.clone(),
+            touchpoint_ids: ids,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["touchpoint_ids".into()],
+        }),
+    };
+    let appended = c
+        .update_survey(with(vec![tps[1].clone(), extra.clone()]))
+        .await
+        .unwrap()
+        .into_inner()
+        .survey
+        .unwrap();
+    assert_eq!(appended.touchpoint_ids, [tps[1].clone(), extra.clone()]);
+    // Once left out, the deleted touchpoint cannot be added back.
+    c.update_survey(with(vec![extra.clone()])).await.unwrap();
+    let err = c
+        .update_survey(with(vec![extra, tps[1].clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["survey.touchpoint_ids[1]"]);
+
     let err = c
         .update_survey(pb::UpdateSurveyRequest {
             survey: Some(survey.clone()),

@@ -177,12 +177,14 @@ impl SurveyDef {
 
 /// Checks a survey update: questions may be added and reworded, never removed or changed in
 /// kind or scale, because stored answers and rollups are keyed by them.
+/// The error's subject names the stored question as `questions/{key}`, the same for both
+/// kinds of refusal.
 pub fn check_question_change(old: &[Question], new: &[Question]) -> Result<(), (String, String)> {
-    for (i, q) in old.iter().enumerate() {
+    for q in old {
         match new.iter().find(|n| n.key == q.key) {
             None => {
                 return Err((
-                    format!("survey.questions[{i}]"),
+                    format!("questions/{}", q.key),
                     format!(
                         "question {:?} has answers keyed by it and cannot be removed",
                         q.key
@@ -191,7 +193,7 @@ pub fn check_question_change(old: &[Question], new: &[Question]) -> Result<(), (
             }
             Some(n) if n.kind != q.kind || n.min != q.min || n.max != q.max => {
                 return Err((
-                    q.key.clone(),
+                    format!("questions/{}", q.key),
                     format!("question {:?} cannot change its kind or scale", q.key),
                 ));
             }

@@ -579,16 +579,21 @@ impl Store {
 
     // ---- surveys ----
 
+    /// Every id of `ids` not in `kept` must name a live touchpoint.
     async fn check_touchpoints<C: ConnectionTrait>(
         c: &C,
         tenant: &TenantId,
         ids: &[String],
+        kept: &[String],
     ) -> ApiResult<()> {
-        let live = Self::live_touchpoints(c, tenant, ids).await?;
+        let live: std::collections::HashSet<String> = Self::live_touchpoints(c, tenant, ids)
+            .await?
+            .into_iter()
+            .collect();
         let missing: Vec<(String, String)> = ids
             .iter()
             .enumerate()
-            .filter(|(_, id)| !live.contains(id))
+            .filter(|(_, id)| !live.contains(*id) && !kept.contains(id))
             .map(|(i, id)| {
                 (
                     format!("survey.touchpoint_ids[{i}]"),
@@ -652,7 +657,7 @@ impl Store {
             txn.commit().await?;
             return self.get_survey_any(tenant, &id).await;
         }
-        Self::check_touchpoints(&txn, tenant, &input.touchpoint_ids).await?;
+        Self::check_touchpoints(&txn, tenant, &input.touchpoint_ids, &[]).await?;
         let id = db::new_id();
         let now = db::now_micros();
         let questions = serde_json::to_string(&input.questions)
@@ -860,7 +865,11 @@ impl Store {
         let touchpoints_before = current.touchpoint_ids.clone();
         let mut next = change(current)?;
         if next.touchpoint_ids != touchpoints_before {
-            Self::check_touchpoints(&txn, tenant, &next.touchpoint_ids).await?;
+            // Only touchpoints new to the survey must be live: one deleted since it was added
+            // stays listed (its responses stay too), and a client sending the list back with
+            // one more id must not be refused for the one it did not change.
+            Self::check_touchpoints(&txn, tenant, &next.touchpoint_ids, &touchpoints_before)
+                .await?;
             Self::write_survey_touchpoints(&txn, tenant, id, &next.touchpoint_ids).await?;
         }
         next.updated_at = db::now_micros();
