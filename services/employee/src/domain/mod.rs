@@ -469,37 +469,52 @@ impl Links {
     /// The parent of every unit at `at` ("" for a root).
     pub fn parents_at(&self, at: i64) -> HashMap<String, String> {
         self.by_unit
-            .iter()
-            .filter_map(|(u, links)| {
-                links
-                    .iter()
-                    .find(|l| l.from <= at && l.to.is_none_or(|t| t > at))
-                    .map(|l| (u.clone(), l.parent.clone()))
-            })
+            .keys()
+            .filter_map(|u| Some((u.clone(), self.link_at(u, at)?.parent.clone())))
             .collect()
     }
 
+    fn link_at(&self, unit: &str, at: i64) -> Option<&Link> {
+        self.by_unit
+            .get(unit)?
+            .iter()
+            .find(|l| l.from <= at && l.to.is_none_or(|t| t > at))
+    }
+
     /// True when putting `unit` under `parent` from `from` on would make it its own ancestor
-    /// at any moment from then: at `from` itself and at every later moment another unit's
-    /// dated move takes effect. (Checking only the latest tree let a move effective now close
+    /// at any moment from then. (Checking only the latest tree let a move effective now close
     /// a loop with another unit's move planned for later, and a cycle launched in between
-    /// would have walked that loop.)
+    /// would have walked that loop.) The chain above `parent` is walked at `from`, then again
+    /// each time one of the links it went through ends, so the cost is the chain's changes
+    /// times its length, not the organisation's history.
     pub fn move_makes_cycle(&self, unit: &str, parent: &str, from: i64) -> bool {
-        let mut moments: Vec<i64> = self
-            .by_unit
-            .values()
-            .flatten()
-            .map(|l| l.from)
-            .filter(|t| *t > from)
-            .collect();
-        moments.push(from);
-        moments.sort_unstable();
-        moments.dedup();
-        moments.into_iter().any(|at| {
-            let mut tree = self.parents_at(at);
-            tree.insert(unit.to_owned(), parent.to_owned());
-            makes_cycle(&tree, unit, parent)
-        })
+        let mut at = from;
+        loop {
+            let mut next_change: Option<i64> = None;
+            let mut here = parent;
+            let mut steps = 0usize;
+            while !here.is_empty() {
+                if here == unit {
+                    return true;
+                }
+                steps += 1;
+                if steps > self.by_unit.len() + 1 {
+                    // Already a loop further up; refuse rather than walk it.
+                    return true;
+                }
+                let Some(link) = self.link_at(here, at) else {
+                    break;
+                };
+                if let Some(to) = link.to {
+                    next_change = Some(next_change.map_or(to, |n| n.min(to)));
+                }
+                here = &link.parent;
+            }
+            match next_change {
+                Some(t) if t > at => at = t,
+                _ => return false,
+            }
+        }
     }
 
     /// Moves `unit` under `parent` from `from`: its latest link ends there.
@@ -650,6 +665,22 @@ mod tests {
         assert_eq!(links.parents_at(later)["a"], "");
         // A unit's own loop is refused at once.
         assert!(links.move_makes_cycle("b", "b", now));
+        // The chain above the new parent is walked again when one of its links ends: x under
+        // a is fine today, but a goes under d later, and d is under x.
+        let mut links = Links::default();
+        for (u, p) in [("x", ""), ("a", ""), ("d", "x")] {
+            links.add(u, p, i64::MIN / 2, None);
+        }
+        links.apply_move("a", "d", later);
+        assert!(links.move_makes_cycle("x", "a", now));
+        assert!(links.move_makes_cycle("x", "d", now));
+        assert!(!links.move_makes_cycle("a", "x", now));
+        // Many dated moves elsewhere cost nothing: only the chain's own changes are walked.
+        for i in 0..10_000i64 {
+            links.add(&format!("u{i}"), "", i64::MIN / 2, Some(i));
+            links.add(&format!("u{i}"), "x", i, None);
+        }
+        assert!(!links.move_makes_cycle("new", "x", i64::MIN / 2));
     }
 
     #[test]
