@@ -507,10 +507,36 @@ async fn one_more_answer_in_an_open_cycle_changes_only_the_response_rate() {
             (r, t)
         }
     };
+    let filtered = |admin: &mut cxloop::client::EmployeeClient| {
+        let mut a = admin.clone();
+        let (cycle, unit) = (c.id.clone(), o.ids[1].clone());
+        async move {
+            let r = results(
+                &mut a,
+                &cycle,
+                &unit,
+                true,
+                Some((pb::Attribute::TenureBand, "t")),
+            )
+            .await;
+            r.summary.unwrap()
+        }
+    };
     let (before, tree_before) = read(&mut admin).await;
+    let filtered_before = filtered(&mut admin).await;
     // Someone the reader saw walk to their desk answers, all favourable.
     answer_all(&app, &o.t, &c.id, &names("u", 10..11), [5, 5, 5, 5, 10]).await;
     let (after, tree_after) = read(&mut admin).await;
+    let filtered_after = filtered(&mut admin).await;
+    for s in [&filtered_before, &filtered_after] {
+        for (what, reason) in answer_figures(s) {
+            assert_eq!(
+                reason,
+                Some(pb::SuppressionReason::CycleOpen),
+                "filtered {what}"
+            );
+        }
+    }
     for r in [&before, &after] {
         let s = r.summary.as_ref().unwrap();
         assert_eq!(hidden(r), None);
@@ -533,7 +559,15 @@ async fn one_more_answer_in_an_open_cycle_changes_only_the_response_rate() {
             r.comments.as_ref().unwrap().suppressed.unwrap().reason(),
             pb::SuppressionReason::CycleOpen
         );
-        assert!(r.driver_impact.as_ref().unwrap().suppressed.is_some());
+        assert_eq!(
+            r.driver_impact
+                .as_ref()
+                .unwrap()
+                .suppressed
+                .unwrap()
+                .reason(),
+            pb::SuppressionReason::CycleOpen
+        );
     }
     // The response rate moved (10 → 11 of 12); nothing else did.
     let rate = |r: &pb::GroupResults| value(r.summary.as_ref().unwrap().response_rate.as_ref());
@@ -577,6 +611,36 @@ async fn one_more_answer_in_an_open_cycle_changes_only_the_response_rate() {
         .code(),
         Code::FailedPrecondition
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_against_a_cycle_still_open_is_withheld() {
+    let app = spawn().await;
+    let o = org(&app, &[("root", ""), ("u", "root")], &[("u", "u", 12, "t")]).await;
+    let mut admin = app.ex(&o.t, &["admin"]).await;
+    let c1 = launch(&mut admin, &o.survey, &o.ids[0], "", "c1").await;
+    answer_all(&app, &o.t, &c1.id, &names("u", 0..10), [3, 3, 3, 3, 7]).await;
+    // c2 runs while c1 is still open, and closes first.
+    let c2 = launch(&mut admin, &o.survey, &o.ids[0], "", "c2").await;
+    assert_eq!(c2.previous_cycle_id, c1.id);
+    answer_all(&app, &o.t, &c2.id, &names("u", 0..10), [4, 4, 4, 4, 9]).await;
+    close(&mut admin, &c2.id).await;
+    let change = |r: &pb::GroupResults| r.summary.as_ref().unwrap().engagement_change.unwrap();
+    let r = results(&mut admin, &c2.id, &o.ids[1], true, None).await;
+    assert_eq!(hidden(&r), None);
+    assert!(respondents(r.summary.as_ref().unwrap()).is_some());
+    // c1's figures still move with each answer, so the change against them is withheld.
+    assert!(matches!(
+        change(&r).result,
+        Some(pb::change::Result::Suppressed(ref s)) if s.reason() == pb::SuppressionReason::CycleOpen
+    ));
+    close(&mut admin, &c1.id).await;
+    let r = results(&mut admin, &c2.id, &o.ids[1], true, None).await;
+    assert!(matches!(
+        change(&r).result,
+        Some(pb::change::Result::Comparison(_))
+    ));
     app.stop().await;
 }
 

@@ -928,6 +928,10 @@ pub async fn group_results(
             suppressed: Some(suppressed(reason_pb(h), k)),
             ..Default::default()
         },
+        _ if view.is_open() => pb::DriverImpact {
+            suppressed: Some(suppressed(pb::SuppressionReason::CycleOpen, 0)),
+            ..Default::default()
+        },
         _ if filter.is_some() => pb::DriverImpact {
             suppressed: Some(suppressed(pb::SuppressionReason::NotUnderFilter, k)),
             ..Default::default()
@@ -937,10 +941,6 @@ pub async fn group_results(
                 pb::SuppressionReason::ImpactNeedsTwentyFive,
                 IMPACT_MIN as u32,
             )),
-            ..Default::default()
-        },
-        (Some(_), None) if view.is_open() => pb::DriverImpact {
-            suppressed: Some(suppressed(pb::SuppressionReason::CycleOpen, 0)),
             ..Default::default()
         },
         (Some(s), None) => match results::impact(&view.survey, s) {

@@ -327,7 +327,16 @@ fn protect_partition(parts: &mut [Part], k: u64, change_ok: &dyn Fn(&[usize]) ->
             .filter(|i| parts[*i].hidden.is_some())
             .collect();
         let hidden: u64 = hidden_idx.iter().map(|i| parts[*i].n).sum();
-        let size_ok = hidden == 0 || hidden >= k;
+        // A part hidden because it is near another group (not because it is small) would be
+        // the enclosing group minus the shown parts if it were hidden alone.
+        let lone_difference = {
+            let mut nonempty = hidden_idx.iter().filter(|i| parts[**i].n > 0);
+            matches!(
+                (nonempty.next(), nonempty.next()),
+                (Some(i), None) if parts[*i].hidden == Some(Hidden::Difference)
+            )
+        };
+        let size_ok = (hidden == 0 || hidden >= k) && !lone_difference;
         if size_ok && (hidden_idx.is_empty() || change_ok(&hidden_idx)) {
             return;
         }
@@ -535,63 +544,121 @@ pub fn plan_slices(
     decide_slices(tree, plan, cells, attr, movers, &earlier)
 }
 
-/// Per unit (with descendants), respondents by (value of `attr`, value of `other`).
-type Joint = HashMap<(usize, String, String), u64>;
-
-fn joint_counts(tree: &Tree, cells: &[Cell], attr: usize, other: usize) -> Joint {
-    let mut j = Joint::new();
-    for c in cells.iter().filter(|c| c.answered > 0) {
-        for a in tree.ancestors_or_self(c.unit) {
-            *j.entry((a, c.attrs[attr].clone(), c.attrs[other].clone()))
-                .or_default() += c.answered;
-        }
-    }
-    j
+/// What the slices of the attribute being decided are checked against for one earlier
+/// attribute: its decisions and how the two attributes' values meet, per unit.
+struct Nesting<'a> {
+    other: &'a SlicePlan,
+    /// (unit, value of the attribute decided) → [(value of the other, respondents with
+    /// both in the unit's subtree)].
+    by_value: HashMap<(usize, &'a str), Vec<(&'a str, u64)>>,
+    /// Respondents in a unit's subtree with both values.
+    joint: HashMap<(usize, &'a str, &'a str), u64>,
+    /// (unit, value v) → sizes of the other attribute's shown slices at the unit or below it
+    /// whose respondents all have v: the slices (unit, v) holds.
+    held: HashMap<(usize, &'a str), Vec<u64>>,
 }
 
-/// True when slice (`u`, `v`) of the attribute being decided, with `n` respondents, nests
-/// with a shown slice of an earlier attribute (one holds all of the other) and the two differ
-/// by 1..k-1 respondents: subtracting one from the other would describe those few.
-fn near_other_attribute(
-    tree: &Tree,
-    earlier: &[(Joint, &SlicePlan)],
-    u: usize,
-    v: &str,
-    n: u64,
-    k: u64,
-) -> bool {
-    if n == 0 {
-        return false;
-    }
-    earlier.iter().any(|(joint, other)| {
-        let shown = |w: usize, x: &str| {
-            other
+impl<'a> Nesting<'a> {
+    fn new(tree: &Tree, cells: &'a [Cell], attr: usize, other: usize, plan: &'a SlicePlan) -> Self {
+        let mut joint: HashMap<(usize, &'a str, &'a str), u64> = HashMap::new();
+        for c in cells.iter().filter(|c| c.answered > 0) {
+            for a in tree.ancestors_or_self(c.unit) {
+                *joint
+                    .entry((a, c.attrs[attr].as_str(), c.attrs[other].as_str()))
+                    .or_default() += c.answered;
+            }
+        }
+        let mut by_value: HashMap<(usize, &'a str), Vec<(&'a str, u64)>> = HashMap::new();
+        let mut by_other: HashMap<(usize, &'a str), Vec<(&'a str, u64)>> = HashMap::new();
+        for ((u, v, x), n) in &joint {
+            by_value.entry((*u, *v)).or_default().push((*x, *n));
+            by_other.entry((*u, *x)).or_default().push((*v, *n));
+        }
+        let mut held: HashMap<(usize, &'a str), Vec<u64>> = HashMap::new();
+        for ((w, x), values) in &by_other {
+            let [(v, m)] = values.as_slice() else {
+                continue;
+            };
+            let shown = plan
                 .slices
-                .get(&(w, x.to_owned()))
-                .filter(|s| s.hidden.is_none())
-                .map(|s| s.n)
+                .get(&(*w, (*x).to_owned()))
+                .is_some_and(|s| s.hidden.is_none() && s.n == *m);
+            if shown {
+                for u in tree.ancestors_or_self(*w) {
+                    held.entry((u, *v)).or_default().push(*m);
+                }
+            }
+        }
+        Self {
+            other: plan,
+            by_value,
+            joint,
+            held,
+        }
+    }
+
+    fn shown(&self, w: usize, x: &str) -> Option<u64> {
+        self.other
+            .slices
+            .get(&(w, x.to_owned()))
+            .filter(|s| s.hidden.is_none())
+            .map(|s| s.n)
+    }
+
+    /// True when slice (`u`, `v`) with `n` respondents nests with a shown slice of the other
+    /// attribute (one holds all of the other's respondents) and the two differ by 1..k-1:
+    /// subtracting one from the other would describe those few. The other slice may sit at
+    /// `u`, above it or below it.
+    fn near(&self, tree: &Tree, u: usize, v: &str, n: u64, k: u64) -> bool {
+        if n == 0 {
+            return false;
+        }
+        // Slices at u or below whose people all have v.
+        if self
+            .held
+            .get(&(u, v))
+            .is_some_and(|ms| ms.iter().any(|m| small_difference(n, *m, k)))
+        {
+            return true;
+        }
+        let mixes = self.by_value.get(&(u, v)).map_or(&[][..], Vec::as_slice);
+        // Slices above u whose people are all in (u, v).
+        for w in tree.ancestors_or_self(u).skip(1) {
+            for (x, j) in mixes {
+                if self
+                    .shown(w, x)
+                    .is_some_and(|m| m == *j && small_difference(n, m, k))
+                {
+                    return true;
+                }
+            }
+        }
+        // Slices that hold all of (u, v): then its people share one other value x, and the
+        // slice (w, x) holds them for w above u, and for w below u down to the deepest unit
+        // that still has all of them.
+        let [(x, j)] = mixes else {
+            return false;
         };
-        // This slice inside another's: every respondent of (u, v) has the other value x,
-        // and (u, v) lies in the slice (w, x) of every w enclosing u.
-        let inside = other.values_of(u).iter().any(|x| {
-            joint.get(&(u, v.to_owned(), x.clone())).copied() == Some(n)
-                && tree
-                    .ancestors_or_self(u)
-                    .any(|w| shown(w, x).is_some_and(|m| small_difference(m, n, k)))
-        });
-        // Another's slice inside this one: every respondent of (w, x), w in u's subtree,
-        // has the value v.
-        inside
-            || tree.subtree(u).into_iter().any(|w| {
-                other.values_of(w).iter().any(|x| {
-                    shown(w, x).is_some_and(|m| {
-                        m > 0
-                            && joint.get(&(w, v.to_owned(), x.clone())).copied() == Some(m)
-                            && small_difference(n, m, k)
-                    })
-                })
-            })
-    })
+        debug_assert_eq!(*j, n);
+        if tree
+            .ancestors_or_self(u)
+            .any(|w| self.shown(w, x).is_some_and(|m| small_difference(n, m, k)))
+        {
+            return true;
+        }
+        let mut w = u;
+        while let Some(c) = tree.children[w]
+            .iter()
+            .copied()
+            .find(|c| self.joint.get(&(*c, v, *x)).copied() == Some(n))
+        {
+            if self.shown(c, x).is_some_and(|m| small_difference(n, m, k)) {
+                return true;
+            }
+            w = c;
+        }
+        false
+    }
 }
 
 /// Decides the slices of `attr` given the decisions of the attributes before it.
@@ -604,9 +671,9 @@ fn decide_slices(
     earlier: &[(usize, SlicePlan)],
 ) -> SlicePlan {
     let k = plan.k;
-    let earlier: Vec<(Joint, &SlicePlan)> = earlier
+    let earlier: Vec<Nesting<'_>> = earlier
         .iter()
-        .map(|(b, p)| (joint_counts(tree, cells, attr, *b), p))
+        .map(|(b, p)| Nesting::new(tree, cells, attr, *b, p))
         .collect();
     let changes = movers
         .map(|m| m.slice_deltas(tree, attr))
@@ -680,7 +747,7 @@ fn decide_slices(
                 let near_units = mixed
                     .get(&(u, v.clone()))
                     .is_some_and(|(y, x)| (*y > 0 && *y < k) || (*x > 0 && *x < k))
-                    || near_other_attribute(tree, &earlier, u, v, n, k);
+                    || earlier.iter().any(|e| e.near(tree, u, v, n, k));
                 let hidden = if enclosing_hidden {
                     Some(Hidden::EnclosingHidden)
                 } else if n < k {
@@ -765,6 +832,11 @@ fn decide_slices(
                         .map(|(c, s)| (c, s.n))
                         .collect();
                     let h = own + hidden.iter().map(|(_, n)| n).sum::<u64>();
+                    // A child slice hidden for being near another group, hidden alone, would
+                    // be the parent's slice minus the shown children.
+                    let lone_difference = own == 0
+                        && matches!(hidden.as_slice(), [(c, _)]
+                            if slices.get(&(*c, v.clone())).is_some_and(|s| s.hidden == Some(Hidden::Difference)));
                     // What the hidden parts leave out of their own (shown) units: computable
                     // once the hidden parts are, so it must not be 1..k-1 people either.
                     let rest: u64 = hidden
@@ -779,7 +851,9 @@ fn decide_slices(
                     let cuts: Vec<Cut> = std::iter::once(Cut::OwnSlice(p, v.clone()))
                         .chain(hidden.iter().map(|(c, _)| Cut::Slice(*c, v.clone())))
                         .collect();
-                    if (h == 0 || (h >= k && !small(rest, k))) && change_ok(&cuts) {
+                    if (h == 0 || (h >= k && !small(rest, k) && !lone_difference))
+                        && change_ok(&cuts)
+                    {
                         break;
                     }
                     let Some(c) = kids
@@ -968,8 +1042,75 @@ mod tests {
         let p = plan_tree(&t, &[24], &[24], 5, None);
         let location = plan_slices(&t, &p, &cells, 1, None);
         assert!(location.slices.values().all(|s| s.hidden.is_none()));
-        // The first attribute's decisions do not depend on the later ones.
-        assert_eq!(plan_slices(&t, &p, &cells, 0, None).slices.len(), 2);
+        // Deciding a later attribute changes nothing of an earlier one.
+        let tenure_alone = plan_slices(&t, &p, &cells, 0, None);
+        let _ = plan_slices(&t, &p, &cells, 2, None);
+        assert_eq!(
+            plan_slices(&t, &p, &cells, 0, None).slices,
+            tenure_alone.slices
+        );
+    }
+
+    #[test]
+    fn a_slice_nested_in_another_attributes_slice_of_a_unit_below_is_checked_too() {
+        // root ─ w (10 newcomers in Oslo, 1 newcomer and 6 old hands in Bergen)
+        //      └ z (6 newcomers and 10 old hands in Bergen).
+        // Every tenure slice passes. root/Oslo is the same ten people as w/Oslo and lies
+        // inside w's newcomers (11): w/newcomers − root/Oslo would be one person.
+        let t = Tree::new(&[
+            ("root".into(), "".into()),
+            ("w".into(), "root".into()),
+            ("z".into(), "root".into()),
+        ]);
+        let at = |unit: usize, tenure: &str, location: &str, answered: u64| Cell {
+            unit,
+            attrs: [tenure.into(), location.into(), String::new()],
+            invited: answered,
+            answered,
+        };
+        let cells = vec![
+            at(1, "<1y", "oslo", 10),
+            at(1, "<1y", "bergen", 1),
+            at(1, ">1y", "bergen", 6),
+            at(2, "<1y", "bergen", 6),
+            at(2, ">1y", "bergen", 10),
+        ];
+        let p = plan_tree(&t, &[0, 17, 16], &[0, 17, 16], 5, None);
+        let tenure = plan_slices(&t, &p, &cells, 0, None);
+        assert!(tenure.slices.values().all(|s| s.hidden.is_none()));
+        let location = plan_slices(&t, &p, &cells, 1, None);
+        let reason = |u: usize, v: &str| location.slices[&(u, v.to_owned())].hidden;
+        assert_eq!(reason(0, "oslo"), Some(Hidden::Difference));
+        // Hidden alone, root/Oslo would be root minus root/Bergen: Bergen is hidden with it.
+        assert!(reason(0, "bergen").is_some());
+        // And so is everything of those values below (w/Oslo lies inside w's newcomers too).
+        assert_eq!(reason(1, "oslo"), Some(Hidden::EnclosingHidden));
+        assert!(reason(1, "bergen").is_some());
+    }
+
+    #[test]
+    fn a_slice_hidden_for_a_difference_is_not_left_alone_to_be_subtracted() {
+        // root ─ u (11 new, 20 old), z (1 new, 9 old). u/new (11) differs from root/new (12)
+        // by z's one newcomer, so it is hidden; alone, it would be u − u/old.
+        let t = Tree::new(&[
+            ("root".into(), "".into()),
+            ("u".into(), "root".into()),
+            ("z".into(), "root".into()),
+        ]);
+        let cells = vec![
+            cell(1, "new", 11),
+            cell(1, "old", 20),
+            cell(2, "new", 1),
+            cell(2, "old", 9),
+        ];
+        let p = plan_tree(&t, &[0, 31, 10], &[0, 31, 10], 5, None);
+        assert_eq!((p.rollup[1], p.rollup[2]), (None, None));
+        let s = plan_slices(&t, &p, &cells, 0, None);
+        assert_eq!(
+            s.slices[&(1, "new".into())].hidden,
+            Some(Hidden::Difference)
+        );
+        assert_eq!(s.slices[&(1, "old".into())].hidden, Some(Hidden::Protects));
     }
 
     #[test]

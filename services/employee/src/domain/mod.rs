@@ -675,7 +675,7 @@ mod tests {
         assert!(links.move_makes_cycle("x", "a", now));
         assert!(links.move_makes_cycle("x", "d", now));
         assert!(!links.move_makes_cycle("a", "x", now));
-        // Many dated moves elsewhere cost nothing: only the chain's own changes are walked.
+        // Many dated moves elsewhere: a new unit under x is checked along x's chain only.
         for i in 0..10_000i64 {
             links.add(&format!("u{i}"), "", i64::MIN / 2, Some(i));
             links.add(&format!("u{i}"), "x", i, None);

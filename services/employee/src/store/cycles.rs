@@ -398,36 +398,6 @@ impl Store {
         };
         let k = Self::threshold(&txn, tenant).await?;
         let now = db::now_micros();
-        // A cycle that names no previous one is compared with the latest cycle of its survey
-        // launched before it: the same-unit-across-cycles rule must not depend on whether
-        // whoever created the cycle chose to name one.
-        let mut cycle = cycle;
-        if cycle.previous_cycle_id.is_empty() {
-            let latest = txn
-                .query_one_raw(stmt(
-                    backend,
-                    "SELECT id FROM ex_cycles WHERE tenant_id = ? AND survey_id = ? AND id <> ? AND launched_at IS NOT NULL ORDER BY launched_at DESC, id DESC LIMIT 1",
-                    vec![
-                        tenant.as_str().into(),
-                        cycle.survey_id.clone().into(),
-                        id.into(),
-                    ],
-                ))
-                .await?;
-            if let Some(r) = latest {
-                cycle.previous_cycle_id = get(&r, 0)?;
-                txn.execute_raw(stmt(
-                    backend,
-                    "UPDATE ex_cycles SET previous_cycle_id = ? WHERE tenant_id = ? AND id = ?",
-                    vec![
-                        cycle.previous_cycle_id.clone().into(),
-                        tenant.as_str().into(),
-                        id.into(),
-                    ],
-                ))
-                .await?;
-            }
-        }
         // The tree under the cycle's unit, as of now, parents before children.
         let parents = parents_at(&txn, tenant, now).await?;
         let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -451,6 +421,49 @@ impl Store {
                 }
             }
             i += 1;
+        }
+        // A cycle that names no previous one is compared with the latest cycle of its survey
+        // launched before it over an overlapping part of the tree (its unit, a unit above it,
+        // or one below it): the same-unit-across-cycles rule must not depend on whether
+        // whoever created the cycle chose to name one. A cycle of another department is no
+        // comparison: none of its groups would match.
+        let mut cycle = cycle;
+        if cycle.previous_cycle_id.is_empty() {
+            let mut overlapping: HashSet<&str> = order.iter().map(String::as_str).collect();
+            let mut up = parents.get(&cycle.org_unit_id).map(|(p, _)| p.as_str());
+            while let Some(u) = up.filter(|u| !u.is_empty() && overlapping.insert(u)) {
+                up = parents.get(u).map(|(p, _)| p.as_str());
+            }
+            let earlier = txn
+                .query_all_raw(stmt(
+                    backend,
+                    "SELECT id, org_unit_id FROM ex_cycles WHERE tenant_id = ? AND survey_id = ? AND id <> ? AND launched_at IS NOT NULL ORDER BY launched_at DESC, id DESC",
+                    vec![
+                        tenant.as_str().into(),
+                        cycle.survey_id.clone().into(),
+                        id.into(),
+                    ],
+                ))
+                .await?;
+            for r in &earlier {
+                let unit: String = get(r, 1)?;
+                if overlapping.contains(unit.as_str()) {
+                    cycle.previous_cycle_id = get(r, 0)?;
+                    break;
+                }
+            }
+            if !cycle.previous_cycle_id.is_empty() {
+                txn.execute_raw(stmt(
+                    backend,
+                    "UPDATE ex_cycles SET previous_cycle_id = ? WHERE tenant_id = ? AND id = ?",
+                    vec![
+                        cycle.previous_cycle_id.clone().into(),
+                        tenant.as_str().into(),
+                        id.into(),
+                    ],
+                ))
+                .await?;
+            }
         }
         let names: HashMap<String, String> = txn
             .query_all_raw(stmt(
@@ -693,6 +706,18 @@ impl Store {
         let key = request_key(cycle_id, request_id);
         let txn = db::begin_write(self.db()).await?;
         let backend = txn.get_database_backend();
+        if backend == sea_orm::DbBackend::Postgres {
+            // Held until commit, so CloseCycle (an UPDATE of this row) waits for a submission
+            // that found the cycle open, and a submission after it finds it closed: no answer
+            // lands after the figures were published. A share lock: submissions do not wait
+            // for each other. SQLite's write transactions are serialised already.
+            txn.query_one_raw(stmt(
+                backend,
+                "SELECT id FROM ex_cycles WHERE tenant_id = ? AND id = ? FOR SHARE",
+                vec![tenant.as_str().into(), cycle_id.into()],
+            ))
+            .await?;
+        }
         let cycle = Self::cycle_in(&txn, tenant, cycle_id).await?;
         if cycle.state != state::OPEN {
             return Err(ApiError::precondition(
