@@ -5,7 +5,7 @@
 //! the whole, like histograms do.
 
 use crate::{
-    CONFIDENCE, Comparison, Estimate, Method, student_t_cdf, student_t_quantile, untestable,
+    CONFIDENCE, Comparison, Estimate, Method, student_t_quantile, two_sided_t_p, untestable,
 };
 
 /// Additive sums of one per-respondent variable: count, sum and sum of squares.
@@ -34,8 +34,12 @@ impl Moments {
         self.sum_sq += o.sum_sq;
     }
 
-    /// Mean and unbiased variance (0 for n < 2). The one-pass formula is fine here: values
-    /// are bounded (0-100 or 1-5) and groups are at most a few hundred thousand people.
+    /// Mean and unbiased variance (0 for n < 2), from the stored sums. Values are bounded
+    /// (0-100 or 1-5), so the one-pass formula is accurate enough except for a group whose
+    /// values are all the same: rounding then leaves a variance of up to 1e-11 × mean² (300,000
+    /// respondents at 4.2 summed one by one), which would make a real test of two constant
+    /// groups. Below 1e-10 × mean² the variance is taken as 0; a real one is at least about
+    /// (step between values)² / n, far above that for any group size.
     fn mean_var(&self) -> (f64, f64) {
         if self.n == 0 {
             return (0.0, 0.0);
@@ -45,7 +49,8 @@ impl Moments {
         if self.n < 2 {
             return (m, 0.0);
         }
-        (m, ((self.sum_sq - n * m * m) / (n - 1.0)).max(0.0))
+        let var = ((self.sum_sq - n * m * m) / (n - 1.0)).max(0.0);
+        (m, if var <= 1e-10 * m * m { 0.0 } else { var })
     }
 }
 
@@ -123,8 +128,9 @@ pub fn compare_means_of(a: &Moments, b: &Moments) -> Comparison {
         confidence: CONFIDENCE,
         low: difference - q * se,
         high: difference + q * se,
-        p_value: (2.0 * (1.0 - student_t_cdf((difference / se).abs(), df))).clamp(0.0, 1.0),
+        p_value: two_sided_t_p(difference / se, df),
         degrees_of_freedom: df,
+        defined: true,
     }
 }
 
@@ -291,6 +297,31 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol, "{a} != {b} (tol {tol})");
+    }
+
+    /// Groups whose members all gave the same value have no variance, whatever rounding the
+    /// one-pass sums leave: two of them cannot be tested against each other, and a mean of
+    /// one has a zero-width interval, not a spurious one.
+    #[test]
+    fn constant_groups_have_no_variance() {
+        let group = |x: f64, n: usize| {
+            let mut m = Moments::default();
+            for _ in 0..n {
+                m.add(x);
+            }
+            m
+        };
+        for (x, n) in [(4.2, 1000), (3.7, 300_000), (66.666_666_666_666_67, 1000)] {
+            let e = mean_of(&group(x, n));
+            assert_eq!((e.low, e.high), (e.value, e.value), "{x} × {n}");
+        }
+        let c = compare_means_of(&group(4.2, 1000), &group(4.6, 1000));
+        assert_eq!((c.p_value, c.defined), (1.0, false));
+        // One different answer among a thousand is variance, and is tested.
+        let mut b = group(4.6, 999);
+        b.add(4.2);
+        let c = compare_means_of(&group(4.2, 1000), &b);
+        assert!(c.defined && c.p_value < 1e-6, "{c:?}");
     }
 
     /// (engagement 0-100, driver means x1, x2, x3) of ten respondents.

@@ -347,6 +347,7 @@ fn comparison_pb(c: &cxloop_metrics::Comparison) -> common::Comparison {
         interval_high: c.high,
         p_value: c.p_value,
         degrees_of_freedom: c.degrees_of_freedom,
+        defined: c.defined,
     }
 }
 

@@ -1554,6 +1554,7 @@ impl FeedbackService for FeedbackApi {
                 interval_high: c.high,
                 p_value: c.p_value,
                 degrees_of_freedom: c.degrees_of_freedom,
+                defined: c.defined,
             }),
         }))
     }

@@ -491,6 +491,7 @@ pub fn comparison_pb(c: &cxloop_metrics::Comparison) -> common::Comparison {
         interval_high: c.high,
         p_value: c.p_value,
         degrees_of_freedom: c.degrees_of_freedom,
+        defined: c.defined,
     }
 }
 
@@ -515,6 +516,8 @@ fn stored_comparison_pb(c: &ComparisonDoc, method: i32) -> common::Comparison {
         interval_high: c.high,
         p_value: c.p_value,
         degrees_of_freedom: c.df,
+        // Every computable comparison has a positive standard error, an untestable one 0.
+        defined: c.standard_error > 0.0,
     }
 }
 
