@@ -105,6 +105,23 @@ async fn dev_mode_rejects_every_bad_token() {
         parts[2]
     );
     assert_eq!(code_with(&app, &forged).await, Code::Unauthenticated);
+    // Not valid yet: nbf an hour ahead.
+    let mut early = claims("cxloop", "cxloop", now() + 7200);
+    early["nbf"] = (now() + 3600).into();
+    assert_eq!(
+        code_with(&app, &hs256(&secret, &early)).await,
+        Code::Unauthenticated
+    );
+    // An audience list that holds ours is accepted (identity providers send lists); one that
+    // does not is refused.
+    let mut listed = claims("cxloop", "cxloop", now() + 600);
+    listed["aud"] = serde_json::json!(["other-api", "cxloop"]);
+    assert_eq!(code_with(&app, &hs256(&secret, &listed)).await, Code::Ok);
+    listed["aud"] = serde_json::json!(["other-api"]);
+    assert_eq!(
+        code_with(&app, &hs256(&secret, &listed)).await,
+        Code::Unauthenticated
+    );
     app.stop().await;
 }
 

@@ -932,7 +932,11 @@ mod tests {
         let c = compare_share(0, 100, 100, 100);
         assert!(c.defined);
         close(c.standard_error, 0.070_710_678_118_654_75, 1e-15);
-        assert!((c.p_value / 2.088_487_583_762_529e-45 - 1.0).abs() < 1e-9, "{}", c.p_value);
+        assert!(
+            (c.p_value / 2.088_487_583_762_529e-45 - 1.0).abs() < 1e-9,
+            "{}",
+            c.p_value
+        );
         assert!(c.low >= -1.0 && c.high <= 1.0 && c.low > 0.8);
     }
 

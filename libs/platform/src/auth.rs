@@ -247,13 +247,24 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// Issuer.
     pub iss: String,
-    /// Audience.
-    pub aud: String,
+    /// Audience: one, or several (RFC 7519 allows both; identity providers send either).
+    pub aud: Audience,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
     /// Issued at, seconds since the epoch.
     #[serde(default)]
     pub iat: u64,
+}
+
+/// The `aud` claim: a single audience or a list of them. jsonwebtoken checks that the
+/// expected audience is among them; this type only has to read both forms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "cxloop"`.
+    One(String),
+    /// `"aud": ["cxloop", "other"]`.
+    Many(Vec<String>),
 }
 
 /// How tokens are verified.
@@ -284,6 +295,8 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.leeway = LEEWAY_S;
+    // A token is not valid before its `nbf`, when it has one (with the same leeway).
+    v.validate_nbf = true;
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v
 }
@@ -443,7 +456,7 @@ pub fn mint_hs256(
         tenant: tenant.into(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         iss: issuer.into(),
-        aud: audience.into(),
+        aud: Audience::One(audience.into()),
         exp: now + ttl.as_secs(),
         iat: now,
     };
@@ -455,23 +468,62 @@ pub fn mint_hs256(
     .map_err(|e| e.to_string())
 }
 
+/// Shortest dev secret accepted, in bytes. An empty or short key would let anyone sign an
+/// admin token of any tenant (and forge page tokens, whose key derives from it).
+pub const MIN_DEV_SECRET_BYTES: usize = 32;
+
 /// Reads the embedded dev mode's HS256 secret, creating it (random, owner-only) on first use.
+/// The file appears only complete: it is written beside its place and linked there, so a
+/// first start that fails half-way (a full disk, a kill) leaves no empty file that a later
+/// start would take for the key, and of two processes starting at once one creates it and
+/// the other reads it. A file shorter than [`MIN_DEV_SECRET_BYTES`] is refused.
 pub fn load_or_create_dev_secret(path: &Path) -> Result<Vec<u8>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => hex::decode(s.trim()).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = Vec::with_capacity(32);
-            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
-            write_private(path, hex::encode(&bytes).as_bytes())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(bytes)
-        }
+    if let Some(secret) = read_dev_secret(path)? {
+        return Ok(secret);
+    }
+    let mut bytes = Vec::with_capacity(MIN_DEV_SECRET_BYTES);
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let tmp = std::path::PathBuf::from(tmp);
+    let linked = write_private(&tmp, hex::encode(&bytes).as_bytes())
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(bytes),
+        // Another process created it a moment earlier: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_dev_secret(path)?
+            .ok_or_else(|| format!("{}: vanished while being created", path.display())),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// The dev secret in the file, if there is one; an error when it is not a usable key.
+fn read_dev_secret(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let secret = hex::decode(text.trim()).map_err(|e| format!("{}: {e}", path.display()))?;
+    if secret.len() < MIN_DEV_SECRET_BYTES {
+        return Err(format!(
+            "{}: the dev secret is {} bytes, at least {MIN_DEV_SECRET_BYTES} are needed; an empty \
+             or short key would let anyone sign tokens. Delete the file to have a new one made \
+             (tokens signed with the old one stop working).",
+            path.display(),
+            secret.len()
+        ));
+    }
+    Ok(Some(secret))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -483,7 +535,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(path)?.write_all(bytes)
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Paths that never need a token: health checks and reflection, for load balancers and tools.

@@ -143,9 +143,13 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         let mut s = self.clone();
         s.database_url = redact_url(&s.database_url);
+        s.otlp_endpoint = redact_url(&s.otlp_endpoint);
+        s.peers.feedback = redact_url(&s.peers.feedback);
         if !s.paging_secret.is_empty() {
             s.paging_secret = "<redacted>".into();
         }
+        // The file actually used, also when it is the default beside the database.
+        s.auth.dev_secret_file = self.dev_secret_path().display().to_string();
         toml_like(&s)
     }
 }
@@ -153,7 +157,7 @@ impl Settings {
 fn toml_like(s: &Settings) -> String {
     // A small hand-written rendering: the settings are flat enough, and it saves a TOML writer.
     format!(
-        "listen = {:?}\ndatabase_url = {:?}\nonly = {:?}\notlp_endpoint = {:?}\nlog_format = {:?}\npaging_secret = {:?}\n\n[auth]\nissuer = {:?}\naudience = {:?}\npublic_keys_file = {:?}\ndev_secret_file = {:?}\n",
+        "listen = {:?}\ndatabase_url = {:?}\nonly = {:?}\notlp_endpoint = {:?}\nlog_format = {:?}\npaging_secret = {:?}\n\n[auth]\nissuer = {:?}\naudience = {:?}\npublic_keys_file = {:?}\ndev_secret_file = {:?}\n\n[peers]\nfeedback = {:?}\n",
         s.listen,
         s.database_url,
         s.only,
@@ -164,16 +168,98 @@ fn toml_like(s: &Settings) -> String {
         s.auth.audience,
         s.auth.public_keys_file,
         s.auth.dev_secret_file,
+        s.peers.feedback,
     )
 }
 
-/// Hides the password in a database URL.
+/// Query parameters of a URL that hold secrets (PostgreSQL takes `password` there too).
+const SECRET_PARAMS: [&str; 6] = ["password", "pass", "pwd", "sslpassword", "secret", "token"];
+
+/// Hides the password in a URL: in the user info (everything before the last `@` ahead of
+/// the query, as a password may hold an `@` or a `/`) and in query parameters that carry one.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _password)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:<redacted>@{host}");
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let query_start = rest.find(['?', '#']).unwrap_or(rest.len());
+    let authority_end = rest[..query_start]
+        .rfind('@')
+        .map(|at| {
+            at + 1
+                + rest[at + 1..query_start]
+                    .find('/')
+                    .unwrap_or(query_start - at - 1)
+        })
+        .unwrap_or_else(|| rest[..query_start].find('/').unwrap_or(query_start));
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((before, query)) => {
+            let (query, fragment) = query
+                .split_once('#')
+                .map_or((query, None), |(q, f)| (q, Some(f)));
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+                        format!("{k}=<redacted>")
+                    }
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            let mut p = format!("{before}?{}", params.join("&"));
+            if let Some(f) = fragment {
+                p.push('#');
+                p.push_str(f);
+            }
+            p
+        }
+        None => path.to_owned(),
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden_wherever_a_url_holds_them() {
+        for (url, shown) in [
+            (
+                "postgres://cx:hunter2@db:5432/cx",
+                "postgres://cx:<redacted>@db:5432/cx",
+            ),
+            (
+                "postgres://app:p@ss@db/cx",
+                "postgres://app:<redacted>@db/cx",
+            ),
+            (
+                "postgres://app:pa/ss@db/cx",
+                "postgres://app:<redacted>@db/cx",
+            ),
+            (
+                "postgres://db/cx?user=app&password=hunter2&sslmode=require",
+                "postgres://db/cx?user=app&password=<redacted>&sslmode=require",
+            ),
+            (
+                "https://u:t0ken@otlp.example:4317",
+                "https://u:<redacted>@otlp.example:4317",
+            ),
+            (
+                "sqlite://./cxloop.db?mode=rwc",
+                "sqlite://./cxloop.db?mode=rwc",
+            ),
+            ("postgres://app@db/cx", "postgres://app@db/cx"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
-    url.to_owned()
 }

@@ -74,3 +74,64 @@ fn print_config_shows_layers_and_redacts_secrets() {
     );
     assert!(!text.contains("hunter2"));
 }
+
+/// A dev secret file left empty (a first start that failed half-way, say) is refused, never
+/// taken for an empty key that anyone could sign tokens with.
+#[test]
+fn an_empty_dev_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cxloop.db.secret"), "").unwrap();
+    for args in [
+        &["token", "--tenant", "acme", "--role", "admin"][..],
+        &["serve", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let out = cxloop(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("at least 32"), "{args:?}: {err}");
+    }
+    // Deleted, it is made anew, whole.
+    std::fs::remove_file(dir.path().join("cxloop.db.secret")).unwrap();
+    let out = cxloop(
+        dir.path(),
+        &["token", "--tenant", "acme", "--role", "admin"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("cxloop.db.secret")).unwrap();
+    assert_eq!(text.trim().len(), 64);
+}
+
+#[test]
+fn print_config_names_peers_and_the_dev_secret_file_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cxloop"))
+        .args(["serve", "--print-config"])
+        .current_dir(dir.path())
+        .env_remove("CXLOOP_DATABASE_URL")
+        .env("CXLOOP_PEERS__FEEDBACK", "http://feedback:50051")
+        .env(
+            "CXLOOP_OTLP_ENDPOINT",
+            "https://collector:s3cret@otlp.example:4317",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("[peers]\nfeedback = \"http://feedback:50051\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dev_secret_file = "cxloop.db.secret""#),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
