@@ -1150,6 +1150,66 @@ async fn roles_limit_who_changes_maps_and_backlog() {
     app.stop().await;
 }
 
+/// Two updates of one KPI's different fields at the same time both take effect: each writes
+/// only over the version it read, and reads again when another wrote first.
+#[tokio::test]
+async fn concurrent_kpi_updates_of_different_fields_both_take_effect() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Desk"]).await;
+    for round in 0..5 {
+        let kpi = nps_kpi(
+            &mut j,
+            &format!("k{round}"),
+            subject_touchpoint(&tps[0]),
+            &survey,
+            vec![target("2026-Q1", 10.0, 20.0, 30.0)],
+        )
+        .await;
+        let update = |paths: &[&str], k: pb::Kpi| {
+            let mut j = j.clone();
+            let req = pb::UpdateKpiRequest {
+                kpi: Some(pb::Kpi {
+                    id: kpi.id.clone(),
+                    ..k
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| (*p).into()).collect(),
+                }),
+            };
+            tokio::spawn(async move { j.update_kpi(req).await.map(|_| ()) })
+        };
+        let renamed = update(
+            &["name"],
+            pb::Kpi {
+                name: "Renamed".into(),
+                ..Default::default()
+            },
+        );
+        let retargeted = update(
+            &["targets"],
+            pb::Kpi {
+                targets: vec![target("2026-Q1", 15.0, 25.0, 35.0)],
+                ..Default::default()
+            },
+        );
+        renamed.await.unwrap().unwrap();
+        retargeted.await.unwrap().unwrap();
+        let got = j
+            .get_kpi(pb::GetKpiRequest { id: kpi.id })
+            .await
+            .unwrap()
+            .into_inner()
+            .kpi
+            .unwrap();
+        assert_eq!(got.name, "Renamed", "round {round}");
+        assert_eq!(got.targets[0].target, 25.0, "round {round}");
+    }
+    app.stop().await;
+}
+
 /// The coverage report as of now.
 async fn coverage(j: &mut JourneysClient) -> pb::GetCoverageReportResponse {
     j.get_coverage_report(pb::GetCoverageReportRequest::default())

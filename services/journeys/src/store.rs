@@ -842,18 +842,37 @@ impl Store {
     }
 
     /// Replaces a live KPI's document.
-    pub async fn update_kpi(&self, tenant: &TenantId, id: &str, doc: &KpiDoc) -> ApiResult<KpiRow> {
-        let now = db::now_micros();
+    /// Replaces a KPI's definition if it is still the one changed at `seen` (µs): a write in
+    /// between is FAILED_PRECONDITION `KPI_CHANGED`, never silently undone.
+    pub async fn update_kpi(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        seen: i64,
+        doc: &KpiDoc,
+    ) -> ApiResult<KpiRow> {
+        let now = db::now_micros().max(seen + 1);
         let res = self
             .db
             .execute_raw(stmt(
                 self.backend(),
-                "UPDATE jr_kpis SET doc = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
-                vec![to_json(doc)?.into(), now.into(), tenant.as_str().into(), id.into()],
+                "UPDATE jr_kpis SET doc = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL AND updated_at = ?",
+                vec![
+                    to_json(doc)?.into(),
+                    now.into(),
+                    tenant.as_str().into(),
+                    id.into(),
+                    seen.into(),
+                ],
             ))
             .await?;
         if res.rows_affected() == 0 {
-            return Err(ApiError::not_found(KPI, id));
+            self.get_kpi(tenant, id).await?;
+            return Err(ApiError::precondition(
+                "KPI_CHANGED",
+                format!("kpis/{id}"),
+                "the KPI changed while this call ran; read it again and retry",
+            ));
         }
         self.get_kpi(tenant, id).await
     }

@@ -673,38 +673,53 @@ impl JourneyService for JourneyApi {
             return Err(ApiError::invalid("kpi", "is required").into());
         };
         v.finish()?;
-        let current = self.store.get_kpi(&c.tenant, &k.id).await?;
-        let mut doc = current.doc.clone();
-        let mut v = Violations::new();
-        if paths.iter().any(|p| p == "name") {
-            check_len(&mut v, "kpi.name", &k.name, 1, 200);
-            doc.name = k.name.clone();
-        }
-        if paths.iter().any(|p| p == "direction") {
-            match crate::domain::kpi::Direction::from_code(k.direction) {
-                Some(d) => doc.direction = d,
-                None => v.add(
-                    "kpi.direction",
-                    "must be DIRECTION_HIGHER_IS_BETTER or _LOWER_IS_BETTER",
-                ),
+        // Read, change the masked fields, write if nobody wrote in between; else again from
+        // the newer row, so that two updates of different fields both take effect.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.store.get_kpi(&c.tenant, &k.id).await?;
+            let mut doc = current.doc.clone();
+            let mut v = Violations::new();
+            if paths.iter().any(|p| p == "name") {
+                check_len(&mut v, "kpi.name", &k.name, 1, 200);
+                doc.name = k.name.clone();
+            }
+            if paths.iter().any(|p| p == "direction") {
+                match crate::domain::kpi::Direction::from_code(k.direction) {
+                    Some(d) => doc.direction = d,
+                    None => v.add(
+                        "kpi.direction",
+                        "must be DIRECTION_HIGHER_IS_BETTER or _LOWER_IS_BETTER",
+                    ),
+                }
+            }
+            if paths.iter().any(|p| p == "targets") {
+                doc.targets = targets_input(&mut v, "kpi.targets", &k.targets);
+            }
+            let (metric, direction) = (doc.metric(), Some(doc.direction));
+            crate::domain::kpi::check_targets(
+                &mut v,
+                "kpi.targets",
+                metric,
+                direction,
+                &mut doc.targets,
+            );
+            v.finish()?;
+            match self
+                .store
+                .update_kpi(&c.tenant, &k.id, current.updated_at, &doc)
+                .await
+            {
+                Ok(row) => {
+                    return Ok(Response::new(pb::UpdateKpiResponse {
+                        kpi: Some(kpi_pb(&row)),
+                    }));
+                }
+                Err(ApiError::FailedPrecondition { .. }) if attempt < 5 => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        if paths.iter().any(|p| p == "targets") {
-            doc.targets = targets_input(&mut v, "kpi.targets", &k.targets);
-        }
-        let (metric, direction) = (doc.metric(), Some(doc.direction));
-        crate::domain::kpi::check_targets(
-            &mut v,
-            "kpi.targets",
-            metric,
-            direction,
-            &mut doc.targets,
-        );
-        v.finish()?;
-        let row = self.store.update_kpi(&c.tenant, &k.id, &doc).await?;
-        Ok(Response::new(pb::UpdateKpiResponse {
-            kpi: Some(kpi_pb(&row)),
-        }))
     }
 
     async fn delete_kpi(

@@ -208,7 +208,10 @@ pub enum Status {
 }
 
 /// Judges an estimate against a target, respecting its interval. An estimate with data but
-/// no interval (a mean of one answer) cannot be placed: it is unclear.
+/// no interval (a mean of one answer) cannot be placed: it is unclear. Nor can one whose
+/// interval has no width: a Wald interval collapses when every answer falls in one group (one
+/// promoter is NPS 100 in [100, 100]), which says nothing about how sure the figure is, so a
+/// day's first answer is never a verdict.
 pub fn status(direction: Direction, e: &Estimate, t: Option<&TargetDoc>) -> Status {
     if e.n == 0 {
         return Status::NoData;
@@ -216,7 +219,7 @@ pub fn status(direction: Direction, e: &Estimate, t: Option<&TargetDoc>) -> Stat
     let Some(t) = t else {
         return Status::NoTarget;
     };
-    if !e.defined {
+    if !e.defined || e.high <= e.low {
         return Status::UnclearThreshold;
     }
     // In "more is better" terms: flip everything for lower-is-better KPIs.
@@ -318,6 +321,10 @@ mod tests {
         let mut none = est(0.0, 0.0, 0.0);
         none.n = 0;
         assert_eq!(status(h, &none, Some(&t)), Status::NoData);
+        // One promoter: NPS 100 in [100, 100]. A collapsed interval is no verdict.
+        let one = cxloop_metrics::nps(&[(10, 1)].into_iter().collect());
+        assert_eq!((one.low, one.high), (100.0, 100.0));
+        assert_eq!(status(h, &one, Some(&t)), Status::UnclearThreshold);
     }
 
     #[test]
