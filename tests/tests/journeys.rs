@@ -585,6 +585,19 @@ async fn coverage_report_finds_gaps() {
     )
     .await
     .unwrap();
+    // A successor planned to start next month does not close today's gap.
+    let next_month = (now + chrono::Duration::days(30)).to_rfc3339();
+    assign(
+        &mut j,
+        "jo-next",
+        subject_journey(&journey.id),
+        pb::OwnerRole::JourneyOwner,
+        "bo",
+        &next_month,
+        None,
+    )
+    .await
+    .unwrap();
     let r = coverage(&mut j).await;
     assert_eq!(r.journeys_without_owner.len(), 1);
     assert_eq!(r.journeys_without_owner[0].name, "Holiday");

@@ -49,12 +49,17 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             "{s:?} is not a period: use YYYY, YYYY-Qn, YYYY-MM, YYYY-Www (ISO week) or YYYY-MM-DD"
         )
     };
+    // Exactly this many ASCII digits: "2026-Q01" or "2026-Q+1" would name 2026-Q1 under
+    // another spelling, and periods are also stored and matched as their text.
+    let digits = |p: &str, len: usize| -> Result<u32, String> {
+        if p.len() == len && p.bytes().all(|b| b.is_ascii_digit()) {
+            p.parse().map_err(|_| err())
+        } else {
+            Err(err())
+        }
+    };
     let parts: Vec<&str> = s.split('-').collect();
-    let year: i32 = parts
-        .first()
-        .filter(|p| p.len() == 4)
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(err)?;
+    let year = digits(parts.first().copied().unwrap_or_default(), 4)? as i32;
     let range = match parts.as_slice() {
         [_] => {
             let start = ymd(year, 1, 1).ok_or_else(err)?;
@@ -64,7 +69,7 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             }
         }
         [_, q] if q.starts_with('Q') => {
-            let n: u32 = q[1..].parse().map_err(|_| err())?;
+            let n = digits(&q[1..], 1)?;
             if !(1..=4).contains(&n) {
                 return Err(err());
             }
@@ -75,7 +80,7 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             }
         }
         [_, w] if w.starts_with('W') => {
-            let n: u32 = w[1..].parse().map_err(|_| err())?;
+            let n = digits(&w[1..], 2)?;
             let monday =
                 NaiveDate::from_isoywd_opt(year, n, chrono::Weekday::Mon).ok_or_else(err)?;
             let start = midnight(monday);
@@ -85,20 +90,14 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             }
         }
         [_, m] if m.len() == 2 => {
-            let m: u32 = m.parse().map_err(|_| err())?;
-            let start = ymd(year, m, 1).ok_or_else(err)?;
+            let start = ymd(year, digits(m, 2)?, 1).ok_or_else(err)?;
             Range {
                 start,
                 end: add_months(start, 1).ok_or_else(err)?,
             }
         }
         [_, m, d] if m.len() == 2 && d.len() == 2 => {
-            let start = ymd(
-                year,
-                m.parse().map_err(|_| err())?,
-                d.parse().map_err(|_| err())?,
-            )
-            .ok_or_else(err)?;
+            let start = ymd(year, digits(m, 2)?, digits(d, 2)?).ok_or_else(err)?;
             Range {
                 start,
                 end: start + Duration::days(1),
@@ -218,6 +217,14 @@ mod tests {
             "2026-13",
             "2026-02-30",
             "2026-1",
+            // One period, one spelling.
+            "2026-Q01",
+            "2026-Q+1",
+            "2026-W1",
+            "2026-W+14",
+            "+026-Q1",
+            "2026-+1",
+            "2026-11-+4",
         ] {
             assert!(parse_named(bad).is_err(), "{bad}");
         }

@@ -270,6 +270,14 @@ impl Store {
         insert: impl AsyncFnOnce(&DatabaseTransaction, &str, i64) -> ApiResult<()>,
     ) -> ApiResult<Created> {
         let txn = db::begin_write(&self.db).await?;
+        // On PostgreSQL, calls with one request id take turns from here (SQLite's write
+        // transactions already do): a retry sent while the first call still runs waits for it
+        // and then finds its result, instead of failing on what that call wrote meanwhile.
+        self.lock(
+            &txn,
+            &format!("request|{}|{op}|{request_id}", tenant.as_str()),
+        )
+        .await?;
         if let Some(id) = self.prior(&txn, tenant, op, request_id, hash).await? {
             txn.commit().await?;
             return Ok(Created::Before(id));

@@ -1116,8 +1116,9 @@ impl JourneyApi {
                 name: t.name.clone(),
             })
             .collect();
-        // A lapse: the latest assignment of a one-at-a-time role for a live subject ended
-        // before `at`, and nobody holds the role now.
+        // A lapse: the latest assignment of a one-at-a-time role for a live subject that had
+        // begun by `at` ended before it, and nobody holds the role then (one planned to start
+        // later does not close a gap that is open at `at`).
         let live = |s: &Subject| match s {
             Subject::Tenant => true,
             Subject::Journey(j) => journeys.iter().any(|x| &x.id == j),
@@ -1126,7 +1127,10 @@ impl JourneyApi {
         };
         let mut latest: std::collections::HashMap<(String, i32), &AssignmentRow> =
             Default::default();
-        for a in assignments.iter().filter(|a| a.role.exclusive()) {
+        for a in assignments
+            .iter()
+            .filter(|a| a.role.exclusive() && a.span.start <= at)
+        {
             let k = (a.subject.key(), a.role as i32);
             let e = latest.entry(k).or_insert(a);
             if a.span.start > e.span.start {

@@ -124,6 +124,8 @@ pub fn order_stages(
         }
     }
     let mut ids = std::collections::HashSet::new();
+    // A pain point id names one pain point of the journey: backlog items point at it.
+    let mut pain_ids = std::collections::HashSet::new();
     let prev_pain: std::collections::HashSet<&str> = previous
         .iter()
         .flat_map(|s| s.pain_points.iter().map(|p| p.id.as_str()))
@@ -151,6 +153,12 @@ pub fn order_stages(
                 v.add(
                     format!("{f}.pain_points[{k}].id"),
                     "is not a pain point of this journey; leave it empty for a new one",
+                );
+            }
+            if !pain_ids.insert(p.id.clone()) {
+                v.add(
+                    format!("{f}.pain_points[{k}].id"),
+                    "the same pain point is given twice",
                 );
             }
         }
@@ -374,6 +382,33 @@ mod tests {
         }];
         order_stages(&mut v, "stages", input, &[stage("s1", "x")], ids());
         assert_eq!(v.into_inner()[0].0, "stages[0].id");
+    }
+
+    #[test]
+    fn a_pain_point_id_is_given_once() {
+        let pain = |id: &str| PainPointDoc {
+            id: id.into(),
+            expected: "x".into(),
+            actual: "y".into(),
+            severity: 2,
+            ..Default::default()
+        };
+        let mut before = stage("s1", "a");
+        before.pain_points = vec![pain("p1")];
+        let mut again = before.clone();
+        again.pain_points = vec![pain("p1"), pain("p1")];
+        let mut v = Violations::new();
+        order_stages(
+            &mut v,
+            "stages",
+            vec![StageInput {
+                stage: again,
+                position: 0,
+            }],
+            &[before],
+            ids(),
+        );
+        assert_eq!(v.into_inner()[0].0, "stages[0].pain_points[1].id");
     }
 
     #[test]
