@@ -215,6 +215,35 @@ async fn health_needs_no_token() {
     app.stop().await;
 }
 
+/// Shutdown tells health watchers NOT_SERVING, and a Watch stream left open (it never ends by
+/// itself) does not keep the process from stopping after the grace period.
+#[tokio::test]
+async fn shutdown_says_not_serving_and_ends_despite_an_open_health_watch() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let app = spawn_with(|s| s.shutdown_grace_s = 1).await;
+    let channel = tonic::transport::Channel::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "cxloop.feedback.v1.FeedbackService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // The stream stays open; stopping must end anyway (after the 1 s grace).
+    let stopping = tokio::spawn(app.stop());
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    stopping.await.unwrap();
+    drop(watch);
+}
+
 #[tokio::test]
 async fn a_jwks_document_verifies_tokens_by_key_id() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");

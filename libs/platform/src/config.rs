@@ -28,11 +28,15 @@ pub struct Settings {
     pub paging_secret: String,
     /// Where the services a service calls are reached (distributed mode).
     pub peers: Peers,
+    /// Seconds the calls in flight get to finish on shutdown before the remaining connections
+    /// are closed (keep it below the orchestrator's kill timeout, 30 s in Kubernetes).
+    pub shutdown_grace_s: u64,
 }
 
 /// Addresses of other services, e.g. `http://feedback:50051`. Empty means "in this process":
-/// the service is mounted here too and is called over this server's own address, so the call
-/// goes through the same auth and telemetry as any other.
+/// the service is mounted here too and is called there (feedback's API directly, with the
+/// caller's verified identity; a service without that is called over this server's own
+/// address).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Peers {
     /// The feedback service (called by journeys).
@@ -71,6 +75,7 @@ impl Default for Settings {
             log_format: "pretty".into(),
             paging_secret: String::new(),
             peers: Peers::default(),
+            shutdown_grace_s: 20,
         }
     }
 }
@@ -157,13 +162,14 @@ impl Settings {
 fn toml_like(s: &Settings) -> String {
     // A small hand-written rendering: the settings are flat enough, and it saves a TOML writer.
     format!(
-        "listen = {:?}\ndatabase_url = {:?}\nonly = {:?}\notlp_endpoint = {:?}\nlog_format = {:?}\npaging_secret = {:?}\n\n[auth]\nissuer = {:?}\naudience = {:?}\npublic_keys_file = {:?}\ndev_secret_file = {:?}\n\n[peers]\nfeedback = {:?}\n",
+        "listen = {:?}\ndatabase_url = {:?}\nonly = {:?}\notlp_endpoint = {:?}\nlog_format = {:?}\npaging_secret = {:?}\nshutdown_grace_s = {}\n\n[auth]\nissuer = {:?}\naudience = {:?}\npublic_keys_file = {:?}\ndev_secret_file = {:?}\n\n[peers]\nfeedback = {:?}\n",
         s.listen,
         s.database_url,
         s.only,
         s.otlp_endpoint,
         s.log_format,
         s.paging_secret,
+        s.shutdown_grace_s,
         s.auth.issuer,
         s.auth.audience,
         s.auth.public_keys_file,

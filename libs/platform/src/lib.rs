@@ -33,8 +33,42 @@ pub struct ServiceContext {
     pub pages: paging::PageSigner,
     /// Where the service's outbox dispatcher publishes events.
     pub events: std::sync::Arc<dyn outbox::EventPublisher>,
-    /// Turns true when the process stops; background tasks end then.
+    /// Turns true when the process stops, after the server has answered its last call;
+    /// background tasks finish their work then (a final outbox read) and end.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The background tasks started for the services, awaited before the process exits.
+    pub background: BackgroundTasks,
+}
+
+/// Background tasks of the services (outbox dispatchers), so that a stopping process waits for
+/// them to finish instead of dropping them with the runtime.
+#[derive(Clone, Default)]
+pub struct BackgroundTasks(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl BackgroundTasks {
+    /// Spawns a task that ends by itself once the stop signal fires.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        if let Ok(mut tasks) = self.0.lock() {
+            tasks.push(handle);
+        }
+    }
+
+    /// Waits for every task, at most `limit` in all; says how many had not ended by then.
+    pub async fn join(&self, limit: std::time::Duration) -> usize {
+        let tasks: Vec<_> = match self.0.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return 0,
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut late = 0;
+        for t in tasks {
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                late += 1;
+            }
+        }
+        late
+    }
 }
 
 impl ServiceContext {

@@ -165,11 +165,30 @@ pub async fn dispatch(
     tokio::pin!(stop);
     let mut published = Published::default();
     let mut last_read: Option<std::time::Instant> = None;
+    // The stop signal fires after the server has answered its last call: what those calls
+    // committed is published before the dispatcher ends, and what it published is deleted.
+    let finish = async |published: &mut Published| {
+        let sink = Sink {
+            publisher: publisher.as_ref(),
+            expander: expander.as_deref(),
+        };
+        for _ in 0..100 {
+            match drain(&db, &table, sink, published).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, table, "final outbox read failed; the rows go out at the next start");
+                    break;
+                }
+            }
+        }
+        let _ = published.delete(&db, &table).await;
+    };
     loop {
         if let Some(wait) = last_read.and_then(|t| DISPATCH_PACE.checked_sub(t.elapsed())) {
             tokio::select! {
                 () = &mut stop => {
-                    let _ = published.delete(&db, &table).await;
+                    finish(&mut published).await;
                     return;
                 }
                 () = tokio::time::sleep(wait) => {},
@@ -191,7 +210,7 @@ pub async fn dispatch(
         }
         tokio::select! {
             () = &mut stop => {
-                let _ = published.delete(&db, &table).await;
+                finish(&mut published).await;
                 return;
             }
             () = wake.notified() => {},

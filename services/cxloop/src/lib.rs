@@ -33,18 +33,34 @@ pub const SERVICES: &[&str] = &[
 /// A started server.
 pub struct Application {
     addr: SocketAddr,
+    /// Stops the server: no new calls, the calls in flight are answered.
+    serve_stop: watch::Sender<bool>,
+    /// Stops the services' background tasks, once the server has answered its last call.
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), String>>,
     bus: InProcessBus,
+    health: tonic_health::server::HealthReporter,
+    /// gRPC names of the services served, for their health status.
+    served: Vec<&'static str>,
+    background: cxloop_platform::BackgroundTasks,
+    /// How long calls in flight get to finish once shutdown begins (`shutdown_grace_s`);
+    /// then the remaining connections (an idle health Watch stream, say) are dropped.
+    drain_grace: std::time::Duration,
 }
+
+/// How long the background tasks get for their last work (the final outbox read).
+const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn selected(settings: &Settings) -> Result<Vec<&'static str>, String> {
     if settings.only.is_empty() {
         return Ok(SERVICES.to_vec());
     }
+    let mut seen = std::collections::HashSet::new();
     settings
         .only
         .iter()
+        // Named twice is served once (a second registration would clash).
+        .filter(|n| seen.insert(n.as_str()))
         .map(|n| {
             SERVICES
                 .iter()
@@ -159,12 +175,15 @@ impl Application {
         let pages = PageSigner::new(&page_key(&settings, dev_secret.as_deref())?);
         let bus = InProcessBus::new();
         let (stop, stop_rx) = watch::channel(false);
+        let (serve_stop, serve_stop_rx) = watch::channel(false);
+        let background = cxloop_platform::BackgroundTasks::default();
         let ctx = ServiceContext {
             db,
             writer,
             pages,
             events: Arc::new(bus.clone()),
-            stop: stop_rx.clone(),
+            stop: stop_rx,
+            background: background.clone(),
         };
 
         let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -195,6 +214,7 @@ impl Application {
         let feedback_api = services
             .contains(&cxloop_feedback::NAME)
             .then(|| cxloop_feedback::start(&ctx));
+        let mut served = Vec::new();
         for name in &services {
             let grpc_name = match *name {
                 cxloop_feedback::NAME => {
@@ -227,9 +247,10 @@ impl Application {
             health
                 .set_service_status(grpc_name, tonic_health::ServingStatus::Serving)
                 .await;
+            served.push(grpc_name);
         }
         tracing::info!(%addr, services = ?services, "cxloop listening");
-        let mut shutdown = stop_rx;
+        let mut shutdown = serve_stop_rx;
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(
@@ -244,9 +265,14 @@ impl Application {
         });
         Ok(Self {
             addr,
+            serve_stop,
             stop,
             task,
             bus,
+            health,
+            served,
+            background,
+            drain_grace: std::time::Duration::from_secs(settings.shutdown_grace_s),
         })
     }
 
@@ -260,23 +286,55 @@ impl Application {
         &self.bus
     }
 
-    /// Serves until `signal` resolves, then drains in-flight calls and returns.
+    /// Serves until `signal` resolves, then shuts down as [`Application::shutdown`] does.
     pub async fn run_until(
-        self,
+        mut self,
         signal: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
-        let Application { stop, mut task, .. } = self;
         tokio::select! {
-            r = &mut task => return r.map_err(|e| e.to_string())?,
+            r = &mut self.task => return r.map_err(|e| e.to_string())?,
             () = signal => {},
         }
-        let _ = stop.send(true);
-        task.await.map_err(|e| e.to_string())?
+        self.shutdown().await
     }
 
-    /// Stops the server and waits until in-flight calls are done.
+    /// Shuts down in order: health says NOT_SERVING (load balancers stop sending), the server
+    /// takes no new calls and answers those in flight (at most `shutdown_grace_s`; connections
+    /// still open then, such as an idle health Watch stream, are dropped), then the services'
+    /// background tasks do their last work (the final outbox read) and end.
     pub async fn shutdown(self) -> Result<(), String> {
-        let _ = self.stop.send(true);
-        self.task.await.map_err(|e| e.to_string())?
+        let Application {
+            serve_stop,
+            stop,
+            mut task,
+            health,
+            served,
+            background,
+            drain_grace,
+            ..
+        } = self;
+        for name in served {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        let _ = serve_stop.send(true);
+        let served = match tokio::time::timeout(drain_grace, &mut task).await {
+            Ok(r) => r.map_err(|e| e.to_string()).and_then(|r| r),
+            Err(_) => {
+                tracing::warn!(
+                    grace_s = drain_grace.as_secs(),
+                    "connections still open after the grace period; closing them"
+                );
+                task.abort();
+                Ok(())
+            }
+        };
+        let _ = stop.send(true);
+        let late = background.join(BACKGROUND_GRACE).await;
+        if late > 0 {
+            tracing::warn!(late, "background tasks had not finished; stopping anyway");
+        }
+        served
     }
 }

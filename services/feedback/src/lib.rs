@@ -52,7 +52,7 @@ pub fn start(ctx: &ServiceContext) -> Arc<api::FeedbackApi> {
         store.rollup_cache(),
         recent.clone(),
     );
-    tokio::spawn(cxloop_platform::outbox::dispatch(
+    ctx.background.spawn(cxloop_platform::outbox::dispatch(
         ctx.db.clone(),
         "fb_outbox".into(),
         ctx.events.clone(),
