@@ -31,6 +31,10 @@ pub struct Settings {
     /// Seconds the calls in flight get to finish on shutdown before the remaining connections
     /// are closed (keep it below the orchestrator's kill timeout, 30 s in Kubernetes).
     pub shutdown_grace_s: u64,
+    /// Whether `serve` creates and upgrades its tables on start. The embedded mode does; with
+    /// several replicas on one PostgreSQL database, run `cxloop migrate` once (a Job) and set
+    /// this false, so that replicas starting together do not race on the same migration.
+    pub migrate_on_start: bool,
 }
 
 /// Addresses of other services, e.g. `http://feedback:50051`. Empty means "in this process":
@@ -76,6 +80,7 @@ impl Default for Settings {
             paging_secret: String::new(),
             peers: Peers::default(),
             shutdown_grace_s: 20,
+            migrate_on_start: true,
         }
     }
 }
@@ -162,7 +167,7 @@ impl Settings {
 fn toml_like(s: &Settings) -> String {
     // A small hand-written rendering: the settings are flat enough, and it saves a TOML writer.
     format!(
-        "listen = {:?}\ndatabase_url = {:?}\nonly = {:?}\notlp_endpoint = {:?}\nlog_format = {:?}\npaging_secret = {:?}\nshutdown_grace_s = {}\n\n[auth]\nissuer = {:?}\naudience = {:?}\npublic_keys_file = {:?}\ndev_secret_file = {:?}\n\n[peers]\nfeedback = {:?}\n",
+        "listen = {:?}\ndatabase_url = {:?}\nonly = {:?}\notlp_endpoint = {:?}\nlog_format = {:?}\npaging_secret = {:?}\nshutdown_grace_s = {}\nmigrate_on_start = {}\n\n[auth]\nissuer = {:?}\naudience = {:?}\npublic_keys_file = {:?}\ndev_secret_file = {:?}\n\n[peers]\nfeedback = {:?}\n",
         s.listen,
         s.database_url,
         s.only,
@@ -170,6 +175,7 @@ fn toml_like(s: &Settings) -> String {
         s.log_format,
         s.paging_secret,
         s.shutdown_grace_s,
+        s.migrate_on_start,
         s.auth.issuer,
         s.auth.audience,
         s.auth.public_keys_file,

@@ -133,9 +133,26 @@ impl From<sea_orm::DbErr> for ApiError {
             sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => {
                 ApiError::Unavailable("storage is unavailable, retry later".into())
             }
+            // Contention, not a fault: SQLite's busy timeout ran out, or PostgreSQL chose this
+            // transaction as a deadlock or serialization victim. Nothing was written; a retry
+            // succeeds.
+            e if is_contention(&e.to_string()) => {
+                ApiError::Unavailable("storage is busy, retry shortly".into())
+            }
             _ => ApiError::Internal("storage error".into()),
         }
     }
+}
+
+fn is_contention(message: &str) -> bool {
+    [
+        "database is locked",
+        "database table is locked",
+        "deadlock detected",
+        "could not serialize access",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Collects field violations while a request is parsed, so a caller sees every problem at
@@ -195,5 +212,30 @@ pub fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usiz
         } else {
             v.add(field, format!("must be {min}-{max} characters"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contention_is_retryable_and_other_storage_errors_are_internal() {
+        let code = |e: sea_orm::DbErr| tonic::Status::from(ApiError::from(e)).code();
+        let exec = |m: &str| sea_orm::DbErr::Exec(sea_orm::RuntimeErr::Internal(m.into()));
+        assert_eq!(
+            code(exec(
+                "error returned from database: (code: 5) database is locked"
+            )),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(exec("error returned from database: deadlock detected")),
+            Code::Unavailable
+        );
+        assert_eq!(code(exec("no such table: fb_x")), Code::Internal);
+        // The client never sees the SQL or the driver's words.
+        let status = tonic::Status::from(ApiError::from(exec("no such table: fb_x")));
+        assert!(!status.message().contains("fb_x"), "{}", status.message());
     }
 }

@@ -164,7 +164,9 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, String> {
         settings.validate()?;
         let services = selected(&settings)?;
-        migrate(&settings).await?;
+        if settings.migrate_on_start {
+            migrate(&settings).await?;
+        }
         let db = cxloop_platform::db::connect(&settings.database_url)
             .await
             .map_err(|e| format!("database: {e}"))?;
