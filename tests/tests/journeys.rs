@@ -323,6 +323,19 @@ async fn bad_input_names_the_field_and_stores_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violations(&err), ["journey.stages[1].position"]);
+    // A stage naming a touchpoint the feedback service does not have.
+    let err = j
+        .create_journey(pb::CreateJourneyRequest {
+            request_id: "bad-tp".into(),
+            journey: Some(pb::Journey {
+                name: "Typo".into(),
+                stages: vec![stage("Check-in", &[&tps[0], "no-such-touchpoint"])],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["journey.stages[0].touchpoint_ids[1]"]);
     let list = j
         .list_journeys(pb::ListJourneysRequest::default())
         .await

@@ -87,6 +87,38 @@ fn missing_is_invalid(e: ApiError, field: String, what: &str) -> ApiError {
 }
 
 impl JourneyApi {
+    /// Checks that every touchpoint a stage lists is a live touchpoint of the feedback service
+    /// (a mistyped id would leave the stage unmeasured without a word). One listing of the
+    /// touchpoints, only when some stage names one.
+    async fn check_stage_touchpoints(
+        &self,
+        c: &Caller,
+        v: &mut Violations,
+        stages: &[pb::Stage],
+    ) -> ApiResult<()> {
+        if stages.iter().all(|s| s.touchpoint_ids.is_empty()) {
+            return Ok(());
+        }
+        let live: std::collections::HashSet<String> = self
+            .feedback
+            .touchpoints(c)
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        for (i, s) in stages.iter().enumerate() {
+            for (k, t) in s.touchpoint_ids.iter().enumerate() {
+                if !live.contains(t) {
+                    v.add(
+                        format!("journey.stages[{i}].touchpoint_ids[{k}]"),
+                        format!("no touchpoint {t:?} in the feedback service"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that a stage or journey subject exists in a live journey, and that a touchpoint
     /// subject exists in feedback.
     async fn check_subject(&self, caller: &Caller, field: &str, s: &Subject) -> ApiResult<()> {
@@ -267,6 +299,9 @@ impl JourneyService for JourneyApi {
             db::new_id,
         );
         v.finish()?;
+        let mut v = Violations::new();
+        self.check_stage_touchpoints(&c, &mut v, &j.stages).await?;
+        v.finish()?;
         let doc = JourneyDoc {
             name: j.name.clone(),
             description: j.description.clone(),
@@ -364,6 +399,11 @@ impl JourneyService for JourneyApi {
             }
         }
         v.finish()?;
+        if paths.iter().any(|p| p == "stages") {
+            let mut v = Violations::new();
+            self.check_stage_touchpoints(&c, &mut v, &j.stages).await?;
+            v.finish()?;
+        }
         let row = self
             .set_journey(&c, &current, r.expected_revision, next, false)
             .await?;

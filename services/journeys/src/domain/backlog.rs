@@ -167,7 +167,9 @@ impl ItemDoc {
             .map_or(ItemStatus::Proposed, |c| c.status)
     }
 
-    /// RICE priority: reach × |expected impact| × confidence ÷ effort. Higher first.
+    /// RICE priority: reach × expected impact × confidence ÷ effort. Higher first. The impact
+    /// counts in the better direction only: an item expected to make things worse is no
+    /// priority (it used to rank like the same improvement).
     pub fn priority(&self) -> f64 {
         let confidence = if self.confidence > 0.0 {
             self.confidence
@@ -177,7 +179,7 @@ impl ItemDoc {
         if self.effort_days <= 0.0 {
             return 0.0;
         }
-        self.reach as f64 * self.expected_impact.abs() * confidence / self.effort_days
+        self.reach as f64 * self.expected_impact.max(0.0) * confidence / self.effort_days
     }
 
     /// When the item last entered a status.
@@ -291,6 +293,10 @@ mod tests {
     fn priority_is_rice() {
         // 1000 customers × 4 points × 0.5 (default confidence) ÷ 10 days = 200.
         assert!((item(10.0, 0.0, ItemStatus::Proposed).priority() - 200.0).abs() < 1e-9);
+        // Expected to make things worse: no priority, not the priority of an improvement.
+        let mut worse = item(10.0, 0.0, ItemStatus::Proposed);
+        worse.expected_impact = -worse.expected_impact;
+        assert_eq!(worse.priority(), 0.0);
     }
 
     #[test]
