@@ -723,7 +723,11 @@ async fn scorecards_judge_known_data_with_its_uncertainty() {
         "k3",
         tp.clone(),
         &survey,
-        vec![target("2026-03", 60.0, 70.0, 80.0)],
+        vec![pb::KpiTarget {
+            // The best competitor's NPS, from a market study.
+            competitor_benchmark: Some(45.0),
+            ..target("2026-03", 60.0, 70.0, 80.0)
+        }],
     )
     .await;
     let k_stretch = nps_kpi(
@@ -778,6 +782,14 @@ async fn scorecards_judge_known_data_with_its_uncertainty() {
     assert_eq!(status(2), pb::KpiStatus::BelowThreshold);
     assert_eq!(status(3), pb::KpiStatus::StretchMet);
     assert_eq!(status(4), pb::KpiStatus::NoTarget);
+    // 40 against a benchmark of 45: a gap of -5 with the actual's n and interval, shifted.
+    let gap = card[2].competitor_gap.unwrap();
+    assert_eq!(card[2].gap_to_competitor, Some(-5.0));
+    assert_eq!(gap.sample_size, 100);
+    assert!((gap.value + 5.0).abs() < 1e-9);
+    assert!((gap.interval_low - (24.320288123679568 - 45.0)).abs() < 1e-6);
+    assert!((gap.interval_high - (55.67971187632043 - 45.0)).abs() < 1e-6);
+    assert!(card[0].competitor_gap.is_none());
     let a = card[0].actual.unwrap();
     assert_eq!(a.sample_size, 100);
     assert!((a.value - 40.0).abs() < 1e-9);

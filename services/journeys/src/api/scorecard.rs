@@ -325,6 +325,9 @@ fn result(
             }
         })
         .collect();
+    let benchmark = target
+        .and_then(|t| t.competitor_benchmark)
+        .filter(|_| actual.n > 0);
     pb::KpiResult {
         kpi: Some(kpi_pb(k)),
         period: Some(range_pb(range)),
@@ -336,9 +339,14 @@ fn result(
         status: status as i32,
         trend,
         days: points,
-        gap_to_competitor: target
-            .and_then(|t| t.competitor_benchmark)
-            .filter(|_| actual.n > 0)
-            .map(|c| actual.value - c),
+        gap_to_competitor: benchmark.map(|c| actual.value - c),
+        competitor_gap: benchmark.map(|c| {
+            estimate_pb(&cxloop_metrics::Estimate {
+                value: actual.value - c,
+                low: actual.low - c,
+                high: actual.high - c,
+                ..actual
+            })
+        }),
     }
 }
