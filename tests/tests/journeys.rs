@@ -635,6 +635,18 @@ async fn coverage_report_finds_gaps() {
         ]
     );
     assert!(!r.has_cx_sponsor);
+    // As of a year and a half ago, nothing of this existed yet: no gaps then.
+    let then = (now - chrono::Duration::days(540)).to_rfc3339();
+    let past = j
+        .get_coverage_report(pb::GetCoverageReportRequest {
+            at_time: ts(&then),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(past.journeys_without_owner.is_empty(), "{past:?}");
+    assert!(past.touchpoints_without_owner.is_empty(), "{past:?}");
     // The report lists feedback's touchpoints and surveys: roles that may read journeys but
     // not feedback's configuration are refused up front, with the permission named.
     for role in ["finance", "hr"] {

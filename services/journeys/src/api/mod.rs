@@ -1127,9 +1127,17 @@ impl JourneyApi {
         at: i64,
         window: i64,
     ) -> ApiResult<pb::GetCoverageReportResponse> {
-        let journeys = self.store.all_journeys(&c.tenant).await?;
+        // What existed at `at` among what exists now: a report for a past moment leaves out
+        // journeys and touchpoints created since (ones deleted since are not listed at all).
+        let mut journeys = self.store.all_journeys(&c.tenant).await?;
+        journeys.retain(|j| j.created_at <= at);
         let assignments = self.store.all_assignments(&c.tenant).await?;
-        let touchpoints = self.feedback.touchpoints(c).await?;
+        let mut touchpoints = self.feedback.touchpoints(c).await?;
+        touchpoints.retain(|t| {
+            t.create_time.as_ref().is_none_or(|ct| {
+                ct.seconds.saturating_mul(1_000_000) + i64::from(ct.nanos / 1000) <= at
+            })
+        });
         let held = |s: &Subject, role: OwnerRole| {
             assignments
                 .iter()
