@@ -192,15 +192,22 @@ async fn roles_limit_what_a_caller_may_do() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn health_needs_no_token() {
-    let app = spawn().await;
+/// A gRPC health client without a token.
+async fn health_client(
+    app: &cxloop_e2e::TestApp,
+) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
     let channel = tonic::transport::Channel::from_shared(app.url.clone())
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    tonic_health::pb::health_client::HealthClient::new(channel)
+}
+
+#[tokio::test]
+async fn health_needs_no_token() {
+    let app = spawn().await;
+    let mut health = health_client(&app).await;
     let res = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "cxloop.feedback.v1.FeedbackService".into(),
@@ -221,12 +228,7 @@ async fn health_needs_no_token() {
 async fn shutdown_says_not_serving_and_ends_despite_an_open_health_watch() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let app = spawn_with(|s| s.shutdown_grace_s = 1).await;
-    let channel = tonic::transport::Channel::from_shared(app.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = health_client(&app).await;
     let mut watch = health
         .watch(tonic_health::pb::HealthCheckRequest {
             service: "cxloop.feedback.v1.FeedbackService".into(),

@@ -13,6 +13,27 @@ fn cxloop(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("run cxloop: {e}"))
 }
 
+/// `cxloop serve --print-config` in an empty folder with these arguments and environment;
+/// its output.
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cxloop"));
+    cmd.args(["serve", "--print-config"])
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("CXLOOP_DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn token_is_the_last_line_and_verifies_with_the_secret_beside_the_database() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,20 +73,13 @@ fn token_is_the_last_line_and_verifies_with_the_secret_beside_the_database() {
 
 #[test]
 fn print_config_shows_layers_and_redacts_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cxloop"))
-        .args(["serve", "--print-config", "--listen", "127.0.0.1:6000"])
-        .current_dir(dir.path())
-        .env("CXLOOP_DATABASE_URL", "postgres://cx:hunter2@db:5432/cx")
-        .env("CXLOOP_AUTH__ISSUER", "https://id.example")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = print_config(
+        &["--listen", "127.0.0.1:6000"],
+        &[
+            ("CXLOOP_DATABASE_URL", "postgres://cx:hunter2@db:5432/cx"),
+            ("CXLOOP_AUTH__ISSUER", "https://id.example"),
+        ],
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains(r#"listen = "127.0.0.1:6000""#), "{text}");
     assert!(text.contains(r#"issuer = "https://id.example""#), "{text}");
     assert!(
@@ -107,24 +121,16 @@ fn an_empty_dev_secret_is_refused() {
 
 #[test]
 fn print_config_names_peers_and_the_dev_secret_file_in_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cxloop"))
-        .args(["serve", "--print-config"])
-        .current_dir(dir.path())
-        .env_remove("CXLOOP_DATABASE_URL")
-        .env("CXLOOP_PEERS__FEEDBACK", "http://feedback:50051")
-        .env(
-            "CXLOOP_OTLP_ENDPOINT",
-            "https://collector:s3cret@otlp.example:4317",
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = print_config(
+        &[],
+        &[
+            ("CXLOOP_PEERS__FEEDBACK", "http://feedback:50051"),
+            (
+                "CXLOOP_OTLP_ENDPOINT",
+                "https://collector:s3cret@otlp.example:4317",
+            ),
+        ],
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("[peers]\nfeedback = \"http://feedback:50051\""),
         "{text}"
