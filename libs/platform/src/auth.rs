@@ -494,15 +494,22 @@ pub fn load_or_create_dev_secret(path: &Path) -> Result<Vec<u8>, String> {
         uuid::Uuid::new_v4().simple()
     ));
     let tmp = std::path::PathBuf::from(tmp);
-    let linked = write_private(&tmp, hex::encode(&bytes).as_bytes())
-        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let text = hex::encode(&bytes);
+    let linked = write_private(&tmp, text.as_bytes()).and_then(|()| std::fs::hard_link(&tmp, path));
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => Ok(bytes),
         // Another process created it a moment earlier: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_dev_secret(path)?
             .ok_or_else(|| format!("{}: vanished while being created", path.display())),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        // A filesystem without hard links (exFAT, many SMB and FUSE mounts): written in
+        // place; should that be cut short, the length check above refuses the file.
+        Err(_) => match write_private(path, text.as_bytes()) {
+            Ok(()) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_dev_secret(path)?
+                .ok_or_else(|| format!("{}: vanished while being created", path.display())),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        },
     }
 }
 

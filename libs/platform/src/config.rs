@@ -187,31 +187,27 @@ fn toml_like(s: &Settings) -> String {
 /// Query parameters of a URL that hold secrets (PostgreSQL takes `password` there too).
 const SECRET_PARAMS: [&str; 6] = ["password", "pass", "pwd", "sslpassword", "secret", "token"];
 
-/// Hides the password in a URL: in the user info (everything before the last `@` ahead of
-/// the query, as a password may hold an `@` or a `/`) and in query parameters that carry one.
+/// Hides the password in a URL: in the user info (up to the last `@` before the first `/`,
+/// as a password may hold an `@`, `?` or `#`) and in query parameters that carry one.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let query_start = rest.find(['?', '#']).unwrap_or(rest.len());
-    let authority_end = rest[..query_start]
-        .rfind('@')
-        .map(|at| {
-            at + 1
-                + rest[at + 1..query_start]
-                    .find('/')
-                    .unwrap_or(query_start - at - 1)
-        })
-        .unwrap_or_else(|| rest[..query_start].find('/').unwrap_or(query_start));
-    let (authority, path) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:<redacted>@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let (userinfo, after) = match rest[..slash].rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
-    let path = match path.split_once('?') {
+    let host_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (host, tail) = after.split_at(host_end);
+    let userinfo = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>@"),
+            None => format!("{u}@"),
+        },
+        None => String::new(),
+    };
+    let tail = match tail.split_once('?') {
         Some((before, query)) => {
             let (query, fragment) = query
                 .split_once('#')
@@ -225,16 +221,16 @@ pub fn redact_url(url: &str) -> String {
                     _ => kv.to_owned(),
                 })
                 .collect();
-            let mut p = format!("{before}?{}", params.join("&"));
+            let mut t = format!("{before}?{}", params.join("&"));
             if let Some(f) = fragment {
-                p.push('#');
-                p.push_str(f);
+                t.push('#');
+                t.push_str(f);
             }
-            p
+            t
         }
-        None => path.to_owned(),
+        None => tail.to_owned(),
     };
-    format!("{scheme}://{authority}{path}")
+    format!("{scheme}://{userinfo}{host}{tail}")
 }
 
 #[cfg(test)]
@@ -253,8 +249,20 @@ mod tests {
                 "postgres://app:<redacted>@db/cx",
             ),
             (
-                "postgres://app:pa/ss@db/cx",
+                "postgres://app:pa#ss@db/cx",
                 "postgres://app:<redacted>@db/cx",
+            ),
+            (
+                "postgres://app:pa?ss@db/cx",
+                "postgres://app:<redacted>@db/cx",
+            ),
+            (
+                "postgres://u:p@db?password=x",
+                "postgres://u:<redacted>@db?password=<redacted>",
+            ),
+            (
+                "http://collector:4318/tenants/@acme",
+                "http://collector:4318/tenants/@acme",
             ),
             (
                 "postgres://db/cx?user=app&password=hunter2&sslmode=require",

@@ -42,6 +42,27 @@ fn add_months(t: DateTime<Utc>, months: u32) -> Option<DateTime<Utc>> {
     ymd(total.div_euclid(12), total.rem_euclid(12) as u32 + 1, 1)
 }
 
+/// The one spelling of a named period: `2026`, `2026-Q1`, `2026-W05`, `2026-03`,
+/// `2026-03-09`. Periods kept as text (a backlog item's planned period) are stored and matched
+/// in this form, so "2026-Q01" and "2026-Q1" are the same quarter there too.
+pub fn canonical_named(s: &str) -> Result<String, String> {
+    parse_named(s)?;
+    let parts: Vec<&str> = s.split('-').collect();
+    Ok(match parts.as_slice() {
+        [_, q] if q.starts_with('Q') => format!(
+            "{}-Q{}",
+            parts[0],
+            q[1..].parse::<u32>().map_err(|e| e.to_string())?
+        ),
+        [_, w] if w.starts_with('W') => format!(
+            "{}-W{:02}",
+            parts[0],
+            w[1..].parse::<u32>().map_err(|e| e.to_string())?
+        ),
+        _ => s.to_owned(),
+    })
+}
+
 /// Parses a named period. Errors say which forms are accepted.
 pub fn parse_named(s: &str) -> Result<Range, String> {
     let err = || {
@@ -49,17 +70,18 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             "{s:?} is not a period: use YYYY, YYYY-Qn, YYYY-MM, YYYY-Www (ISO week) or YYYY-MM-DD"
         )
     };
-    // Exactly this many ASCII digits: "2026-Q01" or "2026-Q+1" would name 2026-Q1 under
-    // another spelling, and periods are also stored and matched as their text.
-    let digits = |p: &str, len: usize| -> Result<u32, String> {
-        if p.len() == len && p.bytes().all(|b| b.is_ascii_digit()) {
+    // Plain ASCII digits only (no sign: "2026-Q+1" is no period); quarter and week numbers
+    // may be written with or without a leading zero. Where a period is kept as text, store
+    // [`canonical_named`], so that one period has one spelling.
+    let digits = |p: &str, len: std::ops::RangeInclusive<usize>| -> Result<u32, String> {
+        if len.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) {
             p.parse().map_err(|_| err())
         } else {
             Err(err())
         }
     };
     let parts: Vec<&str> = s.split('-').collect();
-    let year = digits(parts.first().copied().unwrap_or_default(), 4)? as i32;
+    let year = digits(parts.first().copied().unwrap_or_default(), 4..=4)? as i32;
     let range = match parts.as_slice() {
         [_] => {
             let start = ymd(year, 1, 1).ok_or_else(err)?;
@@ -69,7 +91,7 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             }
         }
         [_, q] if q.starts_with('Q') => {
-            let n = digits(&q[1..], 1)?;
+            let n = digits(&q[1..], 1..=2)?;
             if !(1..=4).contains(&n) {
                 return Err(err());
             }
@@ -80,7 +102,7 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             }
         }
         [_, w] if w.starts_with('W') => {
-            let n = digits(&w[1..], 2)?;
+            let n = digits(&w[1..], 1..=2)?;
             let monday =
                 NaiveDate::from_isoywd_opt(year, n, chrono::Weekday::Mon).ok_or_else(err)?;
             let start = midnight(monday);
@@ -90,14 +112,14 @@ pub fn parse_named(s: &str) -> Result<Range, String> {
             }
         }
         [_, m] if m.len() == 2 => {
-            let start = ymd(year, digits(m, 2)?, 1).ok_or_else(err)?;
+            let start = ymd(year, digits(m, 2..=2)?, 1).ok_or_else(err)?;
             Range {
                 start,
                 end: add_months(start, 1).ok_or_else(err)?,
             }
         }
         [_, m, d] if m.len() == 2 && d.len() == 2 => {
-            let start = ymd(year, digits(m, 2)?, digits(d, 2)?).ok_or_else(err)?;
+            let start = ymd(year, digits(m, 2..=2)?, digits(d, 2..=2)?).ok_or_else(err)?;
             Range {
                 start,
                 end: start + Duration::days(1),
@@ -217,16 +239,27 @@ mod tests {
             "2026-13",
             "2026-02-30",
             "2026-1",
-            // One period, one spelling.
-            "2026-Q01",
+            // Digits only, no signs.
             "2026-Q+1",
-            "2026-W1",
             "2026-W+14",
             "+026-Q1",
             "2026-+1",
             "2026-11-+4",
+            "2026-Q001",
         ] {
             assert!(parse_named(bad).is_err(), "{bad}");
+        }
+        // One period, one spelling where periods are kept as text.
+        for (given, canonical) in [
+            ("2026-Q01", "2026-Q1"),
+            ("2026-Q1", "2026-Q1"),
+            ("2026-W1", "2026-W01"),
+            ("2026-W14", "2026-W14"),
+            ("2026-03", "2026-03"),
+            ("2026", "2026"),
+        ] {
+            assert_eq!(canonical_named(given).as_deref(), Ok(canonical), "{given}");
+            assert_eq!(r(given), r(canonical));
         }
     }
 

@@ -300,9 +300,10 @@ impl Application {
         self.shutdown().await
     }
 
-    /// Shuts down in order: health says NOT_SERVING (load balancers stop sending), the server
-    /// takes no new calls and answers those in flight (at most `shutdown_grace_s`; connections
-    /// still open then, such as an idle health Watch stream, are dropped), then the services'
+    /// Shuts down in order: health says NOT_SERVING (clients watching health see it), the
+    /// server takes no new calls and answers those in flight (waited for at most
+    /// `shutdown_grace_s`; connections still open then, such as an idle health Watch stream,
+    /// are no longer waited for and close when the process exits), then the services'
     /// background tasks do their last work (the final outbox read) and end.
     pub async fn shutdown(self) -> Result<(), String> {
         let Application {
@@ -326,7 +327,7 @@ impl Application {
             Err(_) => {
                 tracing::warn!(
                     grace_s = drain_grace.as_secs(),
-                    "connections still open after the grace period; closing them"
+                    "connections still open after the grace period; no longer waiting for them"
                 );
                 task.abort();
                 Ok(())

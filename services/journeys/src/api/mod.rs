@@ -77,6 +77,15 @@ fn today_start() -> i64 {
     db::now_micros().div_euclid(DAY_US) * DAY_US
 }
 
+/// A named period as stored and matched (one spelling per period); text that is not a period
+/// is kept as it is, for the validation that follows to refuse with its field.
+fn canonical_period(p: &str) -> String {
+    if p.is_empty() {
+        return String::new();
+    }
+    period::canonical_named(p).unwrap_or_else(|_| p.to_owned())
+}
+
 /// A reference in the request to something that does not exist is bad input naming the
 /// field; any other failure (storage, say) stays what it is, so a client retries it.
 fn missing_is_invalid(e: ApiError, field: String, what: &str) -> ApiError {
@@ -850,7 +859,7 @@ impl JourneyService for JourneyApi {
             effort_days: i.effort_days,
             reach: i.reach,
             confidence: i.confidence,
-            planned_period: i.planned_period.clone(),
+            planned_period: canonical_period(&i.planned_period),
             spent_days: i.spent_days,
             history: vec![StatusChange {
                 status: ItemStatus::Proposed,
@@ -914,7 +923,8 @@ impl JourneyService for JourneyApi {
             v.add("planned_period", e);
         }
         v.finish()?;
-        let period = (!r.planned_period.is_empty()).then_some(r.planned_period.as_str());
+        let planned = canonical_period(&r.planned_period);
+        let period = (!planned.is_empty()).then_some(planned.as_str());
         let filters = format!("items|{status:?}|{period:?}");
         let (size, token) = page_of(r.page.as_ref());
         let page = self.pages.parse(&c.tenant, &filters, size, token)?;
@@ -975,7 +985,7 @@ impl JourneyService for JourneyApi {
                 "effort_days" => d.effort_days = i.effort_days,
                 "reach" => d.reach = i.reach,
                 "confidence" => d.confidence = i.confidence,
-                "planned_period" => d.planned_period = i.planned_period.clone(),
+                "planned_period" => d.planned_period = canonical_period(&i.planned_period),
                 _ => d.spent_days = i.spent_days,
             }
         }
@@ -1080,11 +1090,12 @@ impl JourneyService for JourneyApi {
             v.add("capacity_days", "must be 0-1000000 person-days");
         }
         v.finish()?;
+        let period = canonical_period(&r.period);
         self.store
-            .set_capacity(&c.tenant, &r.period, r.capacity_days)
+            .set_capacity(&c.tenant, &period, r.capacity_days)
             .await?;
         Ok(Response::new(pb::SetCapacityResponse {
-            report: Some(self.capacity_report(&c.tenant, &r.period).await?),
+            report: Some(self.capacity_report(&c.tenant, &period).await?),
         }))
     }
 
@@ -1098,7 +1109,10 @@ impl JourneyService for JourneyApi {
             return Err(ApiError::invalid("period", e).into());
         }
         Ok(Response::new(pb::GetCapacityReportResponse {
-            report: Some(self.capacity_report(&c.tenant, &r.period).await?),
+            report: Some(
+                self.capacity_report(&c.tenant, &canonical_period(&r.period))
+                    .await?,
+            ),
         }))
     }
 }

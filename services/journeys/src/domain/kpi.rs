@@ -207,11 +207,15 @@ pub enum Status {
     StretchMet = 8,
 }
 
+/// Fewest answers, all alike, whose collapsed interval is taken as it is: by the rule of
+/// three, with 30 answers all in one group the share of any other answer is below 10 % (95 %).
+pub const MIN_UNANIMOUS: u64 = 30;
+
 /// Judges an estimate against a target, respecting its interval. An estimate with data but
 /// no interval (a mean of one answer) cannot be placed: it is unclear. Nor can one whose
-/// interval has no width: a Wald interval collapses when every answer falls in one group (one
-/// promoter is NPS 100 in [100, 100]), which says nothing about how sure the figure is, so a
-/// day's first answer is never a verdict.
+/// interval has no width from fewer than [`MIN_UNANIMOUS`] answers: a Wald interval collapses
+/// when every answer falls in one group (one promoter is NPS 100 in [100, 100]), which says
+/// nothing about how sure so few answers are, so a day's first answers are never a verdict.
 pub fn status(direction: Direction, e: &Estimate, t: Option<&TargetDoc>) -> Status {
     if e.n == 0 {
         return Status::NoData;
@@ -219,7 +223,7 @@ pub fn status(direction: Direction, e: &Estimate, t: Option<&TargetDoc>) -> Stat
     let Some(t) = t else {
         return Status::NoTarget;
     };
-    if !e.defined || e.high <= e.low {
+    if !e.defined || (e.high <= e.low && e.n < MIN_UNANIMOUS) {
         return Status::UnclearThreshold;
     }
     // In "more is better" terms: flip everything for lower-is-better KPIs.
@@ -325,6 +329,9 @@ mod tests {
         let one = cxloop_metrics::nps(&[(10, 1)].into_iter().collect());
         assert_eq!((one.low, one.high), (100.0, 100.0));
         assert_eq!(status(h, &one, Some(&t)), Status::UnclearThreshold);
+        // Thirty promoters, nobody else: a verdict.
+        let thirty = cxloop_metrics::nps(&[(10, 30)].into_iter().collect());
+        assert_eq!(status(h, &thirty, Some(&t)), Status::StretchMet);
     }
 
     #[test]
