@@ -133,9 +133,10 @@ impl From<sea_orm::DbErr> for ApiError {
             sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => {
                 ApiError::Unavailable("storage is unavailable, retry later".into())
             }
-            // Contention, not a fault: SQLite's busy timeout ran out, or PostgreSQL chose this
-            // transaction as a deadlock or serialization victim. Nothing was written; a retry
-            // succeeds.
+            // Contention, not a fault: SQLite's busy timeout ran out, PostgreSQL chose this
+            // transaction as a deadlock or serialization victim, or another replica committed
+            // the same key first (two replicas taking one new request id at the same moment).
+            // Nothing was written; a retry succeeds, and finds the other's result.
             e if is_contention(&e.to_string()) => {
                 ApiError::Unavailable("storage is busy, retry shortly".into())
             }
@@ -150,6 +151,8 @@ fn is_contention(message: &str) -> bool {
         "database table is locked",
         "deadlock detected",
         "could not serialize access",
+        // PostgreSQL's unique violation (SQLite's single writer per file never races on one).
+        "duplicate key value violates unique constraint",
     ]
     .iter()
     .any(|m| message.contains(m))
@@ -231,6 +234,12 @@ mod tests {
         );
         assert_eq!(
             code(exec("error returned from database: deadlock detected")),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(exec(
+                "error returned from database: duplicate key value violates unique constraint \"fb_responses_request\""
+            )),
             Code::Unavailable
         );
         assert_eq!(code(exec("no such table: fb_x")), Code::Internal);
