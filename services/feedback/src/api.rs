@@ -545,16 +545,20 @@ pub fn parse_new_response(req: pb::RecordResponseRequest) -> Result<NewResponse,
         );
         return Err((echoed(req.request_id), v.into_inner()));
     }
-    let mut keys = std::collections::HashSet::with_capacity(r.answers.len());
+    // At most MAX_QUESTIONS answers (checked above), so a scan finds repeats without the
+    // allocation of a set per response, and field paths are only built for a violation: bulk
+    // imports parse millions of these.
     for (i, a) in r.answers.iter().enumerate() {
-        check_len(
-            &mut v,
-            &format!("response.answers[{i}].question_key"),
-            &a.question_key,
-            1,
-            64,
-        );
-        if !keys.insert(a.question_key.as_str()) {
+        if a.question_key.is_empty() || a.question_key.chars().count() > 64 {
+            v.add(
+                format!("response.answers[{i}].question_key"),
+                "must be 1-64 characters",
+            );
+        }
+        if r.answers[..i]
+            .iter()
+            .any(|b| b.question_key == a.question_key)
+        {
             v.add(
                 format!("response.answers[{i}].question_key"),
                 "answers the same question twice",
