@@ -427,6 +427,58 @@ async fn the_same_unit_across_cycles_does_not_reveal_one_newcomer() {
     app.stop().await;
 }
 
+/// Naming an older cycle as the previous one cannot skip the comparison with the latest:
+/// between the latest and this one a single newcomer could otherwise be read off by hand.
+#[tokio::test]
+async fn naming_an_older_previous_cycle_cannot_skip_the_latest() {
+    let app = spawn().await;
+    let o = org(&app, &[("root", ""), ("u", "root")], &[("u", "u", 12, "t")]).await;
+    let mut admin = app.ex(&o.t, &["admin"]).await;
+    let c1 = launch(&mut admin, &o.survey, &o.ids[0], "", "c1").await;
+    close(&mut admin, &c1.id).await;
+    let c2 = launch(&mut admin, &o.survey, &o.ids[0], "", "c2").await;
+    assert_eq!(c2.previous_cycle_id, c1.id);
+    close(&mut admin, &c2.id).await;
+    let draft = admin
+        .create_cycle(pb::CreateCycleRequest {
+            request_id: "cycle-c3".into(),
+            cycle: Some(pb::Cycle {
+                survey_id: o.survey.clone(),
+                name: "c3".into(),
+                org_unit_id: o.ids[0].clone(),
+                previous_cycle_id: c1.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cycle
+        .unwrap();
+    let err = admin
+        .launch_cycle(pb::LaunchCycleRequest {
+            id: draft.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains(&c2.id), "{}", err.message());
+    // Nothing changed: still a draft, still naming c1.
+    let still = admin
+        .get_cycle(pb::GetCycleRequest { id: draft.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .cycle
+        .unwrap();
+    assert_eq!(still.state(), pb::CycleState::Draft);
+    assert_eq!(still.previous_cycle_id, c1.id);
+    // Naming the latest is fine.
+    let c4 = launch(&mut admin, &o.survey, &o.ids[0], &c2.id, "c4").await;
+    assert_eq!(c4.previous_cycle_id, c2.id);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn people_moving_between_teams_do_not_reveal_them() {
     let app = spawn().await;

@@ -422,13 +422,15 @@ impl Store {
             }
             i += 1;
         }
-        // A cycle that names no previous one is compared with the latest cycle of its survey
-        // launched before it over an overlapping part of the tree (its unit, a unit above it,
-        // or one below it): the same-unit-across-cycles rule must not depend on whether
-        // whoever created the cycle chose to name one. A cycle of another department is no
+        // A cycle is compared with the latest cycle of its survey launched before it over an
+        // overlapping part of the tree (its unit, a unit above it, or one below it). One that
+        // names none gets that one; one that names another is refused: comparing with an older
+        // cycle would leave this cycle's groups unchecked against the latest, and the few
+        // people who changed between those two could be read off by hand. The rule must not
+        // depend on what whoever creates the cycle names. A cycle of another department is no
         // comparison: none of its groups would match.
         let mut cycle = cycle;
-        if cycle.previous_cycle_id.is_empty() {
+        let latest = {
             let mut overlapping: HashSet<&str> = order.iter().map(String::as_str).collect();
             let mut up = parents.get(&cycle.org_unit_id).map(|(p, _)| p.as_str());
             while let Some(u) = up.filter(|u| !u.is_empty() && overlapping.insert(u)) {
@@ -445,14 +447,19 @@ impl Store {
                     ],
                 ))
                 .await?;
+            let mut latest = None;
             for r in &earlier {
                 let unit: String = get(r, 1)?;
                 if overlapping.contains(unit.as_str()) {
-                    cycle.previous_cycle_id = get(r, 0)?;
+                    latest = Some(get::<String>(r, 0)?);
                     break;
                 }
             }
-            if !cycle.previous_cycle_id.is_empty() {
+            latest
+        };
+        match (cycle.previous_cycle_id.is_empty(), latest) {
+            (true, Some(latest)) => {
+                cycle.previous_cycle_id = latest;
                 txn.execute_raw(stmt(
                     backend,
                     "UPDATE ex_cycles SET previous_cycle_id = ? WHERE tenant_id = ? AND id = ?",
@@ -464,6 +471,20 @@ impl Store {
                 ))
                 .await?;
             }
+            (false, latest) if latest.as_deref() != Some(cycle.previous_cycle_id.as_str()) => {
+                // Dropped without commit: the cycle stays a draft.
+                return Err(ApiError::precondition(
+                    "PREVIOUS_NOT_LATEST",
+                    format!("cycles/{id}"),
+                    match latest {
+                        Some(l) => format!(
+                            "the previous cycle must be the latest launched cycle of this survey over these units, cycles/{l}, or left empty for it"
+                        ),
+                        None => "no launched cycle of this survey covers these units: leave previous_cycle_id empty".to_owned(),
+                    },
+                ));
+            }
+            _ => {}
         }
         let names: HashMap<String, String> = txn
             .query_all_raw(stmt(
