@@ -394,7 +394,20 @@ pub fn compare_nps(a: &Histogram, b: &Histogram) -> Comparison {
     }
     let se = (nps_unit_variance(pa, da) / na as f64 + nps_unit_variance(pb, db) / nb as f64).sqrt()
         * 100.0;
-    z_comparison(ea, eb, se, se)
+    if se > 0.0 {
+        return z_comparison(ea, eb, se, se);
+    }
+    // Each side answered all alike but not alike each other (all promoters against all
+    // detractors): as for shares, the test under "no difference" uses the variance of both
+    // sides pooled, and so does the interval, kept inside the possible differences.
+    let (nf_a, nf_b) = (na as f64, nb as f64);
+    let pooled_p = (pa * nf_a + pb * nf_b) / (nf_a + nf_b);
+    let pooled_d = (da * nf_a + db * nf_b) / (nf_a + nf_b);
+    let pooled = (nps_unit_variance(pooled_p, pooled_d) * (1.0 / nf_a + 1.0 / nf_b)).sqrt() * 100.0;
+    let mut c = z_comparison(ea, eb, pooled, pooled);
+    c.low = c.low.max(-200.0);
+    c.high = c.high.min(200.0);
+    c
 }
 
 /// Share b − a: the interval uses the unpooled standard error, the test the pooled one (the
@@ -932,6 +945,21 @@ mod tests {
         let c = compare_nps(&Histogram::new(), &hist(&[9]));
         assert_eq!((c.p_value, c.defined), (1.0, false));
         assert!(!c.difference.is_nan());
+        // All promoters against all detractors (10 each): no variance on either side, the
+        // pooled one is 1: se 44.72136, z 4.472136, p 7.7442164e-6 (mpmath).
+        let c = compare_nps(&hist(&[10; 10]), &hist(&[0; 10]));
+        assert!(c.defined);
+        close(c.difference, -200.0, 1e-12);
+        close(c.standard_error, 44.721_359_549_995_794, 1e-9);
+        assert!(
+            (c.p_value / 7.744_216_431_044_084e-6 - 1.0).abs() < 1e-9,
+            "{}",
+            c.p_value
+        );
+        assert!(c.low >= -200.0 && c.high <= 200.0);
+        // The same answers on both sides: nothing to test.
+        let c = compare_nps(&hist(&[10; 10]), &hist(&[10; 5]));
+        assert_eq!((c.p_value, c.defined), (1.0, false));
         // None of 100 against all of 100: the unpooled error is 0, the pooled test is not:
         // se 0.0707107, z 14.142136, p 2.0884876e-45 (mpmath).
         let c = compare_share(0, 100, 100, 100);
