@@ -412,25 +412,6 @@ pub fn action_plan_transition_ok(from: i32, to: i32) -> bool {
     from == to || matches!((from, to), (1, 2) | (1, 3) | (2, 3) | (1, 4) | (2, 4))
 }
 
-/// Checks a tree change: given the current parent of every unit (by id, "" for a root) and a
-/// proposed parent for one unit, true when the proposal would make the unit its own ancestor.
-pub fn makes_cycle(parents: &HashMap<String, String>, unit: &str, new_parent: &str) -> bool {
-    let mut at = new_parent.to_owned();
-    let mut steps = 0usize;
-    while !at.is_empty() {
-        if at == unit {
-            return true;
-        }
-        steps += 1;
-        if steps > parents.len() + 1 {
-            // Already a cycle further up; refuse rather than loop.
-            return true;
-        }
-        at = parents.get(&at).cloned().unwrap_or_default();
-    }
-    false
-}
-
 /// One dated parent link of a unit: under `parent` ("" for a root) from `from` (µs,
 /// inclusive) until `to` (exclusive; `None` while it is the unit's latest link).
 #[derive(Clone, Debug)]
@@ -464,14 +445,6 @@ impl Links {
             .iter()
             .find(|l| l.to.is_none())
             .map(|l| (l.parent.as_str(), l.from))
-    }
-
-    /// The parent of every unit at `at` ("" for a root).
-    pub fn parents_at(&self, at: i64) -> HashMap<String, String> {
-        self.by_unit
-            .keys()
-            .filter_map(|u| Some((u.clone(), self.link_at(u, at)?.parent.clone())))
-            .collect()
     }
 
     fn link_at(&self, unit: &str, at: i64) -> Option<&Link> {
@@ -636,14 +609,14 @@ mod tests {
 
     #[test]
     fn cycles_in_the_tree_are_found() {
-        let parents: HashMap<String, String> = [("a", ""), ("b", "a"), ("c", "b")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert!(makes_cycle(&parents, "a", "c"));
-        assert!(makes_cycle(&parents, "b", "b"));
-        assert!(!makes_cycle(&parents, "c", "a"));
-        assert!(!makes_cycle(&parents, "new", "c"));
+        let mut links = Links::default();
+        for (u, p) in [("a", ""), ("b", "a"), ("c", "b")] {
+            links.add(u, p, i64::MIN / 2, None);
+        }
+        assert!(links.move_makes_cycle("a", "c", 0));
+        assert!(links.move_makes_cycle("b", "b", 0));
+        assert!(!links.move_makes_cycle("c", "a", 0));
+        assert!(!links.move_makes_cycle("new", "c", 0));
     }
 
     #[test]
@@ -661,8 +634,14 @@ mod tests {
         assert!(links.move_makes_cycle("b", "a", now));
         // From later on, B may go under A.
         assert!(!links.move_makes_cycle("b", "a", later + 1));
-        assert_eq!(links.parents_at(now)["a"], "b");
-        assert_eq!(links.parents_at(later)["a"], "");
+        assert_eq!(
+            links.link_at("a", now).map(|l| l.parent.as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            links.link_at("a", later).map(|l| l.parent.as_str()),
+            Some("")
+        );
         // A unit's own loop is refused at once.
         assert!(links.move_makes_cycle("b", "b", now));
         // The chain above the new parent is walked again when one of its links ends: x under
