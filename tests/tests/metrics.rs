@@ -583,3 +583,79 @@ async fn batched_slice_reads_follow_every_write_after_them() {
     assert_eq!(read(&mut c).await, first + 5);
     app.stop().await;
 }
+
+/// A response is counted once whichever of its questions it answered: with a scored answer
+/// its count rides on that answer's full-grain row, without one (free text only) on a row of
+/// its own. Response counts over one filter (the slice rollup) and over combined filters
+/// (the full-grain series) agree, and every measure's n is its own answers.
+#[tokio::test]
+async fn a_response_is_counted_once_whatever_it_answered() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["A", "B"]).await;
+    let when = at("2026-04-01T09:00:00Z");
+    let mut text_only = response("a-text", &survey, &tps[0], when, &[]);
+    if let Some(r) = text_only.response.as_mut() {
+        r.answers.push(pb::Answer {
+            question_key: "why".into(),
+            value: Some(pb::answer::Value::Text("Too slow".into())),
+        });
+    }
+    let mut senior = response("a-senior", &survey, &tps[0], when, &[("csat", 2)]);
+    if let Some(r) = senior.response.as_mut() {
+        r.segment = "senior".into();
+    }
+    let items = vec![
+        response("a-1", &survey, &tps[0], when, &[("nps", 9), ("csat", 4)]),
+        response("a-2", &survey, &tps[0], when, &[("csat", 5)]),
+        text_only,
+        response("a-3", &survey, &tps[0], when, &[("value", 7), ("nps", 3)]),
+        senior,
+        response("b-1", &survey, &tps[1], when, &[("nps", 10)]),
+    ];
+    assert_eq!(import_one(&mut c, items).await.accepted, 6);
+    // The unary path writes through the same rollups.
+    c.record_response(response("a-4", &survey, &tps[0], when, &[("ces", 6)]))
+        .await
+        .unwrap();
+    let count = |c: &mut cxloop_e2e::Client, key: &str, tp: usize, segment: &str| {
+        let q = pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: key.into(),
+            slice: Some(pb::Slice {
+                touchpoint_id: tps[tp].clone(),
+                segment: segment.into(),
+                ..Default::default()
+            }),
+            period: named("2026-04-01"),
+            bucket: pb::Bucket::Total as i32,
+            view: pb::MetricsView::Full as i32,
+        };
+        let mut c = c.clone();
+        async move {
+            c.query_metrics(q)
+                .await
+                .unwrap()
+                .into_inner()
+                .total
+                .unwrap()
+                .count
+        }
+    };
+    // Touchpoint A: six responses, five of them in segment "family".
+    assert_eq!(count(&mut c, "", 0, "").await, 6, "one filter");
+    assert_eq!(count(&mut c, "", 0, "family").await, 5, "combined filters");
+    assert_eq!(count(&mut c, "", 0, "senior").await, 1);
+    assert_eq!(count(&mut c, "", 1, "family").await, 1);
+    // Each measure counts its own answers, over one filter and over two.
+    for (key, family, all) in [
+        ("nps", 2, 2),
+        ("csat", 2, 3),
+        ("ces", 1, 1),
+        ("value", 1, 1),
+    ] {
+        assert_eq!(count(&mut c, key, 0, "family").await, family, "{key}");
+        assert_eq!(count(&mut c, key, 0, "").await, all, "{key}");
+    }
+    app.stop().await;
+}

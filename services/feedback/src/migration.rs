@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(Initial),
             Box::new(ClusteredRollups),
             Box::new(RollupSeries),
+            Box::new(CountInSeries),
         ]
     }
 
@@ -291,6 +292,38 @@ impl MigrationTrait for RollupSeries {
     }
 }
 
+struct CountInSeries;
+
+impl MigrationName for CountInSeries {
+    fn name(&self) -> &str {
+        "m0004_feedback_count_in_series"
+    }
+}
+
+/// The response count moves into the series' days: `n` counts the responses a row stands
+/// for. A response is counted in the row of its first scored answer, and only a response
+/// without a scored answer still has a row of the measure "" (its `n` is 1, its histogram
+/// empty). A response count over combined filters adds up `n` over the series of every
+/// measure. In a sparse import a row per response for its count alone had been a third of
+/// the full-grain rows written. Rows of "" written before carry their count over from h0.
+/// The single-dimension slices keep the count as the measure "" in h0, unchanged.
+const COUNT_IN_SERIES: &str = "
+ALTER TABLE fb_rollup_series_days ADD COLUMN n BIGINT NOT NULL DEFAULT 0;
+UPDATE fb_rollup_series_days SET n = h0, h0 = 0
+ WHERE EXISTS (SELECT 1 FROM fb_rollup_series s
+                WHERE s.tenant_id = fb_rollup_series_days.tenant_id
+                  AND s.id = fb_rollup_series_days.series AND s.measure = '')
+";
+
+#[async_trait::async_trait]
+impl MigrationTrait for CountInSeries {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let txn = sea_orm::TransactionTrait::begin(manager.get_connection()).await?;
+        cxloop_platform::db::execute_script(&txn, COUNT_IN_SERIES).await?;
+        txn.commit().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,5 +414,70 @@ mod tests {
             ))
             .await;
         assert!(old.is_err(), "the old cell table is gone");
+    }
+
+    /// Counts stored before m0004 in rows of the measure "" move from h0 to `n`; other
+    /// measures' rows count no responses (their responses were counted in those "" rows).
+    #[tokio::test]
+    async fn counts_move_into_n() {
+        crate::test_databases::on_each(|url| async move { move_counts(&url).await }).await;
+    }
+
+    async fn move_counts(url: &str) {
+        let db = cxloop_platform::db::connect(url).await.unwrap();
+        Migrator::up(&db, Some(3)).await.unwrap();
+        let zeros = ", 0, 0, 0, 0, 0, 0, 0, 0";
+        for (tenant, id, measure) in [("acme", 1, ""), ("acme", 2, "nps"), ("beta", 1, "nps")] {
+            db.execute_unprepared(&format!(
+                "INSERT INTO fb_rollup_series VALUES ('{tenant}', {id}, 'sv', '{measure}', 'tp', 'ou', 1, 'family')"
+            ))
+            .await
+            .unwrap();
+        }
+        for (tenant, series, day, h0, h1, h2) in [
+            ("acme", 1, 20_000, 3, 0, 0),
+            ("acme", 1, 20_001, 2, 0, 0),
+            ("acme", 2, 20_000, 1, 0, 2),
+            ("beta", 1, 20_000, 4, 5, 0),
+        ] {
+            db.execute_unprepared(&format!(
+                "INSERT INTO fb_rollup_series_days VALUES ('{tenant}', {series}, {day}, {h0}, {h1}, {h2}{zeros})"
+            ))
+            .await
+            .unwrap();
+        }
+        Migrator::up(&db, None).await.unwrap();
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT tenant_id, series, day, n, h0, h1, h2 FROM fb_rollup_series_days ORDER BY tenant_id, series, day",
+            ))
+            .await
+            .unwrap();
+        let got: Vec<(String, i64, i64, i64, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get_by_index(0).unwrap(),
+                    r.try_get_by_index(1).unwrap(),
+                    r.try_get_by_index(2).unwrap(),
+                    r.try_get_by_index(3).unwrap(),
+                    r.try_get_by_index(4).unwrap(),
+                    r.try_get_by_index(5).unwrap(),
+                    r.try_get_by_index(6).unwrap(),
+                )
+            })
+            .collect();
+        let s = |v: &str| v.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (s("acme"), 1, 20_000, 3, 0, 0, 0),
+                (s("acme"), 1, 20_001, 2, 0, 0, 0),
+                (s("acme"), 2, 20_000, 0, 1, 0, 2),
+                // Series 1 of another tenant is its own: an NPS series, untouched.
+                (s("beta"), 1, 20_000, 0, 4, 5, 0),
+            ]
+        );
     }
 }

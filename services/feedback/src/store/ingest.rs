@@ -29,7 +29,7 @@ use super::checkpoint::Checkpointer;
 use super::conn::{Conn, Param, Txn};
 use super::events::{self, RecentPayloads};
 use super::flush::{self, Flusher, Reply};
-use super::{HIST_WIDTH, Store, answers_json, hist_columns};
+use super::{HIST_WIDTH, Store, answers_json};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
 /// Most response rows committed in one transaction.
@@ -614,6 +614,17 @@ pub(super) type SeriesKey<'a> = (&'a str, &'a str, &'a str, &'a str, i32, &'a st
 type SeriesIdx = (u32, u32, u32, u32, i32, u32);
 type Counts = [i64; HIST_WIDTH];
 
+/// The measure that counts responses (in h0 of its slices; in `n` of the series' days).
+const COUNT_MEASURE: &str = "";
+
+/// A full-grain rollup row's increments: the measure's histogram, and how many responses
+/// this row counts (see [`Increments::add`]).
+#[derive(Default)]
+struct Cell {
+    hist: Counts,
+    n: i64,
+}
+
 /// The strings of a batch's rollup keys (ids, question keys), numbered in order of first
 /// sight, so that the keys aggregated per response are tuples of numbers. Hashing and
 /// comparing five 36-character ids for each of a response's cells was a sixth of the
@@ -643,7 +654,7 @@ impl<'a> Names<'a> {
 struct Increments<'a> {
     names: Names<'a>,
     slices: FastMap<(u32, u32, SliceOf, i64), Counts>,
-    cells: FastMap<(SeriesIdx, i64), Counts>,
+    cells: FastMap<(SeriesIdx, i64), Cell>,
 }
 
 impl<'a> Increments<'a> {
@@ -666,27 +677,45 @@ impl<'a> Increments<'a> {
             names.number(&r.org_unit_id),
             names.number(&r.segment),
         );
-        // "" counts responses (in h0); each scored answer counts under its question key, in
-        // the column of its point on the question's scale.
-        let measures = std::iter::once(("", 0usize)).chain(r.scores().filter_map(|(k, s)| {
-            let q = survey.question(k)?;
-            usize::try_from(s - q.min)
-                .ok()
-                .filter(|i| *i < HIST_WIDTH)
-                .map(|i| (k, i))
-        }));
-        for (measure, column) in measures {
-            let m = names.number(measure);
+        // Each scored answer counts under its question key, in the column of its point on
+        // the question's scale. The response itself is counted once, in `n` of its first
+        // scored answer's cell; only a response without one gets a cell of the measure ""
+        // (the response count) for it. A cell per response for its count alone was a third
+        // of a sparse import's rollup rows.
+        let mut counted = false;
+        for (k, s) in r.scores() {
+            let Some(column) = survey
+                .question(k)
+                .and_then(|q| usize::try_from(s - q.min).ok().filter(|i| *i < HIST_WIDTH))
+            else {
+                continue;
+            };
+            let m = names.number(k);
+            let cell = self
+                .cells
+                .entry(((sv, m, tp, ou, r.channel, seg), day))
+                .or_default();
+            cell.hist[column] += 1;
+            if !counted {
+                cell.n += 1;
+                counted = true;
+            }
+        }
+        if !counted {
+            let m = names.number(COUNT_MEASURE);
             self.cells
                 .entry(((sv, m, tp, ou, r.channel, seg), day))
-                .or_insert([0; HIST_WIDTH])[column] += 1;
+                .or_default()
+                .n += 1;
         }
     }
 
     /// Derives the single-dimension slices from the cells: a slice is the sum of its cells,
-    /// and a batch has far fewer distinct cells than responses.
+    /// and a batch has far fewer distinct cells than responses. The slices keep the response
+    /// count as a measure of its own (in h0 of measure ""): the sum of the cells' `n`.
     fn fill_slices(&mut self) {
-        for (((survey, measure, tp, ou, ch, seg), day), counts) in &self.cells {
+        let count = self.names.number(COUNT_MEASURE);
+        for (((survey, measure, tp, ou, ch, seg), day), cell) in &self.cells {
             let slices = [
                 SliceOf::All,
                 SliceOf::Touchpoint(*tp),
@@ -695,12 +724,19 @@ impl<'a> Increments<'a> {
                 SliceOf::Segment(*seg),
             ];
             for slice in slices {
-                let row = self
-                    .slices
-                    .entry((*survey, *measure, slice, *day))
-                    .or_insert([0; HIST_WIDTH]);
-                for (sum, c) in row.iter_mut().zip(counts) {
-                    *sum += c;
+                if *measure != count {
+                    let row = self
+                        .slices
+                        .entry((*survey, *measure, slice, *day))
+                        .or_insert([0; HIST_WIDTH]);
+                    for (sum, c) in row.iter_mut().zip(&cell.hist) {
+                        *sum += c;
+                    }
+                }
+                if cell.n != 0 {
+                    self.slices
+                        .entry((*survey, count, slice, *day))
+                        .or_insert([0; HIST_WIDTH])[0] += cell.n;
                 }
             }
         }
@@ -1041,21 +1077,31 @@ async fn write_increments(
     inc: &Increments<'_>,
     series: &FastMap<SeriesIdx, i64>,
 ) -> ApiResult<()> {
-    let hist_cols = hist_columns();
-    let upsert = |table: &str, keys: &str, width: usize| {
-        let merge: Vec<String> = (0..HIST_WIDTH)
-            .map(|i| format!("h{i} = {table}.h{i} + excluded.h{i}"))
+    // `columns` added up on conflict: the histogram's, and the series days' response count.
+    let upsert = |table: &str, keys: &str, width: usize, columns: &[String]| {
+        let merge: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
             .collect();
         txn.insert(
-            &format!("INSERT INTO {table} (tenant_id, {keys}, {hist_cols})"),
-            width + HIST_WIDTH,
+            &format!(
+                "INSERT INTO {table} (tenant_id, {keys}, {})",
+                columns.join(", ")
+            ),
+            width + columns.len(),
             &format!(
                 "ON CONFLICT (tenant_id, {keys}) DO UPDATE SET {}",
                 merge.join(", ")
             ),
         )
     };
-    let mut slices = upsert("fb_rollup_slices", "survey_id, measure, slice, day", 5);
+    let hist: Vec<String> = (0..HIST_WIDTH).map(|i| format!("h{i}")).collect();
+    let mut slices = upsert(
+        "fb_rollup_slices",
+        "survey_id, measure, slice, day",
+        5,
+        &hist,
+    );
     for (survey, measure, slice, day, counts) in inc.slice_rows() {
         slices.row(
             [
@@ -1070,19 +1116,25 @@ async fn write_increments(
         )?;
     }
     slices.finish().await?;
-    let mut cells = upsert("fb_rollup_series_days", "series, day", 3);
+    let with_n: Vec<String> = std::iter::once("n".to_owned()).chain(hist).collect();
+    let mut cells = upsert("fb_rollup_series_days", "series, day", 3, &with_n);
     // In key order: consecutive upserts land on the same pages.
-    let mut rows: Vec<(i64, i64, &Counts)> = inc
+    let mut rows: Vec<(i64, i64, &Cell)> = inc
         .cells
         .iter()
-        .filter_map(|((key, day), counts)| Some((*series.get(key)?, *day, counts)))
+        .filter_map(|((key, day), cell)| Some((*series.get(key)?, *day, cell)))
         .collect();
     rows.sort_unstable_by_key(|(id, day, _)| (*id, *day));
-    for (id, day, counts) in rows {
+    for (id, day, cell) in rows {
         cells.row(
-            [Param::from(tenant.as_str()), id.into(), day.into()]
-                .into_iter()
-                .chain(counts.iter().map(|c| Param::from(*c))),
+            [
+                Param::from(tenant.as_str()),
+                id.into(),
+                day.into(),
+                cell.n.into(),
+            ]
+            .into_iter()
+            .chain(cell.hist.iter().map(|c| Param::from(*c))),
         )?;
     }
     cells.finish().await

@@ -990,11 +990,19 @@ impl Store {
                     tenant,
                 );
                 series.eq("survey_id", survey_id);
-                series.eq("measure", measure);
+                // Responses are counted in `n` of the series of any measure (that of a
+                // response's first scored answer, or of "" when it has none; since m0004).
+                let sums: Vec<String> = if measure.is_empty() {
+                    std::iter::once("CAST(SUM(n) AS BIGINT)".to_owned())
+                        .chain((1..HIST_WIDTH).map(|_| "CAST(0 AS BIGINT)".to_owned()))
+                        .collect()
+                } else {
+                    series.eq("measure", measure);
+                    (0..HIST_WIDTH)
+                        .map(|i| format!("CAST(SUM(h{i}) AS BIGINT)"))
+                        .collect()
+                };
                 series.slice(slice);
-                let sums: Vec<String> = (0..HIST_WIDTH)
-                    .map(|i| format!("CAST(SUM(h{i}) AS BIGINT)"))
-                    .collect();
                 let mut q = Conditions::new(
                     format!(
                         "SELECT day, {} FROM fb_rollup_series_days WHERE tenant_id = ? AND series IN ({})",
