@@ -1,7 +1,8 @@
 //! What every cxloop service shares, so that each service crate holds only its own domain:
 //! layered configuration, JWT auth and tenancy, the mapping of errors to gRPC statuses,
 //! storage (sea-orm over SQLite or PostgreSQL), paging tokens, idempotent creates, the
-//! transactional outbox, telemetry and graceful shutdown.
+//! transactional outbox, telemetry, graceful shutdown, and the wire form of the statistics
+//! library's estimates and comparisons.
 //!
 //! This crate must not know any service's tables or rules. Services live in `services/*` and
 //! depend on it; the `cxloop` binary composes them into one server.
@@ -18,6 +19,7 @@ pub mod paging;
 pub mod period;
 pub mod shutdown;
 pub mod telemetry;
+pub mod wire;
 
 pub use auth::{Caller, Permission, Role, TenantId};
 pub use error::{ApiError, ApiResult, Violations};

@@ -107,7 +107,7 @@ where
     S::Future: Send + 'static,
     B: Send + 'static,
 {
-    type Response = http::Response<R>;
+    type Response = http::Response<RecordedBody<R>>;
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -139,27 +139,123 @@ where
         let span2 = span.clone();
         Box::pin(
             async move {
-                let res = fut.await;
-                // Unary errors come as trailers-only responses: the code is in the headers.
-                // Successful calls put "0" in the trailers, which this layer does not read.
-                let code: i64 = match &res {
-                    Ok(r) => r
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
-                    // The service failed before producing a gRPC answer: transport-level.
-                    Err(_) => i64::from(tonic::Code::Unknown as i32),
-                };
-                let latency_us = started.elapsed().as_micros() as i64;
-                span2.set_attribute("rpc.grpc.status_code", code);
-                span2.set_attribute("latency_us", latency_us);
-                tracing::debug!(code, latency_us, "rpc finished");
-                res
+                match fut.await {
+                    Ok(res) => {
+                        // An error before the first message is a trailers-only answer: its
+                        // code is in the headers. Otherwise the code comes in the trailers,
+                        // after the last message: the body records it when it ends.
+                        let header_code = grpc_status(res.headers());
+                        let finish = Finish {
+                            span: span2,
+                            started,
+                            header_code,
+                            done: false,
+                        };
+                        Ok(res.map(|inner| RecordedBody { inner, finish }))
+                    }
+                    Err(e) => {
+                        // The service failed before producing a gRPC answer: transport-level.
+                        Finish {
+                            span: span2,
+                            started,
+                            header_code: None,
+                            done: false,
+                        }
+                        .record(None, tonic::Code::Unknown);
+                        Err(e)
+                    }
+                }
             }
             .instrument(span),
         )
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i64> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Records an RPC's gRPC status code and latency once, when its answer has ended.
+struct Finish {
+    span: tracing::Span,
+    started: Instant,
+    header_code: Option<i64>,
+    done: bool,
+}
+
+impl Finish {
+    /// Records the call with the trailers' code, else the headers', else `otherwise`.
+    fn record(&mut self, trailer_code: Option<i64>, otherwise: tonic::Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let code = trailer_code
+            .or(self.header_code)
+            .unwrap_or(i64::from(otherwise as i32));
+        let latency_us = self.started.elapsed().as_micros() as i64;
+        self.span.set_attribute("rpc.grpc.status_code", code);
+        self.span.set_attribute("latency_us", latency_us);
+        let _enter = self.span.enter();
+        tracing::debug!(code, latency_us, "rpc finished");
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        // An answer whose end was never polled: trailers-only (the code is in the headers), or
+        // cut off part way (the client went away, or the server stopped).
+        self.record(None, tonic::Code::Cancelled);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An RPC's answer body, recording the call's status code and latency when it ends.
+    pub struct RecordedBody<B> {
+        #[pin]
+        inner: B,
+        finish: Finish,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for RecordedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.finish
+                        .record(grpc_status(trailers), tonic::Code::Unknown);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                // The body itself failed: the client sees the stream reset, not a status.
+                this.finish.header_code = None;
+                this.finish.record(None, tonic::Code::Unknown);
+            }
+            // Ended without trailers: the headers' code, else no status at all, which a
+            // client reads as UNKNOWN.
+            Poll::Ready(None) => this.finish.record(None, tonic::Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -181,4 +277,151 @@ pub fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut MetadataInjector(metadata))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+    use tower::{Layer as _, Service as _};
+    use tracing_subscriber::layer::Context as LayerContext;
+
+    /// An answer body of prepared frames.
+    struct Frames(VecDeque<http_body::Frame<&'static [u8]>>);
+
+    impl http_body::Body for Frames {
+        type Data = &'static [u8];
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    fn trailers(code: &str) -> http_body::Frame<&'static [u8]> {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", code.parse().unwrap());
+        http_body::Frame::trailers(t)
+    }
+
+    /// Answers every call with the response `make` builds.
+    #[derive(Clone)]
+    struct Answer(fn() -> http::Response<Frames>);
+
+    impl tower::Service<http::Request<()>> for Answer {
+        type Response = http::Response<Frames>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok((self.0)()))
+        }
+    }
+
+    /// The `code` of every "rpc finished" event.
+    #[derive(Clone, Default)]
+    struct Codes(Arc<Mutex<Vec<i64>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Codes {
+        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            struct Code(Option<i64>);
+            impl tracing::field::Visit for Code {
+                fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+                    if field.name() == "code" {
+                        self.0 = Some(value);
+                    }
+                }
+                fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+            }
+            let mut code = Code(None);
+            event.record(&mut code);
+            if let Some(c) = code.0 {
+                self.0.lock().unwrap().push(c);
+            }
+        }
+    }
+
+    /// Calls a service answering with `make`, reads that many frames of the body (`None`:
+    /// to its end), drops it, and returns the codes recorded.
+    async fn recorded(make: fn() -> http::Response<Frames>, frames: Option<usize>) -> Vec<i64> {
+        let codes = Codes::default();
+        let _guard = tracing_subscriber::registry()
+            .with(codes.clone())
+            .set_default();
+        let mut svc = RpcSpanLayer.layer(Answer(make));
+        let res = svc.call(http::Request::new(())).await.unwrap();
+        let mut body = res.into_body();
+        let mut read = 0;
+        while frames.is_none_or(|n| read < n) {
+            let frame = std::future::poll_fn(|cx| {
+                http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+            })
+            .await;
+            if frame.is_none() {
+                break;
+            }
+            read += 1;
+        }
+        assert!(codes.0.lock().unwrap().len() <= 1);
+        drop(body);
+        codes.0.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_after_its_messages_is_recorded_with_its_trailers_code() {
+        let make = || {
+            http::Response::new(Frames(VecDeque::from([
+                http_body::Frame::data(&b"one message"[..]),
+                http_body::Frame::data(&b"another"[..]),
+                trailers("13"),
+            ])))
+        };
+        assert_eq!(recorded(make, None).await, vec![13]);
+    }
+
+    #[tokio::test]
+    async fn a_successful_call_is_recorded_once_with_code_0() {
+        let make = || {
+            http::Response::new(Frames(VecDeque::from([
+                http_body::Frame::data(&b"answer"[..]),
+                trailers("0"),
+            ])))
+        };
+        assert_eq!(recorded(make, None).await, vec![0]);
+    }
+
+    #[tokio::test]
+    async fn a_trailers_only_error_is_recorded_with_its_headers_code() {
+        let make = || {
+            let mut r = http::Response::new(Frames(VecDeque::new()));
+            r.headers_mut().insert("grpc-status", "16".parse().unwrap());
+            r
+        };
+        // The server never polls an empty body: the code is recorded when it is dropped.
+        assert_eq!(recorded(make, Some(0)).await, vec![16]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_off_part_way_is_recorded_as_cancelled() {
+        let make = || {
+            http::Response::new(Frames(VecDeque::from([
+                http_body::Frame::data(&b"first"[..]),
+                http_body::Frame::data(&b"never read"[..]),
+                trailers("0"),
+            ])))
+        };
+        assert_eq!(
+            recorded(make, Some(1)).await,
+            vec![i64::from(tonic::Code::Cancelled as i32)]
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use cxloop_platform::TenantId;
 use cxloop_platform::error::{ApiError, ApiResult};
-use cxloop_proto::common::v1 as common;
+use cxloop_platform::wire::{comparison_pb, estimate_pb};
 use cxloop_proto::employee::v1 as pb;
 
 use crate::domain::anonymity::{self, Hidden, Movers, SlicePlan, TreePlan};
@@ -312,43 +312,10 @@ fn withhold_answers(s: &mut pb::GroupSummary) {
     }
 }
 
-/// An estimate on the wire.
-pub fn estimate_pb(e: &cxloop_metrics::Estimate) -> common::Estimate {
-    common::Estimate {
-        value: e.value,
-        sample_size: e.n,
-        confidence_level: e.confidence,
-        interval_low: e.low,
-        interval_high: e.high,
-        standard_error: e.standard_error,
-        method: match e.method {
-            cxloop_metrics::Method::Wald => common::IntervalMethod::Wald,
-            cxloop_metrics::Method::Wilson => common::IntervalMethod::Wilson,
-            cxloop_metrics::Method::StudentT => common::IntervalMethod::StudentT,
-        } as i32,
-        defined: e.defined,
-    }
-}
-
 fn figure(e: &cxloop_metrics::Estimate) -> Option<pb::Figure> {
     Some(pb::Figure {
         result: Some(pb::figure::Result::Estimate(estimate_pb(e))),
     })
-}
-
-fn comparison_pb(c: &cxloop_metrics::Comparison) -> common::Comparison {
-    common::Comparison {
-        a: Some(estimate_pb(&c.a)),
-        b: Some(estimate_pb(&c.b)),
-        difference: c.difference,
-        standard_error: c.standard_error,
-        confidence_level: c.confidence,
-        interval_low: c.low,
-        interval_high: c.high,
-        p_value: c.p_value,
-        degrees_of_freedom: c.degrees_of_freedom,
-        defined: c.defined,
-    }
 }
 
 fn change_pb(

@@ -10,6 +10,7 @@ use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len};
 use cxloop_platform::idempotency;
 use cxloop_platform::paging::{PageSigner, finish_page, request_args as page_args};
 use cxloop_platform::period::{self, BucketSize, Range};
+use cxloop_platform::wire::{comparison_pb, estimate_pb};
 use cxloop_platform::{Caller, Permission, TenantId};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
@@ -627,23 +628,6 @@ fn violations_pb(v: Vec<(String, String)>) -> Vec<common::FieldViolation> {
 }
 
 // ---- metrics ----
-
-fn estimate_pb(e: &cxloop_metrics::Estimate) -> common::Estimate {
-    common::Estimate {
-        value: e.value,
-        sample_size: e.n,
-        confidence_level: e.confidence,
-        interval_low: e.low,
-        interval_high: e.high,
-        standard_error: e.standard_error,
-        method: match e.method {
-            cxloop_metrics::Method::Wald => common::IntervalMethod::Wald,
-            cxloop_metrics::Method::Wilson => common::IntervalMethod::Wilson,
-            cxloop_metrics::Method::StudentT => common::IntervalMethod::StudentT,
-        } as i32,
-        defined: e.defined,
-    }
-}
 
 fn bucket_pb(
     range: Range,
@@ -1549,18 +1533,7 @@ impl FeedbackService for FeedbackApi {
             .await?;
         let c = metric.compare(&ha, &hb);
         Ok(Response::new(pb::CompareMetricsResponse {
-            comparison: Some(common::Comparison {
-                a: Some(estimate_pb(&c.a)),
-                b: Some(estimate_pb(&c.b)),
-                difference: c.difference,
-                standard_error: c.standard_error,
-                confidence_level: c.confidence,
-                interval_low: c.low,
-                interval_high: c.high,
-                p_value: c.p_value,
-                degrees_of_freedom: c.degrees_of_freedom,
-                defined: c.defined,
-            }),
+            comparison: Some(comparison_pb(&c)),
         }))
     }
 }

@@ -445,24 +445,6 @@ pub fn kpi_input(v: &mut Violations, k: &pb::Kpi) -> Option<KpiDoc> {
     })
 }
 
-/// An estimate on the wire.
-pub fn estimate_pb(e: &cxloop_metrics::Estimate) -> common::Estimate {
-    common::Estimate {
-        value: e.value,
-        sample_size: e.n,
-        confidence_level: e.confidence,
-        interval_low: e.low,
-        interval_high: e.high,
-        standard_error: e.standard_error,
-        method: match e.method {
-            cxloop_metrics::Method::Wald => common::IntervalMethod::Wald,
-            cxloop_metrics::Method::Wilson => common::IntervalMethod::Wilson,
-            cxloop_metrics::Method::StudentT => common::IntervalMethod::StudentT,
-        } as i32,
-        defined: e.defined,
-    }
-}
-
 /// A comparison as stored.
 pub fn comparison_doc(c: &cxloop_metrics::Comparison) -> ComparisonDoc {
     let side =
@@ -476,22 +458,6 @@ pub fn comparison_doc(c: &cxloop_metrics::Comparison) -> ComparisonDoc {
         high: c.high,
         p_value: c.p_value,
         df: c.degrees_of_freedom,
-    }
-}
-
-/// A comparison on the wire.
-pub fn comparison_pb(c: &cxloop_metrics::Comparison) -> common::Comparison {
-    common::Comparison {
-        a: Some(estimate_pb(&c.a)),
-        b: Some(estimate_pb(&c.b)),
-        difference: c.difference,
-        standard_error: c.standard_error,
-        confidence_level: c.confidence,
-        interval_low: c.low,
-        interval_high: c.high,
-        p_value: c.p_value,
-        degrees_of_freedom: c.degrees_of_freedom,
-        defined: c.defined,
     }
 }
 

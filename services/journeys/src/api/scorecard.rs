@@ -13,11 +13,12 @@ use cxloop_platform::period::Range;
 use cxloop_proto::feedback::v1 as fb;
 use cxloop_proto::journeys::v1 as pb;
 
-use super::convert::{comparison_pb, estimate_pb, kpi_pb, range_pb, target_pb};
+use super::convert::{kpi_pb, range_pb, target_pb};
 use crate::domain::Subject;
 use crate::domain::kpi::{self, KpiDoc};
 use crate::feedback::Feedback;
 use crate::store::{JourneyRow, KpiRow};
+use cxloop_platform::wire::{comparison_pb, estimate_pb};
 
 /// The feedback touchpoints a KPI's subject covers under the current maps: a touchpoint
 /// itself, a stage's touchpoints, or every touchpoint of a journey's stages (once each).
