@@ -136,7 +136,14 @@ where
             let _enter = span.enter();
             inner.call(req)
         };
-        let span2 = span.clone();
+        // Made before the answer: a call dropped while its handler runs (the client reset
+        // it, or its grpc-timeout passed) is recorded when this is dropped, as CANCELLED.
+        let mut finish = Finish {
+            span: span.clone(),
+            started,
+            header_code: None,
+            done: false,
+        };
         Box::pin(
             async move {
                 match fut.await {
@@ -144,24 +151,12 @@ where
                         // An error before the first message is a trailers-only answer: its
                         // code is in the headers. Otherwise the code comes in the trailers,
                         // after the last message: the body records it when it ends.
-                        let header_code = grpc_status(res.headers());
-                        let finish = Finish {
-                            span: span2,
-                            started,
-                            header_code,
-                            done: false,
-                        };
+                        finish.header_code = grpc_status(res.headers());
                         Ok(res.map(|inner| RecordedBody { inner, finish }))
                     }
                     Err(e) => {
                         // The service failed before producing a gRPC answer: transport-level.
-                        Finish {
-                            span: span2,
-                            started,
-                            header_code: None,
-                            done: false,
-                        }
-                        .record(None, tonic::Code::Unknown);
+                        finish.record(None, tonic::Code::Unknown);
                         Err(e)
                     }
                 }
@@ -228,13 +223,16 @@ impl<B: http_body::Body> http_body::Body for RecordedBody<B> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     this.finish
                         .record(grpc_status(trailers), tonic::Code::Unknown);
+                } else if this.inner.is_end_stream() {
+                    // The last frame, and no trailers will follow: the headers' code, if any.
+                    this.finish.record(None, tonic::Code::Unknown);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
@@ -408,6 +406,40 @@ mod tests {
         };
         // The server never polls an empty body: the code is recorded when it is dropped.
         assert_eq!(recorded(make, Some(0)).await, vec![16]);
+    }
+
+    /// A handler that never answers.
+    #[derive(Clone)]
+    struct Never;
+
+    impl tower::Service<http::Request<()>> for Never {
+        type Response = http::Response<Frames>;
+        type Error = Infallible;
+        type Future = std::future::Pending<Result<Self::Response, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    #[test]
+    fn a_call_dropped_before_its_answer_is_recorded_as_cancelled() {
+        let codes = Codes::default();
+        let _guard = tracing_subscriber::registry()
+            .with(codes.clone())
+            .set_default();
+        let mut svc = RpcSpanLayer.layer(Never);
+        let mut call = svc.call(http::Request::new(()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        assert!(codes.0.lock().unwrap().is_empty());
+        drop(call);
+        assert_eq!(
+            *codes.0.lock().unwrap(),
+            [i64::from(tonic::Code::Cancelled as i32)]
+        );
     }
 
     #[tokio::test]

@@ -300,27 +300,27 @@ impl MigrationName for CountInSeries {
     }
 }
 
-/// The response count moves into the series' days: `n` counts the responses a row stands
-/// for. A response is counted in the row of its first scored answer, and only a response
-/// without a scored answer still has a row of the measure "" (its `n` is 1, its histogram
-/// empty). A response count over combined filters adds up `n` over the series of every
-/// measure. In a sparse import a row per response for its count alone had been a third of
-/// the full-grain rows written. Rows of "" written before carry their count over from h0.
-/// The single-dimension slices keep the count as the measure "" in h0, unchanged.
-const COUNT_IN_SERIES: &str = "
-ALTER TABLE fb_rollup_series_days ADD COLUMN n BIGINT NOT NULL DEFAULT 0;
-UPDATE fb_rollup_series_days SET n = h0, h0 = 0
- WHERE EXISTS (SELECT 1 FROM fb_rollup_series s
-                WHERE s.tenant_id = fb_rollup_series_days.tenant_id
-                  AND s.id = fb_rollup_series_days.series AND s.measure = '')
-";
+/// The series' days gain `n`: how many responses a row counts besides its histogram. Since
+/// this version a response with a scored answer is counted in `n` of its first answer's row;
+/// only a response without one (free text only) still gets a row of the measure "" (its count
+/// in h0, as every response had before). A count over combined filters adds up h0 of the ""
+/// rows and `n` of the others. In a sparse import the row per response for its count alone
+/// had been a third of the full-grain rows written. Rows stored before are left as they are:
+/// their counts stay in h0 of "", where this version also reads them, and so do the rows an
+/// older version writes during a rolling upgrade. (Going back to an older version after this
+/// one has written undercounts, in combined-filter response counts only, the responses this
+/// version wrote: docs/operations.md.)
+const COUNT_IN_SERIES: &str =
+    "ALTER TABLE fb_rollup_series_days ADD COLUMN n BIGINT NOT NULL DEFAULT 0";
 
 #[async_trait::async_trait]
 impl MigrationTrait for CountInSeries {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let txn = sea_orm::TransactionTrait::begin(manager.get_connection()).await?;
-        cxloop_platform::db::execute_script(&txn, COUNT_IN_SERIES).await?;
-        txn.commit().await
+        manager
+            .get_connection()
+            .execute_unprepared(COUNT_IN_SERIES)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -416,14 +416,14 @@ mod tests {
         assert!(old.is_err(), "the old cell table is gone");
     }
 
-    /// Counts stored before m0004 in rows of the measure "" move from h0 to `n`; other
-    /// measures' rows count no responses (their responses were counted in those "" rows).
+    /// Rows stored before m0004 keep their counts where they were (h0 of the measure ""),
+    /// with `n` = 0 on every row: this version reads them as before, and so would an older one.
     #[tokio::test]
-    async fn counts_move_into_n() {
-        crate::test_databases::on_each(|url| async move { move_counts(&url).await }).await;
+    async fn rows_stored_before_keep_their_counts() {
+        crate::test_databases::on_each(|url| async move { keep_counts(&url).await }).await;
     }
 
-    async fn move_counts(url: &str) {
+    async fn keep_counts(url: &str) {
         let db = cxloop_platform::db::connect(url).await.unwrap();
         Migrator::up(&db, Some(3)).await.unwrap();
         let zeros = ", 0, 0, 0, 0, 0, 0, 0, 0";
@@ -472,12 +472,42 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (s("acme"), 1, 20_000, 3, 0, 0, 0),
-                (s("acme"), 1, 20_001, 2, 0, 0, 0),
+                (s("acme"), 1, 20_000, 0, 3, 0, 0),
+                (s("acme"), 1, 20_001, 0, 2, 0, 0),
                 (s("acme"), 2, 20_000, 0, 1, 0, 2),
-                // Series 1 of another tenant is its own: an NPS series, untouched.
                 (s("beta"), 1, 20_000, 0, 4, 5, 0),
             ]
         );
+        // A scored response written by this version on the same series and day is counted
+        // in `n` of its answer's row; a count over combined filters adds both kinds.
+        db.execute_unprepared(
+            "UPDATE fb_rollup_series_days SET n = n + 1, h9 = h9 + 1 WHERE tenant_id = 'acme' AND series = 2 AND day = 20000",
+        )
+        .await
+        .unwrap();
+        let store = crate::store::Store::new(db.clone());
+        let acme = cxloop_platform::TenantId::parse("acme").unwrap();
+        let slice = crate::domain::SliceFilter {
+            touchpoint_id: "tp".into(),
+            org_unit_id: "ou".into(),
+            channel: 1,
+            segment: "family".into(),
+        };
+        let counts: Vec<(i64, u64)> = store
+            .daily_histograms(&acme, "sv", "", 0, &slice, (20_000, 20_002))
+            .await
+            .unwrap()
+            .iter()
+            .map(|(d, h)| (*d, h.total()))
+            .collect();
+        assert_eq!(counts, [(20_000, 4), (20_001, 2)]);
+        let nps: Vec<(i64, u64)> = store
+            .daily_histograms(&acme, "sv", "nps", 0, &slice, (20_000, 20_002))
+            .await
+            .unwrap()
+            .iter()
+            .map(|(d, h)| (*d, h.total()))
+            .collect();
+        assert_eq!(nps, [(20_000, 4)]);
     }
 }

@@ -29,7 +29,7 @@ use super::checkpoint::Checkpointer;
 use super::conn::{Conn, Param, Txn};
 use super::events::{self, RecentPayloads};
 use super::flush::{self, Flusher, Reply};
-use super::{HIST_WIDTH, Store, answers_json};
+use super::{COUNT_MEASURE, HIST_WIDTH, Store, answers_json};
 use crate::domain::{NewResponse, SurveyDef, slice_key};
 
 /// Most response rows committed in one transaction.
@@ -614,9 +614,6 @@ pub(super) type SeriesKey<'a> = (&'a str, &'a str, &'a str, &'a str, i32, &'a st
 type SeriesIdx = (u32, u32, u32, u32, i32, u32);
 type Counts = [i64; HIST_WIDTH];
 
-/// The measure that counts responses (in h0 of its slices; in `n` of the series' days).
-const COUNT_MEASURE: &str = "";
-
 /// A full-grain rollup row's increments: the measure's histogram, and how many responses
 /// this row counts (see [`Increments::add`]).
 #[derive(Default)]
@@ -680,8 +677,8 @@ impl<'a> Increments<'a> {
         // Each scored answer counts under its question key, in the column of its point on
         // the question's scale. The response itself is counted once, in `n` of its first
         // scored answer's cell; only a response without one gets a cell of the measure ""
-        // (the response count) for it. A cell per response for its count alone was a third
-        // of a sparse import's rollup rows.
+        // (the response count, in h0 as before m0004) for it. A cell per response for its
+        // count alone was a third of a sparse import's rollup rows.
         let mut counted = false;
         for (k, s) in r.scores() {
             let Some(column) = survey
@@ -706,13 +703,14 @@ impl<'a> Increments<'a> {
             self.cells
                 .entry(((sv, m, tp, ou, r.channel, seg), day))
                 .or_default()
-                .n += 1;
+                .hist[0] += 1;
         }
     }
 
     /// Derives the single-dimension slices from the cells: a slice is the sum of its cells,
     /// and a batch has far fewer distinct cells than responses. The slices keep the response
-    /// count as a measure of its own (in h0 of measure ""): the sum of the cells' `n`.
+    /// count as a measure of its own (in h0 of measure ""): the responses of the "" cells
+    /// plus the `n` of the others.
     fn fill_slices(&mut self) {
         let count = self.names.number(COUNT_MEASURE);
         for (((survey, measure, tp, ou, ch, seg), day), cell) in &self.cells {
@@ -724,14 +722,12 @@ impl<'a> Increments<'a> {
                 SliceOf::Segment(*seg),
             ];
             for slice in slices {
-                if *measure != count {
-                    let row = self
-                        .slices
-                        .entry((*survey, *measure, slice, *day))
-                        .or_insert([0; HIST_WIDTH]);
-                    for (sum, c) in row.iter_mut().zip(&cell.hist) {
-                        *sum += c;
-                    }
+                let row = self
+                    .slices
+                    .entry((*survey, *measure, slice, *day))
+                    .or_insert([0; HIST_WIDTH]);
+                for (sum, c) in row.iter_mut().zip(&cell.hist) {
+                    *sum += c;
                 }
                 if cell.n != 0 {
                     self.slices

@@ -990,10 +990,25 @@ impl Store {
                     tenant,
                 );
                 series.eq("survey_id", survey_id);
-                // Responses are counted in `n` of the series of any measure (that of a
-                // response's first scored answer, or of "" when it has none; since m0004).
+                // Since m0004 a response with a scored answer is counted in `n` of its first
+                // answer's series, one without in h0 of the measure "" (as every response was
+                // before): a count adds up h0 of the "" series and `n` of the others, exact
+                // also for rows an older version writes during a rolling upgrade.
+                let mut counted = None;
                 let sums: Vec<String> = if measure.is_empty() {
-                    std::iter::once("CAST(SUM(n) AS BIGINT)".to_owned())
+                    let mut count = Conditions::new(
+                        "SELECT id FROM fb_rollup_series WHERE tenant_id = ?".into(),
+                        tenant,
+                    );
+                    count.eq("survey_id", survey_id);
+                    count.eq("measure", COUNT_MEASURE);
+                    count.slice(slice);
+                    let sum = format!(
+                        "CAST(SUM(CASE WHEN series IN ({}) THEN h0 ELSE n END) AS BIGINT)",
+                        count.sql
+                    );
+                    counted = Some(count.values);
+                    std::iter::once(sum)
                         .chain((1..HIST_WIDTH).map(|_| "CAST(0 AS BIGINT)".to_owned()))
                         .collect()
                 } else {
@@ -1011,6 +1026,11 @@ impl Store {
                     ),
                     tenant,
                 );
+                // Placeholders in the order they appear: the select list's first.
+                if let Some(mut first) = counted {
+                    first.append(&mut q.values);
+                    q.values = first;
+                }
                 q.values.extend(series.values);
                 q
             }
@@ -1118,6 +1138,11 @@ impl Store {
 
 /// Histogram columns of a rollup row.
 pub(crate) const HIST_WIDTH: usize = crate::domain::MAX_SCALE_POINTS as usize;
+
+/// The measure that counts responses: in h0 of its slices, and of its series' days for the
+/// responses without a scored answer (since m0004 the others are counted in `n` of their
+/// first answer's series).
+pub(crate) const COUNT_MEASURE: &str = "";
 
 /// The histogram columns of a rollup row, "h0, h1, …, h10".
 pub(crate) fn hist_columns() -> String {
