@@ -665,6 +665,124 @@ async fn coverage_report_finds_gaps() {
     app.stop().await;
 }
 
+/// A report for a past moment shows the journeys and touchpoints as they were then: one
+/// deleted since is in it, under its name of that moment, and one renamed since under its
+/// old name; now, the deleted ones are gone.
+#[tokio::test]
+async fn a_coverage_report_for_a_past_moment_shows_what_was_deleted_since() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, _) = seed_survey(&mut c, &["Check-in desk", "Minibar"]).await;
+    let kept = create_journey(&mut j, "kept", "Holiday", vec![stage("Stay", &[&tps[0]])]).await;
+    let gone = create_journey(&mut j, "gone", "Ski trip", vec![stage("Slope", &[])]).await;
+    let then = chrono::Utc::now();
+    let at_then = Some(prost_types::Timestamp {
+        seconds: then.timestamp(),
+        nanos: then.timestamp_subsec_nanos() as i32,
+    });
+    c.delete_touchpoint(fb::DeleteTouchpointRequest { id: tps[1].clone() })
+        .await
+        .unwrap();
+    j.delete_journey(pb::DeleteJourneyRequest {
+        id: gone.id.clone(),
+    })
+    .await
+    .unwrap();
+    j.update_journey(pb::UpdateJourneyRequest {
+        journey: Some(pb::Journey {
+            id: kept.id.clone(),
+            name: "Holiday 2027".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["name".into()],
+        }),
+        expected_revision: 0,
+    })
+    .await
+    .unwrap();
+    let names = |r: &pb::GetCoverageReportResponse| {
+        let mut n: Vec<String> = r
+            .journeys_without_owner
+            .iter()
+            .map(|u| u.name.clone())
+            .collect();
+        n.sort();
+        n
+    };
+    let now = coverage(&mut j).await;
+    assert_eq!(names(&now), ["Holiday 2027"]);
+    assert_eq!(unowned_touchpoints(&now), ["Check-in desk"]);
+    let past = j
+        .get_coverage_report(pb::GetCoverageReportRequest {
+            at_time: at_then,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&past), ["Holiday", "Ski trip"]);
+    assert_eq!(unowned_touchpoints(&past), ["Check-in desk", "Minibar"]);
+    // The deleted journey's stage without a touchpoint was a gap then.
+    assert!(
+        past.unmeasured_stages
+            .iter()
+            .any(|s| s.stage_name == "Slope" && s.reason == "no touchpoint"),
+        "{past:?}"
+    );
+    // Feedback lists deleted touchpoints only when asked, with the moment of deletion.
+    let listed = |show_deleted: bool| {
+        let mut c = c.clone();
+        async move {
+            c.list_touchpoints(fb::ListTouchpointsRequest {
+                show_deleted,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .touchpoints
+        }
+    };
+    let live = listed(false).await;
+    assert_eq!(live.len(), 1);
+    assert!(live[0].delete_time.is_none());
+    let all = listed(true).await;
+    assert_eq!(all.len(), 2);
+    let deleted = all.iter().find(|t| t.id == tps[1]).unwrap();
+    let deleted_at = deleted.delete_time.unwrap();
+    assert!(deleted_at.seconds >= then.timestamp(), "{deleted:?}");
+    // A page token of a listing with deleted touchpoints does not page a listing without.
+    let first = c
+        .list_touchpoints(fb::ListTouchpointsRequest {
+            show_deleted: true,
+            page: Some(common::PageRequest {
+                page_size: 1,
+                page_token: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = first.page.unwrap().next_page_token;
+    assert!(!token.is_empty());
+    let err = c
+        .list_touchpoints(fb::ListTouchpointsRequest {
+            page: Some(common::PageRequest {
+                page_size: 1,
+                page_token: token,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["page.page_token"]);
+    app.stop().await;
+}
+
 /// Seeds March 2026 (touchpoint 0: 60 × 10, 20 × 8, 20 × 3 on 10 March; touchpoint 1: 10 × 9,
 /// 10 × 0 on 11 March) and February (touchpoint 0: 20 × 10, 10 × 7, 20 × 0 on 10 Feb).
 async fn seed_scores(c: &mut Client, survey: &str, tps: &[String]) {

@@ -154,6 +154,7 @@ fn touchpoint_pb(r: TouchpointRow) -> pb::Touchpoint {
         moment_of_truth: r.moment_of_truth,
         create_time: Some(ts(r.created_at)),
         update_time: Some(ts(r.updated_at)),
+        delete_time: r.deleted_at.map(ts),
     }
 }
 
@@ -1066,6 +1067,7 @@ impl FeedbackService for FeedbackApi {
                 moment_of_truth: input.moment_of_truth,
                 created_at: 0,
                 updated_at: 0,
+                deleted_at: None,
             })
             .encode_to_vec(),
         );
@@ -1101,10 +1103,13 @@ impl FeedbackService for FeedbackApi {
         let mut v = Violations::new();
         let channel = parse_channel(&mut v, "channel", r.channel, true);
         v.finish()?;
-        let filters = format!("touchpoints|{channel}");
+        let filters = format!("touchpoints|{channel}|{}", r.show_deleted);
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
-        let rows = self.store.list_touchpoints(&tenant, channel, &page).await?;
+        let rows = self
+            .store
+            .list_touchpoints(&tenant, channel, r.show_deleted, &page)
+            .await?;
         let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |t| {
             t.id.clone()
         });

@@ -210,8 +210,13 @@ impl Feedback {
         }
     }
 
-    /// Every live touchpoint.
-    pub async fn touchpoints(&self, caller: &Caller) -> ApiResult<Vec<fb::Touchpoint>> {
+    /// Every live touchpoint; with `show_deleted` also the deleted ones, with their
+    /// `delete_time`.
+    pub async fn touchpoints(
+        &self,
+        caller: &Caller,
+        show_deleted: bool,
+    ) -> ApiResult<Vec<fb::Touchpoint>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -221,6 +226,7 @@ impl Feedback {
                     page_token: token,
                 }),
                 channel: 0,
+                show_deleted,
             };
             let r = call!(self, caller, list_touchpoints, body)
                 .map_err(|s| self.error(s))?

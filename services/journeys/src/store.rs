@@ -414,6 +414,26 @@ impl Store {
         rows.iter().map(journey_row).collect()
     }
 
+    /// Every journey as it was at `at` (µs): the revision current then, of each journey
+    /// created by then and not deleted at that moment (it may be deleted since).
+    pub async fn journeys_at(&self, tenant: &TenantId, at: i64) -> ApiResult<Vec<JourneyRow>> {
+        let sql = format!(
+            "SELECT {JOURNEY_COLS} FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id \
+             WHERE j.tenant_id = ? AND j.created_at <= ? AND r.deleted = 0 AND r.revision = \
+             (SELECT MAX(x.revision) FROM jr_journey_revisions x WHERE x.tenant_id = j.tenant_id AND x.journey_id = j.id AND x.changed_at <= ?) \
+             ORDER BY j.id"
+        );
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                self.backend(),
+                &sql,
+                vec![tenant.as_str().into(), at.into(), at.into()],
+            ))
+            .await?;
+        rows.iter().map(journey_row).collect()
+    }
+
     /// Every live journey (tenants have tens, not thousands).
     pub async fn all_journeys(&self, tenant: &TenantId) -> ApiResult<Vec<JourneyRow>> {
         self.list_journeys(

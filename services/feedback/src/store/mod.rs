@@ -48,6 +48,8 @@ pub struct TouchpointRow {
     pub created_at: i64,
     /// Updated, µs.
     pub updated_at: i64,
+    /// Deleted, µs; `None` while live.
+    pub deleted_at: Option<i64>,
 }
 
 /// Touchpoint fields a client sets.
@@ -272,8 +274,7 @@ fn answers_from_json(s: &str) -> ApiResult<Vec<(String, AnswerValue)>> {
         .collect()
 }
 
-const TOUCHPOINT_COLS: &str =
-    "id, name, description, channel, journey_stage_id, moment_of_truth, created_at, updated_at";
+const TOUCHPOINT_COLS: &str = "id, name, description, channel, journey_stage_id, moment_of_truth, created_at, updated_at, deleted_at";
 
 fn touchpoint_row(r: &QueryResult) -> ApiResult<TouchpointRow> {
     Ok(TouchpointRow {
@@ -285,6 +286,7 @@ fn touchpoint_row(r: &QueryResult) -> ApiResult<TouchpointRow> {
         moment_of_truth: get::<i64>(r, 5)? != 0,
         created_at: get(r, 6)?,
         updated_at: get(r, 7)?,
+        deleted_at: get(r, 8)?,
     })
 }
 
@@ -428,6 +430,7 @@ impl Store {
             moment_of_truth: input.moment_of_truth,
             created_at: now,
             updated_at: now,
+            deleted_at: None,
         })
     }
 
@@ -466,12 +469,16 @@ impl Store {
         &self,
         tenant: &TenantId,
         channel: i32,
+        show_deleted: bool,
         page: &Page,
     ) -> ApiResult<Vec<TouchpointRow>> {
+        let live = if show_deleted {
+            ""
+        } else {
+            " AND deleted_at IS NULL"
+        };
         let mut q = Conditions::new(
-            format!(
-                "SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ? AND deleted_at IS NULL"
-            ),
+            format!("SELECT {TOUCHPOINT_COLS} FROM fb_touchpoints WHERE tenant_id = ?{live}"),
             tenant,
         );
         if channel != 0 {

@@ -110,7 +110,7 @@ impl JourneyApi {
         }
         let live: std::collections::HashSet<String> = self
             .feedback
-            .touchpoints(c)
+            .touchpoints(c, false)
             .await?
             .into_iter()
             .map(|t| t.id)
@@ -1141,16 +1141,18 @@ impl JourneyApi {
         at: i64,
         window: i64,
     ) -> ApiResult<pb::GetCoverageReportResponse> {
-        // What existed at `at` among what exists now: a report for a past moment leaves out
-        // journeys and touchpoints created since (ones deleted since are not listed at all).
-        let mut journeys = self.store.all_journeys(&c.tenant).await?;
-        journeys.retain(|j| j.created_at <= at);
+        // What existed at `at`: each journey's map as it was then (also of a journey deleted
+        // since, not of one created since), and the touchpoints created by then and not yet
+        // deleted.
+        let journeys = self.store.journeys_at(&c.tenant, at).await?;
         let assignments = self.store.all_assignments(&c.tenant).await?;
-        let mut touchpoints = self.feedback.touchpoints(c).await?;
+        let mut touchpoints = self.feedback.touchpoints(c, true).await?;
+        let micros_of = |t: &prost_types::Timestamp| {
+            t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000)
+        };
         touchpoints.retain(|t| {
-            t.create_time.as_ref().is_none_or(|ct| {
-                ct.seconds.saturating_mul(1_000_000) + i64::from(ct.nanos / 1000) <= at
-            })
+            t.create_time.as_ref().is_none_or(|ct| micros_of(ct) <= at)
+                && t.delete_time.as_ref().is_none_or(|dt| micros_of(dt) > at)
         });
         let held = |s: &Subject, role: OwnerRole| {
             assignments
