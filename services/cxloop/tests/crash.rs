@@ -280,30 +280,38 @@ async fn acknowledged_responses_survive_sigkill_and_retries_never_duplicate() {
     // Both the single-dimension slices and the full-grain rollup that queries combining
     // filters read.
     let whole_day = nps_on_the_day(&mut client, &survey, None).await;
-    let combined = pb::Slice {
+    let combined_slice = pb::Slice {
         touchpoint_id: tp.clone(),
         channel: pb::Channel::Web as i32,
         ..Default::default()
     };
-    let combined = nps_on_the_day(&mut client, &survey, Some(combined)).await;
+    let combined = nps_on_the_day(&mut client, &survey, Some(combined_slice.clone())).await;
     for (count, got) in [whole_day, combined] {
         assert_eq!(count, stored.len() as u64);
         assert_eq!(got, expected);
     }
-    let counts = client
-        .query_metrics(pb::QueryMetricsRequest {
-            survey_id: survey,
-            question_key: String::new(),
-            period: Some(common::Period {
-                kind: Some(common::period::Kind::Named("2026-03".into())),
-            }),
-            bucket: pb::Bucket::Total as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(counts.total.unwrap().count, stored.len() as u64);
+    // Response counts, from the slices and from the full-grain rollup.
+    for slice in [None, Some(combined_slice)] {
+        let counts = client
+            .query_metrics(pb::QueryMetricsRequest {
+                survey_id: survey.clone(),
+                question_key: String::new(),
+                slice: slice.clone(),
+                period: Some(common::Period {
+                    kind: Some(common::period::Kind::Named("2026-03".into())),
+                }),
+                bucket: pb::Bucket::Total as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            counts.total.unwrap().count,
+            stored.len() as u64,
+            "{slice:?}"
+        );
+    }
     let mut server = server;
     let _ = server.child.kill();
     let _ = server.child.wait();
