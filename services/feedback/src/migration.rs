@@ -327,7 +327,29 @@ impl MigrationTrait for CountInSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::{ConnectionTrait, QueryResult, Statement, TryGetable};
+
+    /// The first seven columns of a row.
+    fn seven_columns<A, B, C, D, E, F, G>(r: &QueryResult) -> (A, B, C, D, E, F, G)
+    where
+        A: TryGetable,
+        B: TryGetable,
+        C: TryGetable,
+        D: TryGetable,
+        E: TryGetable,
+        F: TryGetable,
+        G: TryGetable,
+    {
+        (
+            r.try_get_by_index(0).unwrap(),
+            r.try_get_by_index(1).unwrap(),
+            r.try_get_by_index(2).unwrap(),
+            r.try_get_by_index(3).unwrap(),
+            r.try_get_by_index(4).unwrap(),
+            r.try_get_by_index(5).unwrap(),
+            r.try_get_by_index(6).unwrap(),
+        )
+    }
 
     /// Cells written under the `m0002` schema come out of the series tables unchanged, with
     /// one series per distinct key and tenants kept apart: on SQLite, and on a fresh
@@ -366,20 +388,8 @@ mod tests {
             ))
             .await
             .unwrap();
-        let got: Vec<(String, String, String, i64, i64, i64, i64)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.try_get_by_index(0).unwrap(),
-                    r.try_get_by_index(1).unwrap(),
-                    r.try_get_by_index(2).unwrap(),
-                    r.try_get_by_index(3).unwrap(),
-                    r.try_get_by_index(4).unwrap(),
-                    r.try_get_by_index(5).unwrap(),
-                    r.try_get_by_index(6).unwrap(),
-                )
-            })
-            .collect();
+        let got: Vec<(String, String, String, i64, i64, i64, i64)> =
+            rows.iter().map(seven_columns).collect();
         let s = |v: &str| v.to_string();
         assert_eq!(
             got,
@@ -454,20 +464,8 @@ mod tests {
             ))
             .await
             .unwrap();
-        let got: Vec<(String, i64, i64, i64, i64, i64, i64)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.try_get_by_index(0).unwrap(),
-                    r.try_get_by_index(1).unwrap(),
-                    r.try_get_by_index(2).unwrap(),
-                    r.try_get_by_index(3).unwrap(),
-                    r.try_get_by_index(4).unwrap(),
-                    r.try_get_by_index(5).unwrap(),
-                    r.try_get_by_index(6).unwrap(),
-                )
-            })
-            .collect();
+        let got: Vec<(String, i64, i64, i64, i64, i64, i64)> =
+            rows.iter().map(seven_columns).collect();
         let s = |v: &str| v.to_string();
         assert_eq!(
             got,
