@@ -591,3 +591,35 @@ pub fn check_item(v: &mut Violations, d: &ItemDoc) {
         v.add("item.planned_period", e);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxloop_metrics::{Histogram, SurveyMetric};
+    use cxloop_platform::wire::comparison_pb;
+
+    /// A comparison stored with a backlog item reads back as the live mapping sends it, for
+    /// every metric (so an item's "before/after" and a scorecard's change agree).
+    #[test]
+    fn a_stored_comparison_reads_back_as_sent() {
+        let a: Histogram = [(10, 30), (9, 12), (7, 20), (4, 8), (1, 5)]
+            .into_iter()
+            .collect();
+        let b: Histogram = [(10, 44), (8, 15), (5, 10), (2, 4)].into_iter().collect();
+        for m in [
+            SurveyMetric::Nps,
+            SurveyMetric::PromoterShare,
+            SurveyMetric::DetractorShare,
+            SurveyMetric::Top2Share,
+            SurveyMetric::EasyShare,
+            SurveyMetric::Mean,
+        ] {
+            let c = m.compare(&a, &b);
+            assert_eq!(
+                stored_comparison_pb(&comparison_doc(&c), method_of(m.code())),
+                comparison_pb(&c),
+                "{m:?}"
+            );
+        }
+    }
+}
