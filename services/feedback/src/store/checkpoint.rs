@@ -19,13 +19,10 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-/// WAL size at which the writer checkpoints itself: 128 MiB, in frames of the file's page
-/// size (8,192 of 16 KiB, 32,768 of 4 KiB). Counted in frames, the backstop of a 16 KiB-page
-/// file let its WAL grow to 220 MB in a 9.8M-row import. At 32 MiB a sparse bulk import (10
-/// to 20 MiB of frames per commit) still set it off on the writer seven times per 100k rows,
-/// each a copy of the whole WAL and two fsyncs on the thread every commit waits for; at
-/// 128 MiB the background checkpointer does that work (strace of a 100k-row import).
-pub(super) const WRITER_BACKSTOP_BYTES: i64 = 128 << 20;
+/// WAL size at which the writer checkpoints itself: 32 MiB, in frames of the file's page
+/// size (2,048 of 16 KiB, 8,192 of 4 KiB). Counted in frames, the backstop of a 16 KiB-page
+/// file let its WAL grow to 220 MB in a 9.8M-row import.
+pub(super) const WRITER_BACKSTOP_BYTES: i64 = 32 << 20;
 /// Least time between two background checkpoints.
 const PACE: Duration = Duration::from_millis(200);
 
