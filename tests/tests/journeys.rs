@@ -674,8 +674,24 @@ async fn a_coverage_report_for_a_past_moment_shows_what_was_deleted_since() {
     let t = tenant();
     let mut j = app.journeys(&t, &["admin"]).await;
     let mut c = app.client(&t, &["admin"]).await;
-    let (tps, _) = seed_survey(&mut c, &["Check-in desk", "Minibar"]).await;
-    let kept = create_journey(&mut j, "kept", "Holiday", vec![stage("Stay", &[&tps[0]])]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Check-in desk", "Minibar"]).await;
+    // The minibar was measured until it was deleted: its stage counts as measured then.
+    record_nps(
+        &mut c,
+        "bar",
+        &survey,
+        &tps[1],
+        chrono::Utc::now() - chrono::Duration::days(2),
+        &[9, 7],
+    )
+    .await;
+    let kept = create_journey(
+        &mut j,
+        "kept",
+        "Holiday",
+        vec![stage("Stay", &[&tps[0]]), stage("Bar", &[&tps[1]])],
+    )
+    .await;
     let gone = create_journey(&mut j, "gone", "Ski trip", vec![stage("Slope", &[])]).await;
     let then = chrono::Utc::now();
     let at_then = Some(prost_types::Timestamp {
@@ -725,13 +741,19 @@ async fn a_coverage_report_for_a_past_moment_shows_what_was_deleted_since() {
         .into_inner();
     assert_eq!(names(&past), ["Holiday", "Ski trip"]);
     assert_eq!(unowned_touchpoints(&past), ["Check-in desk", "Minibar"]);
-    // The deleted journey's stage without a touchpoint was a gap then.
+    // The deleted journey's stage without a touchpoint was a gap then; the stage of the
+    // touchpoint deleted since had its responses, and the one never answered had none.
+    let gaps: Vec<(&str, &str)> = past
+        .unmeasured_stages
+        .iter()
+        .map(|s| (s.stage_name.as_str(), s.reason.as_str()))
+        .collect();
+    assert!(gaps.contains(&("Slope", "no touchpoint")), "{gaps:?}");
     assert!(
-        past.unmeasured_stages
-            .iter()
-            .any(|s| s.stage_name == "Slope" && s.reason == "no touchpoint"),
-        "{past:?}"
+        gaps.contains(&("Stay", "no responses in the window")),
+        "{gaps:?}"
     );
+    assert!(!gaps.iter().any(|(name, _)| *name == "Bar"), "{gaps:?}");
     // Feedback lists deleted touchpoints only when asked, with the moment of deletion.
     let listed = |show_deleted: bool| {
         let mut c = c.clone();

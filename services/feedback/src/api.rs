@@ -1103,7 +1103,13 @@ impl FeedbackService for FeedbackApi {
         let mut v = Violations::new();
         let channel = parse_channel(&mut v, "channel", r.channel, true);
         v.finish()?;
-        let filters = format!("touchpoints|{channel}|{}", r.show_deleted);
+        // The live listing keeps the filter string it always had, so page tokens of
+        // replicas not yet upgraded stay valid.
+        let filters = if r.show_deleted {
+            format!("touchpoints|{channel}|deleted")
+        } else {
+            format!("touchpoints|{channel}")
+        };
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
         let rows = self

@@ -1000,7 +1000,9 @@ impl Store {
                 // Since m0004 a response with a scored answer is counted in `n` of its first
                 // answer's series, one without in h0 of the measure "" (as every response was
                 // before): a count adds up h0 of the "" series and `n` of the others, exact
-                // also for rows an older version writes during a rolling upgrade.
+                // also for rows an older version writes during a rolling upgrade. (The "" rows'
+                // `n` is added too: 0 as written now, the count itself in a database that ran
+                // the first form of m0004, which moved it there.)
                 let mut counted = None;
                 let sums: Vec<String> = if measure.is_empty() {
                     let mut count = Conditions::new(
@@ -1011,7 +1013,7 @@ impl Store {
                     count.eq("measure", COUNT_MEASURE);
                     count.slice(slice);
                     let sum = format!(
-                        "CAST(SUM(CASE WHEN series IN ({}) THEN h0 ELSE n END) AS BIGINT)",
+                        "CAST(SUM(CASE WHEN series IN ({}) THEN h0 + n ELSE n END) AS BIGINT)",
                         count.sql
                     );
                     counted = Some(count.values);

@@ -637,7 +637,10 @@ impl JourneyService for JourneyApi {
         };
         v.finish()?;
         let at = at.unwrap_or_default();
-        Ok(Response::new(self.coverage(&c, at, window).await?))
+        // Deleted touchpoints matter only for a moment asked for: a report of now takes the
+        // live ones (also when the two services' clocks differ a little).
+        let past = r.at_time.is_some();
+        Ok(Response::new(self.coverage(&c, at, window, past).await?))
     }
 
     async fn create_kpi(
@@ -1140,13 +1143,14 @@ impl JourneyApi {
         c: &Caller,
         at: i64,
         window: i64,
+        past: bool,
     ) -> ApiResult<pb::GetCoverageReportResponse> {
         // What existed at `at`: each journey's map as it was then (also of a journey deleted
         // since, not of one created since), and the touchpoints created by then and not yet
         // deleted.
         let journeys = self.store.journeys_at(&c.tenant, at).await?;
         let assignments = self.store.all_assignments(&c.tenant).await?;
-        let mut touchpoints = self.feedback.touchpoints(c, true).await?;
+        let mut touchpoints = self.feedback.touchpoints(c, past).await?;
         let micros_of = |t: &prost_types::Timestamp| {
             t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000)
         };
