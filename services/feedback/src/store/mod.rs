@@ -991,12 +991,19 @@ impl Store {
                 q
             }
             None => {
-                // The series matching the filters, then their days.
-                let mut series = Conditions::new(
-                    "SELECT id FROM fb_rollup_series WHERE tenant_id = ?".into(),
-                    tenant,
-                );
-                series.eq("survey_id", survey_id);
+                // The series matching the filters (of one measure, or of all), then their days.
+                let series_of = |measure: Option<&str>| {
+                    let mut c = Conditions::new(
+                        "SELECT id FROM fb_rollup_series WHERE tenant_id = ?".into(),
+                        tenant,
+                    );
+                    c.eq("survey_id", survey_id);
+                    if let Some(m) = measure {
+                        c.eq("measure", m);
+                    }
+                    c.slice(slice);
+                    c
+                };
                 // Since m0004 a response with a scored answer is counted in `n` of its first
                 // answer's series, one without in h0 of the measure "" (as every response was
                 // before): a count adds up h0 of the "" series and `n` of the others, exact
@@ -1004,29 +1011,23 @@ impl Store {
                 // `n` is added too: 0 as written now, the count itself in a database that ran
                 // the first form of m0004, which moved it there.)
                 let mut counted = None;
-                let sums: Vec<String> = if measure.is_empty() {
-                    let mut count = Conditions::new(
-                        "SELECT id FROM fb_rollup_series WHERE tenant_id = ?".into(),
-                        tenant,
-                    );
-                    count.eq("survey_id", survey_id);
-                    count.eq("measure", COUNT_MEASURE);
-                    count.slice(slice);
+                let (series, sums): (Conditions, Vec<String>) = if measure.is_empty() {
+                    let count = series_of(Some(COUNT_MEASURE));
                     let sum = format!(
                         "CAST(SUM(CASE WHEN series IN ({}) THEN h0 + n ELSE n END) AS BIGINT)",
                         count.sql
                     );
                     counted = Some(count.values);
-                    std::iter::once(sum)
+                    let sums = std::iter::once(sum)
                         .chain((1..HIST_WIDTH).map(|_| "CAST(0 AS BIGINT)".to_owned()))
-                        .collect()
+                        .collect();
+                    (series_of(None), sums)
                 } else {
-                    series.eq("measure", measure);
-                    (0..HIST_WIDTH)
+                    let sums = (0..HIST_WIDTH)
                         .map(|i| format!("CAST(SUM(h{i}) AS BIGINT)"))
-                        .collect()
+                        .collect();
+                    (series_of(Some(measure)), sums)
                 };
-                series.slice(slice);
                 let mut q = Conditions::new(
                     format!(
                         "SELECT day, {} FROM fb_rollup_series_days WHERE tenant_id = ? AND series IN ({})",
@@ -1154,7 +1155,7 @@ pub(crate) const HIST_WIDTH: usize = crate::domain::MAX_SCALE_POINTS as usize;
 pub(crate) const COUNT_MEASURE: &str = "";
 
 /// The histogram columns of a rollup row, "h0, h1, …, h10".
-pub(crate) fn hist_columns() -> String {
+fn hist_columns() -> String {
     (0..HIST_WIDTH)
         .map(|i| format!("h{i}"))
         .collect::<Vec<_>>()
