@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod domain;
+pub mod import_guard;
 pub mod migration;
 pub mod store;
 #[cfg(test)]
@@ -34,8 +35,13 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
 
 /// The gRPC server of an API made by [`start`]. The embedded mode serves the same API to the
 /// network and, in process, to the other services that call it (see `cxloop_journeys`).
-pub fn server(api: Arc<api::FeedbackApi>) -> FeedbackServiceServer<api::FeedbackApi> {
-    FeedbackServiceServer::from_arc(api).max_decoding_message_size(64 * 1024 * 1024)
+/// ImportResponses messages are counted before they are decoded ([`import_guard`]).
+pub fn server(
+    api: Arc<api::FeedbackApi>,
+) -> import_guard::ImportGuard<FeedbackServiceServer<api::FeedbackApi>> {
+    import_guard::ImportGuard::new(
+        FeedbackServiceServer::from_arc(api).max_decoding_message_size(64 * 1024 * 1024),
+    )
 }
 
 /// Builds the service's API and starts its background tasks (ingest writer, outbox
