@@ -159,6 +159,23 @@ async fn bad_input_names_every_field_and_stores_nothing() {
         fields,
         vec!["request_id", "touchpoint.channel", "touchpoint.name"]
     );
+    // A missing resource is reported beside the other faults, not instead of them.
+    let err = c
+        .create_touchpoint(pb::CreateTouchpointRequest {
+            request_id: "".into(),
+            touchpoint: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["request_id", "touchpoint"]);
+    let err = c
+        .create_survey(pb::CreateSurveyRequest {
+            request_id: "".into(),
+            survey: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["request_id", "survey"]);
 
     let tp = c
         .create_touchpoint(pb::CreateTouchpointRequest {
@@ -1177,5 +1194,100 @@ async fn an_oversized_import_message_is_refused_whole() {
         .unwrap()
         .into_inner();
     assert_eq!(stored.responses.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_past_the_stream_limit_is_refused_before_it_is_decoded() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    let good = pb::ImportResponsesRequest {
+        items: (0..3)
+            .map(|i| response(&format!("g-{i}"), &survey, &tps[0], t, &[("nps", 9)]))
+            .collect(),
+    };
+    // Empty items are two bytes each on the wire and hundreds decoded: a message of more
+    // than the stream's limit ends the call undecoded.
+    let flood = pb::ImportResponsesRequest {
+        items: vec![pb::RecordResponseRequest::default(); 100_001],
+    };
+    let err = c
+        .import_responses(tokio_stream::iter(vec![good.clone(), flood]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), vec!["items"]);
+    assert!(err.message().contains("message 2"), "{}", err.message());
+    // The retry the message asks for stores each good item once.
+    let res = c
+        .import_responses(tokio_stream::iter(vec![good]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.accepted + res.duplicates, 3);
+    assert_eq!(res.rejected, 0);
+    let stored = c
+        .list_responses(pb::ListResponsesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.responses.len(), 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_token_is_bound_to_its_filters_even_when_they_hold_separators() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    let items: Vec<_> = (0..3)
+        .map(|i| {
+            let mut r = response(
+                &format!("sep-{i}"),
+                &survey,
+                &tps[0],
+                at("2026-03-02T10:00:00Z"),
+                &[("nps", 9)],
+            );
+            if let Some(resp) = r.response.as_mut() {
+                resp.org_unit_id = "o|u".into();
+            }
+            r
+        })
+        .collect();
+    import_one(&mut c, items).await;
+    let list = |touchpoint: &str, org_unit: &str, token: &str| pb::ListResponsesRequest {
+        survey_id: survey.clone(),
+        slice: Some(pb::Slice {
+            touchpoint_id: touchpoint.into(),
+            org_unit_id: org_unit.into(),
+            ..Default::default()
+        }),
+        page: Some(common::PageRequest {
+            page_size: 2,
+            page_token: token.into(),
+        }),
+        ..Default::default()
+    };
+    let first = c
+        .list_responses(list("", "o|u", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.responses.len(), 2);
+    let token = first.page.unwrap().next_page_token;
+    assert!(!token.is_empty());
+    // Touchpoint "|o" and org unit "u" join to the same text as touchpoint "" and org unit
+    // "o|u"; the token must not carry over.
+    let err = c.list_responses(list("|o", "u", &token)).await.unwrap_err();
+    assert_eq!(violations(&err), vec!["page.page_token"]);
+    let rest = c
+        .list_responses(list("", "o|u", &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.responses.len(), 1);
     app.stop().await;
 }

@@ -393,6 +393,14 @@ async fn a_batch_answers_each_query_as_alone_and_names_bad_ones_by_position() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["queries"]);
+    // Too many queries: refused on `queries` alone, none of them looked at.
+    let err = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: vec![pb::QueryMetricsRequest::default(); 501],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["queries"]);
     // 101 years of days with estimates is more than one answer should hold (36,600
     // buckets); the same in the histogram view is fine.
     let year = |view: pb::MetricsView| pb::QueryMetricsRequest {

@@ -141,9 +141,42 @@ pub fn finish_page<T>(
     )
 }
 
+/// The filter fingerprint of a listing: its kind and its filter values joined by `|`, with
+/// `\` and `|` inside a value escaped, so that two different sets of filters never give the
+/// same fingerprint (`survey_id = "x|y"` against `survey_id = "x", touchpoint_id = "y"`).
+/// A value without either character is written as it is, so fingerprints of such values are
+/// the same as a plain join's.
+pub fn filters_fingerprint(kind: &str, values: &[&str]) -> String {
+    let mut out = String::from(kind);
+    for v in values {
+        out.push('|');
+        for ch in v.chars() {
+            if ch == '\\' || ch == '|' {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn different_filters_never_share_a_fingerprint() {
+        assert_eq!(filters_fingerprint("plans", &["ou", "c"]), "plans|ou|c");
+        assert_ne!(
+            filters_fingerprint("r", &["x|y", "", "|"]),
+            filters_fingerprint("r", &["x", "y", "|"])
+        );
+        assert_ne!(
+            filters_fingerprint("r", &["x\\", "|"]),
+            filters_fingerprint("r", &["x", "\\|"])
+        );
+        assert_eq!(filters_fingerprint("r", &["a|b\\c"]), "r|a\\|b\\\\c");
+    }
 
     fn t(s: &str) -> TenantId {
         TenantId::parse(s).unwrap_or_else(|e| panic!("{e}"))

@@ -138,8 +138,10 @@ pub fn day_of(t: DateTime<Utc>) -> i64 {
 impl Range {
     /// True when both ends are at midnight UTC (daily rollups can answer it exactly).
     pub fn is_day_aligned(&self) -> bool {
-        self.start.timestamp().rem_euclid(86_400) == 0
-            && self.end.timestamp().rem_euclid(86_400) == 0
+        let midnight = |t: &DateTime<Utc>| {
+            t.timestamp().rem_euclid(86_400) == 0 && t.timestamp_subsec_nanos() == 0
+        };
+        midnight(&self.start) && midnight(&self.end)
     }
 
     /// First and one-past-last day number.
@@ -213,6 +215,28 @@ mod tests {
 
     fn r(s: &str) -> Range {
         parse_named(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn day_aligned_means_midnight_to_the_nanosecond() {
+        let q = r("2026-Q1");
+        assert!(q.is_day_aligned());
+        let half_second = chrono::Duration::milliseconds(500);
+        let late_start = Range {
+            start: q.start + half_second,
+            end: q.end,
+        };
+        assert!(!late_start.is_day_aligned());
+        let early_end = Range {
+            start: q.start,
+            end: q.end - half_second,
+        };
+        assert!(!early_end.is_day_aligned());
+        let whole_day_off = Range {
+            start: q.start + chrono::Duration::hours(1),
+            end: q.end,
+        };
+        assert!(!whole_day_off.is_day_aligned());
     }
 
     #[test]

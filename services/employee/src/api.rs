@@ -952,7 +952,8 @@ impl EmployeeService for EmployeeApi {
     ) -> Result<Response<pb::ListActionPlansResponse>, Status> {
         let (tenant, scope) = scoped(&self.store, &req, Permission::ExResultsRead).await?;
         let r = req.into_inner();
-        let filters = format!("plans|{}|{}", r.org_unit_id, r.cycle_id);
+        let filters =
+            cxloop_platform::paging::filters_fingerprint("plans", &[&r.org_unit_id, &r.cycle_id]);
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
         let rows = self

@@ -32,7 +32,8 @@ use crate::store::{
 pub const MAX_IMPORT_BATCH: usize = 10_000;
 /// Most items in one ImportResponses stream: the per-item results are held until the stream
 /// ends, so this (with the stream ending at the message that passes it) bounds the server's
-/// memory per stream (about 15 MB).
+/// memory per stream (about 15 MB). A single message of more items is refused before it is
+/// decoded ([`crate::import_guard`]).
 pub const MAX_IMPORT_STREAM: u64 = 100_000;
 /// Longest metrics period, in days.
 const MAX_METRIC_DAYS: i64 = 3660;
@@ -1053,7 +1054,9 @@ impl FeedbackService for FeedbackApi {
         let mut v = Violations::new();
         let request_id = v.check(idempotency::parse_request_id("request_id", &r.request_id));
         let Some(t) = r.touchpoint.as_ref() else {
-            return Err(ApiError::invalid("touchpoint", "is required").into());
+            // Reported with what else is wrong (the request id), not instead of it.
+            v.add("touchpoint", "is required");
+            return Err(ApiError::InvalidArgument(v.into_inner()).into());
         };
         let input = touchpoint_input(&mut v, t);
         v.finish()?;
@@ -1195,7 +1198,9 @@ impl FeedbackService for FeedbackApi {
         let mut v = Violations::new();
         let request_id = v.check(idempotency::parse_request_id("request_id", &r.request_id));
         let Some(s) = r.survey.as_ref() else {
-            return Err(ApiError::invalid("survey", "is required").into());
+            // Reported with what else is wrong (the request id), not instead of it.
+            v.add("survey", "is required");
+            return Err(ApiError::InvalidArgument(v.into_inner()).into());
         };
         let input = survey_input(&mut v, s);
         v.finish()?;
@@ -1407,14 +1412,16 @@ impl FeedbackService for FeedbackApi {
             slice,
             occurred: occurred.map(|o| (o.start.timestamp_micros(), o.end.timestamp_micros())),
         };
-        let fingerprint = format!(
-            "responses|{}|{}|{}|{}|{}|{:?}",
-            filter.survey_id,
-            filter.slice.touchpoint_id,
-            filter.slice.org_unit_id,
-            filter.slice.channel,
-            filter.slice.segment,
-            filter.occurred
+        let fingerprint = cxloop_platform::paging::filters_fingerprint(
+            "responses",
+            &[
+                &filter.survey_id,
+                &filter.slice.touchpoint_id,
+                &filter.slice.org_unit_id,
+                &filter.slice.channel.to_string(),
+                &filter.slice.segment,
+                &format!("{:?}", filter.occurred),
+            ],
         );
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &fingerprint, size, token)?;
@@ -1447,13 +1454,16 @@ impl FeedbackService for FeedbackApi {
     ) -> Result<Response<pb::BatchQueryMetricsResponse>, Status> {
         let tenant = auth(&req, Permission::MetricsRead)?;
         let r = req.into_inner();
-        let mut v = Violations::new();
+        // Refused before any query is looked at: a million empty queries would otherwise
+        // each add their violations to the answer.
         if r.queries.is_empty() || r.queries.len() > MAX_BATCH_QUERIES {
-            v.add(
+            return Err(ApiError::invalid(
                 "queries",
                 format!("must hold 1-{MAX_BATCH_QUERIES} queries"),
-            );
+            )
+            .into());
         }
+        let mut v = Violations::new();
         let parsed: Vec<Option<MetricsQuery>> = r
             .queries
             .iter()

@@ -272,6 +272,15 @@ impl NewResponse {
                             AnswerValue::Text(_) => "text",
                         };
                         v.push((format!("response.answers[{i}].{field}"), e));
+                    } else if let AnswerValue::Text(t) = value
+                        && q.required
+                        && t.trim().is_empty()
+                    {
+                        // Blank text would count as answered and tell nothing.
+                        v.push((
+                            format!("response.answers[{i}].text"),
+                            format!("required question {key:?} needs text that is not blank"),
+                        ));
                     }
                 }
             }
@@ -372,6 +381,45 @@ mod tests {
         let mut reworded = q(QuestionKind::Nps);
         reworded.text = "Would you recommend us?".into();
         assert!(check_question_change(&old, &[reworded]).is_ok());
+    }
+
+    #[test]
+    fn a_required_text_question_needs_text() {
+        let why = Question::new("why", "Why?", QuestionKind::Text, 0, 0, true)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let note = Question::new("note", "Anything else?", QuestionKind::Text, 0, 0, false)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let survey = SurveyDef {
+            id: "s".into(),
+            questions: vec![why, note],
+            touchpoint_ids: vec!["t".into()],
+            deleted: false,
+        };
+        let with = |why: &str, note: &str| NewResponse {
+            request_id: "r".into(),
+            request_hash: String::new(),
+            survey_id: "s".into(),
+            touchpoint_id: "t".into(),
+            occurred_at_us: 0,
+            channel: 1,
+            org_unit_id: String::new(),
+            segment: String::new(),
+            customer_key: String::new(),
+            comment: String::new(),
+            answers: vec![
+                ("why".into(), AnswerValue::Text(why.into())),
+                ("note".into(), AnswerValue::Text(note.into())),
+            ],
+        };
+        assert!(
+            with("Friendly staff", "")
+                .check_against(&survey, true)
+                .is_empty()
+        );
+        let blank = with(" \n\t", "");
+        let v = blank.check_against(&survey, true);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].0, "response.answers[0].text");
     }
 
     #[test]
