@@ -2,8 +2,9 @@
 //!
 //! The handler refuses a message of more than [`MAX_IMPORT_BATCH`](crate::api::MAX_IMPORT_BATCH)
 //! items item by item, but only after prost has decoded it, and decoding multiplies tiny
-//! items: an empty item is two bytes on the wire and about 230 bytes in memory, so one
-//! 64 MiB message of them would have become some 7 GB. This guard reads the gRPC frames as
+//! items: an empty item is two bytes on the wire and 296 bytes decoded (the size of
+//! `RecordResponseRequest` on x86-64), so one 64 MiB message of them would have become some
+//! 10 GB. This guard reads the gRPC frames as
 //! they arrive, walks each message's top-level fields (a varint walk, nothing allocated) and
 //! ends the call with INVALID_ARGUMENT on `items` as soon as a message is seen to carry more
 //! than [`MAX_ITEMS_PER_MESSAGE`] items, before the message is complete and handed on.
