@@ -5,7 +5,7 @@
 //! the whole, like histograms do.
 
 use crate::{
-    CONFIDENCE, Comparison, Estimate, Method, student_t_quantile, two_sided_t_p, untestable,
+    CONFIDENCE, Comparison, Estimate, Method, student_t_quantile, t975, two_sided_t_p, untestable,
 };
 
 /// Additive sums of one per-respondent variable: count, sum and sum of squares.
@@ -51,27 +51,6 @@ impl Moments {
         }
         let var = ((self.sum_sq - n * m * m) / (n - 1.0)).max(0.0);
         (m, if var <= 1e-10 * m * m { 0.0 } else { var })
-    }
-}
-
-/// t(0.975, df) for whole degrees of freedom 1..=1000, computed once per process: group
-/// means have n − 1 degrees of freedom, and a results page computes thousands of them.
-fn t975(df: u64) -> f64 {
-    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        (0..=1000u32)
-            .map(|d| {
-                if d == 0 {
-                    f64::NAN
-                } else {
-                    student_t_quantile(0.5 + CONFIDENCE / 2.0, f64::from(d))
-                }
-            })
-            .collect()
-    });
-    match usize::try_from(df).ok().and_then(|d| table.get(d)) {
-        Some(t) => *t,
-        None => student_t_quantile(0.5 + CONFIDENCE / 2.0, df as f64),
     }
 }
 
