@@ -296,6 +296,48 @@ async fn metric_requests_are_validated() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["period", "bucket"]);
+    // Half a second past midnight is not a day boundary either.
+    let range = |start: prost_types::Timestamp, end: Option<prost_types::Timestamp>| {
+        Some(common::Period {
+            kind: Some(common::period::Kind::Range(common::TimeRange {
+                start: Some(start),
+                end,
+            })),
+        })
+    };
+    let midnight = |nanos| prost_types::Timestamp {
+        seconds: 1_772_409_600,
+        nanos,
+    };
+    let err = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "nps".into(),
+            period: range(
+                midnight(500_000_000),
+                Some(prost_types::Timestamp {
+                    seconds: 1_772_409_600 + 86_400,
+                    nanos: 0,
+                }),
+            ),
+            bucket: pb::Bucket::Day as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["period"]);
+    // A missing end is named as such.
+    let err = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey.clone(),
+            question_key: "nps".into(),
+            period: range(midnight(0), None),
+            bucket: pb::Bucket::Day as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["period.range.end"]);
     let err = c
         .query_metrics(pb::QueryMetricsRequest {
             survey_id: survey.clone(),

@@ -110,11 +110,15 @@ fn parse_range(v: &mut Violations, field: &str, p: Option<&common::Period>) -> O
                     v.add(format!("{field}.range.end"), "must be after start");
                     None
                 }
-                _ => {
-                    v.add(
-                        format!("{field}.range"),
-                        "start and end are required and valid",
-                    );
+                (start, end) => {
+                    for (end_name, parsed) in [("start", start), ("end", end)] {
+                        if parsed.is_none() {
+                            v.add(
+                                format!("{field}.range.{end_name}"),
+                                "is required and must be a valid timestamp",
+                            );
+                        }
+                    }
                     None
                 }
             }
