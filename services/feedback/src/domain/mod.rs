@@ -130,6 +130,12 @@ impl Question {
             (QuestionKind::Text, AnswerValue::Text(t)) => {
                 if t.chars().count() > 5000 {
                     Err("text must be at most 5000 characters".into())
+                } else if self.required && t.trim().is_empty() {
+                    // Blank text would count as answered and tell nothing.
+                    Err(format!(
+                        "required question {:?} needs text that is not blank",
+                        self.key
+                    ))
                 } else {
                     Ok(())
                 }
@@ -272,15 +278,6 @@ impl NewResponse {
                             AnswerValue::Text(_) => "text",
                         };
                         v.push((format!("response.answers[{i}].{field}"), e));
-                    } else if let AnswerValue::Text(t) = value
-                        && q.required
-                        && t.trim().is_empty()
-                    {
-                        // Blank text would count as answered and tell nothing.
-                        v.push((
-                            format!("response.answers[{i}].text"),
-                            format!("required question {key:?} needs text that is not blank"),
-                        ));
                     }
                 }
             }
