@@ -1291,3 +1291,63 @@ async fn a_page_token_is_bound_to_its_filters_even_when_they_hold_separators() {
     assert_eq!(rest.responses.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_page_of_long_responses_stays_within_what_a_client_accepts() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    // The longest text a response may hold, in four-byte characters: about 40 KB each, so
+    // 130 of them (5.2 MB) would pass a client's default 4 MiB limit in one page.
+    let long = "\u{1F600}".repeat(5000);
+    let items: Vec<_> = (0..130)
+        .map(|i| {
+            let mut r = response(
+                &format!("long-{i}"),
+                &survey,
+                &tps[0],
+                at("2026-03-02T10:00:00Z"),
+                &[("nps", 9)],
+            );
+            if let Some(resp) = r.response.as_mut() {
+                resp.comment = long.clone();
+                resp.answers.push(pb::Answer {
+                    question_key: "why".into(),
+                    value: Some(pb::answer::Value::Text(long.clone())),
+                });
+            }
+            r
+        })
+        .collect();
+    assert_eq!(import_one(&mut c, items).await.accepted, 130);
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .list_responses(pb::ListResponsesRequest {
+                page: Some(common::PageRequest {
+                    page_size: 1000,
+                    page_token: token.clone(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        let bytes = prost::Message::encoded_len(&page);
+        assert!(bytes <= 2 * 1024 * 1024 + 1024, "a page of {bytes} bytes");
+        assert!(!page.responses.is_empty());
+        seen.extend(page.responses.into_iter().map(|r| r.request_id));
+        token = page.page.unwrap().next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert!(pages >= 3, "{pages} pages");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 130);
+    app.stop().await;
+}

@@ -119,24 +119,75 @@ pub fn request_args(p: Option<&cxloop_proto::common::v1::PageRequest>) -> (i32, 
     p.map_or((0, ""), |p| (p.page_size, p.page_token.as_str()))
 }
 
-/// Cuts the extra row a list query reads to tell whether another page exists, and makes the
-/// next page's token from the last row's key.
-pub fn finish_page<T>(
+/// Most encoded bytes of items one page carries. Rows are bounded in number by the page
+/// size, but not all rows are small: a response may hold 50 text answers of 5,000 characters
+/// each (up to about 1 MB), so 1,000 of them would far exceed the 4 MiB a gRPC client accepts
+/// by default, and a client refused the page could never reach the rows after it. A page
+/// whose items would pass this budget ends early, with a token for the rest; it always holds
+/// at least one item. Half the default limit leaves room for the envelope and for a client's
+/// own other fields.
+pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Cuts the extra row a list query reads to tell whether another page exists, turns each row
+/// into the message the page sends (`encode`), ends the page early when its messages would
+/// pass [`MAX_PAGE_BYTES`], and makes the next page's token from the last sent row's key.
+pub fn finish_page<T, M: prost::Message>(
     pages: &PageSigner,
     tenant: &TenantId,
     filters: &str,
     page: &Page,
-    mut rows: Vec<T>,
+    rows: Vec<T>,
     key: impl Fn(&T) -> String,
-) -> (Vec<T>, cxloop_proto::common::v1::PageResponse) {
-    let more = rows.len() as u64 > page.size;
-    rows.truncate(page.size as usize);
-    let next_page_token = match (more, rows.last()) {
-        (true, Some(last)) => pages.token(tenant, filters, &key(last)),
+    encode: impl Fn(T) -> M,
+) -> (Vec<M>, cxloop_proto::common::v1::PageResponse) {
+    finish_page_within(
+        pages,
+        tenant,
+        filters,
+        page,
+        rows,
+        key,
+        encode,
+        MAX_PAGE_BYTES,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_page_within<T, M: prost::Message>(
+    pages: &PageSigner,
+    tenant: &TenantId,
+    filters: &str,
+    page: &Page,
+    rows: Vec<T>,
+    key: impl Fn(&T) -> String,
+    encode: impl Fn(T) -> M,
+    budget: usize,
+) -> (Vec<M>, cxloop_proto::common::v1::PageResponse) {
+    let mut more = rows.len() as u64 > page.size;
+    let mut out = Vec::with_capacity(rows.len().min(page.size as usize));
+    let mut bytes = 0usize;
+    // The key of the last row sent: the next page starts after it.
+    let mut last = None;
+    for row in rows.into_iter().take(page.size as usize) {
+        let row_key = key(&row);
+        let m = encode(row);
+        // As a repeated field: the item, its length prefix and its tag.
+        let len = m.encoded_len();
+        let framed = len + prost::length_delimiter_len(len) + 1;
+        if !out.is_empty() && bytes + framed > budget {
+            more = true;
+            break;
+        }
+        bytes += framed;
+        out.push(m);
+        last = Some(row_key);
+    }
+    let next_page_token = match (more, last) {
+        (true, Some(last)) => pages.token(tenant, filters, &last),
         _ => String::new(),
     };
     (
-        rows,
+        out,
         cxloop_proto::common::v1::PageResponse { next_page_token },
     )
 }
@@ -205,6 +256,85 @@ mod tests {
         assert_eq!(
             s.parse(&t("a"), "f1", 0, "").ok().map(|p| p.size),
             Some(DEFAULT_PAGE_SIZE)
+        );
+    }
+    #[test]
+    fn a_page_ends_before_its_items_pass_the_byte_budget() {
+        let s = PageSigner::new(b"k");
+        let tenant = t("a");
+        let page = Page {
+            size: 10,
+            after: None,
+        };
+        // Five rows of 100 characters: each a 102-byte message (tag, length, text) framed
+        // by its own length prefix and tag as a repeated field (104), so 300 bytes hold two.
+        let rows: Vec<String> = (0..5).map(|i| format!("{i}").repeat(100)).collect();
+        // prost encodes a String as google.protobuf.StringValue (field 1).
+        let encode = |r: String| r;
+        let (items, next) = finish_page_within(
+            &s,
+            &tenant,
+            "f",
+            &page,
+            rows.clone(),
+            |r| r[..1].to_owned(),
+            encode,
+            300,
+        );
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            s.parse(&tenant, "f", 10, &next.next_page_token)
+                .ok()
+                .and_then(|p| p.after),
+            Some("1".into())
+        );
+        // One item larger than the budget still makes a page, or nothing could be listed.
+        let (items, next) = finish_page_within(
+            &s,
+            &tenant,
+            "f",
+            &page,
+            rows.clone(),
+            |r| r[..1].to_owned(),
+            encode,
+            10,
+        );
+        assert_eq!(items.len(), 1);
+        assert!(!next.next_page_token.is_empty());
+        // Within the budget: the page size and the extra row decide, as before.
+        let (items, next) = finish_page_within(
+            &s,
+            &tenant,
+            "f",
+            &Page {
+                size: 5,
+                after: None,
+            },
+            rows.clone(),
+            |r| r[..1].to_owned(),
+            encode,
+            10_000,
+        );
+        assert_eq!((items.len(), next.next_page_token.as_str()), (5, ""));
+        let (items, next) = finish_page_within(
+            &s,
+            &tenant,
+            "f",
+            &Page {
+                size: 4,
+                after: None,
+            },
+            rows,
+            |r| r[..1].to_owned(),
+            encode,
+            10_000,
+        );
+        assert_eq!(items.len(), 4);
+        assert_eq!(
+            s.parse(&tenant, "f", 4, &next.next_page_token)
+                .ok()
+                .and_then(|p| p.after),
+            Some("3".into())
         );
     }
 }

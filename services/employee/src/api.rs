@@ -35,18 +35,16 @@ impl EmployeeApi {
         &self,
         tenant: &TenantId,
         scope: &report::Scope,
-        plan: &ActionPlanRow,
+        cycle_id: &str,
+        unit_id: &str,
     ) -> ApiResult<bool> {
         if matches!(scope, report::Scope::All) {
             return Ok(true);
         }
-        let (_, snap) = self
-            .cache
-            .snapshot(&self.store, tenant, &plan.cycle_id)
-            .await?;
+        let (_, snap) = self.cache.snapshot(&self.store, tenant, cycle_id).await?;
         Ok(snap
             .tree
-            .index_of(&plan.unit_id)
+            .index_of(unit_id)
             .is_some_and(|u| scope.allows(&snap.tree, u)))
     }
 
@@ -354,11 +352,17 @@ impl EmployeeService for EmployeeApi {
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
         let rows = self.store.list_org_units(&tenant, at, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |u| {
-            u.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &tenant,
+            &filters,
+            &page,
+            rows,
+            |u| u.id.clone(),
+            unit_pb,
+        );
         Ok(Response::new(pb::ListOrgUnitsResponse {
-            org_units: rows.into_iter().map(unit_pb).collect(),
+            org_units: items,
             page: Some(page),
         }))
     }
@@ -413,11 +417,17 @@ impl EmployeeService for EmployeeApi {
             .store
             .list_employees(&tenant, &r.org_unit_id, &page)
             .await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |e| {
-            e.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &tenant,
+            &filters,
+            &page,
+            rows,
+            |e| e.id.clone(),
+            employee_pb,
+        );
         Ok(Response::new(pb::ListEmployeesResponse {
-            employees: rows.into_iter().map(employee_pb).collect(),
+            employees: items,
             page: Some(page),
         }))
     }
@@ -553,10 +563,17 @@ impl EmployeeService for EmployeeApi {
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, filters, size, token)?;
         let rows = self.store.list_surveys(&tenant, &page).await?;
-        let (rows, page) =
-            finish_page(&self.pages, &tenant, filters, &page, rows, |s| s.id.clone());
+        let (surveys, page) = finish_page(
+            &self.pages,
+            &tenant,
+            filters,
+            &page,
+            rows,
+            |s| s.id.clone(),
+            survey_pb,
+        );
         Ok(Response::new(pb::ListSurveysResponse {
-            surveys: rows.into_iter().map(survey_pb).collect(),
+            surveys,
             page: Some(page),
         }))
     }
@@ -669,11 +686,17 @@ impl EmployeeService for EmployeeApi {
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &filters, size, token)?;
         let rows = self.store.list_cycles(&tenant, &r.survey_id, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |c| {
-            c.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &tenant,
+            &filters,
+            &page,
+            rows,
+            |c| c.id.clone(),
+            cycle_pb,
+        );
         Ok(Response::new(pb::ListCyclesResponse {
-            cycles: rows.into_iter().map(cycle_pb).collect(),
+            cycles: items,
             page: Some(page),
         }))
     }
@@ -938,7 +961,10 @@ impl EmployeeService for EmployeeApi {
             .store
             .get_action_plan(&tenant, &req.get_ref().id)
             .await?;
-        if !self.plan_in_scope(&tenant, &scope, &p).await? {
+        if !self
+            .plan_in_scope(&tenant, &scope, &p.cycle_id, &p.unit_id)
+            .await?
+        {
             return Err(report::out_of_scope(&p.unit_id).into());
         }
         Ok(Response::new(pb::GetActionPlanResponse {
@@ -960,19 +986,28 @@ impl EmployeeService for EmployeeApi {
             .store
             .list_action_plans(&tenant, &r.org_unit_id, &r.cycle_id, &page)
             .await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |p| {
-            p.id.clone()
-        });
+        let (plans, page) = finish_page(
+            &self.pages,
+            &tenant,
+            &filters,
+            &page,
+            rows,
+            |p| p.id.clone(),
+            |p| plan_pb(&p),
+        );
         // A manager's page leaves out other units' plans (so it may hold fewer than asked;
         // the page token still continues after the last row read).
-        let mut mine = Vec::with_capacity(rows.len());
-        for p in rows {
-            if self.plan_in_scope(&tenant, &scope, &p).await? {
+        let mut mine = Vec::with_capacity(plans.len());
+        for p in plans {
+            if self
+                .plan_in_scope(&tenant, &scope, &p.cycle_id, &p.org_unit_id)
+                .await?
+            {
                 mine.push(p);
             }
         }
         Ok(Response::new(pb::ListActionPlansResponse {
-            action_plans: mine.iter().map(plan_pb).collect(),
+            action_plans: mine,
             page: Some(page),
         }))
     }
@@ -1020,7 +1055,10 @@ impl EmployeeService for EmployeeApi {
         }
         v.finish()?;
         let mut row = self.store.get_action_plan(&tenant, &p.id).await?;
-        if !self.plan_in_scope(&tenant, &scope, &row).await? {
+        if !self
+            .plan_in_scope(&tenant, &scope, &row.cycle_id, &row.unit_id)
+            .await?
+        {
             return Err(report::out_of_scope(&row.unit_id).into());
         }
         for f in &fields {

@@ -1123,11 +1123,17 @@ impl FeedbackService for FeedbackApi {
             .store
             .list_touchpoints(&tenant, channel, r.show_deleted, &page)
             .await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |t| {
-            t.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &tenant,
+            &filters,
+            &page,
+            rows,
+            |t| t.id.clone(),
+            touchpoint_pb,
+        );
         Ok(Response::new(pb::ListTouchpointsResponse {
-            touchpoints: rows.into_iter().map(touchpoint_pb).collect(),
+            touchpoints: items,
             page: Some(page),
         }))
     }
@@ -1246,11 +1252,17 @@ impl FeedbackService for FeedbackApi {
             .store
             .list_surveys(&tenant, &r.touchpoint_id, &page)
             .await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &filters, &page, rows, |s| {
-            s.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &tenant,
+            &filters,
+            &page,
+            rows,
+            |s| s.id.clone(),
+            survey_pb,
+        );
         Ok(Response::new(pb::ListSurveysResponse {
-            surveys: rows.into_iter().map(survey_pb).collect(),
+            surveys: items,
             page: Some(page),
         }))
     }
@@ -1430,11 +1442,17 @@ impl FeedbackService for FeedbackApi {
         let (size, token) = page_args(r.page.as_ref());
         let page = self.pages.parse(&tenant, &fingerprint, size, token)?;
         let rows = self.store.list_responses(&tenant, &filter, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &tenant, &fingerprint, &page, rows, |r| {
-            r.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &tenant,
+            &fingerprint,
+            &page,
+            rows,
+            |r| r.id.clone(),
+            response_pb,
+        );
         Ok(Response::new(pb::ListResponsesResponse {
-            responses: rows.into_iter().map(response_pb).collect(),
+            responses: items,
             page: Some(page),
         }))
     }

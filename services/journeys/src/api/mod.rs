@@ -358,11 +358,17 @@ impl JourneyService for JourneyApi {
         let (size, token) = page_of(r.page.as_ref());
         let page = self.pages.parse(&c.tenant, "journeys", size, token)?;
         let rows = self.store.list_journeys(&c.tenant, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &c.tenant, "journeys", &page, rows, |j| {
-            j.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &c.tenant,
+            "journeys",
+            &page,
+            rows,
+            |j| j.id.clone(),
+            |x| journey_pb(&x),
+        );
         Ok(Response::new(pb::ListJourneysResponse {
-            journeys: rows.iter().map(journey_pb).collect(),
+            journeys: items,
             page: Some(page),
         }))
     }
@@ -473,11 +479,17 @@ impl JourneyService for JourneyApi {
             .store
             .list_revisions(&c.tenant, &r.journey_id, &page)
             .await?;
-        let (rows, page) = finish_page(&self.pages, &c.tenant, &filters, &page, rows, |x| {
-            x.revision.to_string()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &c.tenant,
+            &filters,
+            &page,
+            rows,
+            |x| x.revision.to_string(),
+            revision_pb,
+        );
         Ok(Response::new(pb::ListJourneyRevisionsResponse {
-            revisions: rows.into_iter().map(revision_pb).collect(),
+            revisions: items,
             page: Some(page),
         }))
     }
@@ -550,11 +562,17 @@ impl JourneyService for JourneyApi {
         let (size, token) = page_of(r.page.as_ref());
         let page = self.pages.parse(&c.tenant, &filters, size, token)?;
         let rows = self.store.list_assignments(&c.tenant, &f, &page).await?;
-        let (rows, page) = finish_page(&self.pages, &c.tenant, &filters, &page, rows, |a| {
-            a.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &c.tenant,
+            &filters,
+            &page,
+            rows,
+            |a| a.id.clone(),
+            |x| assignment_pb(&x),
+        );
         Ok(Response::new(pb::ListAssignmentsResponse {
-            assignments: rows.iter().map(assignment_pb).collect(),
+            assignments: items,
             page: Some(page),
         }))
     }
@@ -700,11 +718,17 @@ impl JourneyService for JourneyApi {
             .store
             .list_kpis(&c.tenant, subject.as_deref(), &page)
             .await?;
-        let (rows, page) = finish_page(&self.pages, &c.tenant, &filters, &page, rows, |k| {
-            k.id.clone()
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &c.tenant,
+            &filters,
+            &page,
+            rows,
+            |k| k.id.clone(),
+            |x| kpi_pb(&x),
+        );
         Ok(Response::new(pb::ListKpisResponse {
-            kpis: rows.iter().map(kpi_pb).collect(),
+            kpis: items,
             page: Some(page),
         }))
     }
@@ -935,11 +959,17 @@ impl JourneyService for JourneyApi {
             .store
             .list_items(&c.tenant, status, period, &page)
             .await?;
-        let (rows, page) = finish_page(&self.pages, &c.tenant, &filters, &page, rows, |i| {
-            crate::store::item_page_key(i.doc.priority(), &i.id)
-        });
+        let (items, page) = finish_page(
+            &self.pages,
+            &c.tenant,
+            &filters,
+            &page,
+            rows,
+            |i| crate::store::item_page_key(i.doc.priority(), &i.id),
+            |x| item_pb(&x),
+        );
         Ok(Response::new(pb::ListBacklogItemsResponse {
-            items: rows.iter().map(item_pb).collect(),
+            items,
             page: Some(page),
         }))
     }
