@@ -258,83 +258,32 @@ mod tests {
             Some(DEFAULT_PAGE_SIZE)
         );
     }
+
     #[test]
     fn a_page_ends_before_its_items_pass_the_byte_budget() {
         let s = PageSigner::new(b"k");
         let tenant = t("a");
-        let page = Page {
-            size: 10,
-            after: None,
-        };
         // Five rows of 100 characters: each a 102-byte message (tag, length, text) framed
         // by its own length prefix and tag as a repeated field (104), so 300 bytes hold two.
-        let rows: Vec<String> = (0..5).map(|i| format!("{i}").repeat(100)).collect();
         // prost encodes a String as google.protobuf.StringValue (field 1).
-        let encode = |r: String| r;
-        let (items, next) = finish_page_within(
-            &s,
-            &tenant,
-            "f",
-            &page,
-            rows.clone(),
-            |r| r[..1].to_owned(),
-            encode,
-            300,
-        );
-        assert_eq!(items.len(), 2);
-        assert_eq!(
-            s.parse(&tenant, "f", 10, &next.next_page_token)
-                .ok()
-                .and_then(|p| p.after),
-            Some("1".into())
-        );
+        let rows: Vec<String> = (0..5).map(|i| format!("{i}").repeat(100)).collect();
+        // (items on the page, the row the next page starts after)
+        let list = |size: u64, budget: usize| {
+            let page = Page { size, after: None };
+            let key = |r: &String| r[..1].to_owned();
+            let (items, next) =
+                finish_page_within(&s, &tenant, "f", &page, rows.clone(), key, |r| r, budget);
+            let after = match next.next_page_token.as_str() {
+                "" => None,
+                token => s.parse(&tenant, "f", 1, token).ok().and_then(|p| p.after),
+            };
+            (items.len(), after)
+        };
+        assert_eq!(list(10, 300), (2, Some("1".into())));
         // One item larger than the budget still makes a page, or nothing could be listed.
-        let (items, next) = finish_page_within(
-            &s,
-            &tenant,
-            "f",
-            &page,
-            rows.clone(),
-            |r| r[..1].to_owned(),
-            encode,
-            10,
-        );
-        assert_eq!(items.len(), 1);
-        assert!(!next.next_page_token.is_empty());
+        assert_eq!(list(10, 10), (1, Some("0".into())));
         // Within the budget: the page size and the extra row decide, as before.
-        let (items, next) = finish_page_within(
-            &s,
-            &tenant,
-            "f",
-            &Page {
-                size: 5,
-                after: None,
-            },
-            rows.clone(),
-            |r| r[..1].to_owned(),
-            encode,
-            10_000,
-        );
-        assert_eq!((items.len(), next.next_page_token.as_str()), (5, ""));
-        let (items, next) = finish_page_within(
-            &s,
-            &tenant,
-            "f",
-            &Page {
-                size: 4,
-                after: None,
-            },
-            rows,
-            |r| r[..1].to_owned(),
-            encode,
-            10_000,
-        );
-        assert_eq!(items.len(), 4);
-        assert_eq!(
-            s.parse(&tenant, "f", 4, &next.next_page_token)
-                .ok()
-                .and_then(|p| p.after),
-            Some("3".into())
-        );
+        assert_eq!(list(5, 10_000), (5, None));
+        assert_eq!(list(4, 10_000), (4, Some("3".into())));
     }
 }
