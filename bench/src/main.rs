@@ -517,11 +517,12 @@ async fn main() {
                         .unwrap_or_else(|e| panic!("{e}"));
                     let (from, to) = (s as u64 * per_stream, (s as u64 + 1) * per_stream);
                     let mut acc = (0, 0, 0);
-                    // A stream carries at most 100k items, so a large import opens several in
-                    // turn; messages are generated lazily so memory stays flat.
+                    // A stream carries at most 25,000 items (the server's MAX_IMPORT_STREAM), so
+                    // a large import opens several in turn; messages are generated lazily so
+                    // memory stays flat.
                     let mut stream_from = from;
                     while stream_from < to {
-                        let stream_to = (stream_from + 100_000).min(to);
+                        let stream_to = (stream_from + 25_000).min(to);
                         let (tx, rx) = tokio::sync::mpsc::channel(2);
                         let (gen_survey, gen_tps, gen_prefix) =
                             (survey.clone(), tps.clone(), prefix.clone());

@@ -1034,7 +1034,8 @@ async fn an_import_announces_each_accepted_response_once_in_order() {
     let mut events = app.subscribe();
     let (tps, survey) = seed_survey(&mut c, &["a", "b"]).await;
     let t = at("2026-03-02T10:00:00Z");
-    // Five messages (more than a stream keeps queued at once), a refused one among them.
+    // Five messages (more than a stream keeps queued at once), one of refused items among
+    // them.
     let message = |m: usize| pb::ImportResponsesRequest {
         items: (0..300)
             .map(|i| {
@@ -1053,36 +1054,36 @@ async fn an_import_announces_each_accepted_response_once_in_order() {
             })
             .collect(),
     };
-    let too_many = pb::ImportResponsesRequest {
-        items: (0..10_001)
-            .map(|i| response(&format!("big-{i}"), &survey, &tps[0], t, &[("nps", 9)]))
+    let refused = pb::ImportResponsesRequest {
+        items: (0..300)
+            .map(|i| response(&format!("bad-{i}"), &survey, &tps[0], t, &[("nps", 11)]))
             .collect(),
     };
     let res = c
         .import_responses(tokio_stream::iter(vec![
             message(0),
             message(1),
-            too_many,
+            refused,
             message(2),
             message(3),
         ]))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(res.results.len(), 4 * 300 + 10_001);
+    assert_eq!(res.results.len(), 5 * 300);
     assert!(
         res.results
             .iter()
             .enumerate()
             .all(|(i, r)| r.index == i as u64)
     );
-    assert_eq!((res.accepted, res.rejected), (4 * 300 - 1, 10_001 + 1));
+    assert_eq!((res.accepted, res.rejected), (4 * 300 - 1, 300 + 1));
     let rejected: Vec<&str> = res
         .results
         .iter()
         .filter(|r| r.outcome == pb::ImportOutcome::Rejected as i32)
         .map(|r| r.request_id.as_str())
-        .filter(|id| !id.starts_with("big-"))
+        .filter(|id| !id.starts_with("bad-"))
         .collect();
     assert_eq!(rejected, vec!["imp-2-7"]);
     let accepted: Vec<&pb::ImportItemResult> = res
@@ -1144,11 +1145,11 @@ async fn a_stream_ends_at_the_message_that_passes_its_limit() {
     let mut c = app.client(&tenant(), &["admin"]).await;
     let (tps, survey) = seed_survey(&mut c, &["a"]).await;
     let t = at("2026-03-02T10:00:00Z");
-    // Oversized messages without end: each is refused whole and counts towards the stream's
-    // 100,000 items; the tenth passes that, and the server answers without reading on.
-    let oversized = response("over", &survey, &tps[0], t, &[("nps", 9)]);
+    // Messages of refused items without end: each counts towards the stream's 25,000 items;
+    // the third passes that, is refused whole, and the server answers without reading on.
+    let bad = response("over", &survey, &tps[0], t, &[("nps", 11)]);
     let endless = tokio_stream::iter(std::iter::repeat_with(move || pb::ImportResponsesRequest {
-        items: vec![oversized.clone(); 10_001],
+        items: vec![bad.clone(); 10_000],
     }));
     let res = tokio::time::timeout(
         std::time::Duration::from_secs(60),
@@ -1158,13 +1159,20 @@ async fn a_stream_ends_at_the_message_that_passes_its_limit() {
     .expect("the server kept reading")
     .unwrap()
     .into_inner();
-    assert_eq!((res.accepted, res.rejected), (0, 10 * 10_001));
-    assert_eq!(res.results.last().map(|r| r.index), Some(10 * 10_001 - 1));
+    assert_eq!((res.accepted, res.rejected), (0, 30_000));
+    assert_eq!(res.results.last().map(|r| r.index), Some(29_999));
+    let (read, cut) = (&res.results[19_999], &res.results[20_000]);
+    assert_eq!(read.violations[0].field, "response.answers[0].score");
+    assert_eq!(read.request_id, "over");
+    // The refused message's results name the limit, not the item's request id.
+    assert_eq!(cut.violations[0].field, "items");
+    assert!(cut.violations[0].description.contains("25000"), "{cut:?}");
+    assert_eq!(cut.request_id, "");
     app.stop().await;
 }
 
 #[tokio::test]
-async fn an_oversized_import_message_is_refused_whole() {
+async fn a_message_of_more_than_ten_thousand_items_ends_the_call_and_stores_nothing() {
     let app = spawn().await;
     let mut c = app.client(&tenant(), &["admin"]).await;
     let (tps, survey) = seed_survey(&mut c, &["a"]).await;
@@ -1173,32 +1181,70 @@ async fn an_oversized_import_message_is_refused_whole() {
         .map(|i| response(&format!("big-{i}"), &survey, &tps[0], t, &[("nps", 9)]))
         .collect();
     let ok = vec![response("after", &survey, &tps[0], t, &[("nps", 9)])];
-    let res = c
+    let err = c
         .import_responses(tokio_stream::iter(vec![
             pb::ImportResponsesRequest { items: too_many },
             pb::ImportResponsesRequest { items: ok },
         ]))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((res.accepted, res.rejected), (1, 10_001));
-    assert_eq!(res.results[0].violations[0].field, "items");
-    assert_eq!(res.results[10_001].index, 10_001);
-    assert_eq!(
-        pb::ImportOutcome::try_from(res.results[10_001].outcome).unwrap(),
-        pb::ImportOutcome::Accepted
-    );
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), vec!["items"]);
+    assert!(err.message().contains("message 1"), "{}", err.message());
     let stored = c
         .list_responses(pb::ListResponsesRequest::default())
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stored.responses.len(), 1);
+    assert!(stored.responses.is_empty());
     app.stop().await;
 }
 
 #[tokio::test]
-async fn a_message_past_the_stream_limit_is_refused_before_it_is_decoded() {
+async fn an_import_answer_stays_within_what_a_client_accepts() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["a"]).await;
+    let t = at("2026-03-02T10:00:00Z");
+    // Request ids of the longest kind (128 characters): each accepted item's result is about
+    // 177 bytes, so a second message of 10,000 would take the answer past 3 MB.
+    let message = |m: usize| pb::ImportResponsesRequest {
+        items: (0..10_000)
+            .map(|i| {
+                let id = format!("{m}-{i:05}-").repeat(20)[..128].to_owned();
+                response(&id, &survey, &tps[0], t, &[("nps", 9)])
+            })
+            .collect(),
+    };
+    let res = c
+        .import_responses(tokio_stream::iter(vec![message(0), message(1), message(2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(prost::Message::encoded_len(&res) < 4 * 1024 * 1024);
+    assert_eq!((res.accepted, res.rejected), (10_000, 10_000));
+    assert_eq!(res.results.len(), 20_000);
+    let cut = &res.results[10_000];
+    assert_eq!(
+        (cut.index, cut.violations[0].field.as_str()),
+        (10_000, "items")
+    );
+    assert!(
+        cut.violations[0].description.contains("another stream"),
+        "{cut:?}"
+    );
+    // What was refused comes through in a stream of its own.
+    let res = c
+        .import_responses(tokio_stream::iter(vec![message(1)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.accepted, 10_000);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_past_the_message_limit_is_refused_before_it_is_decoded() {
     let app = spawn().await;
     let mut c = app.client(&tenant(), &["admin"]).await;
     let (tps, survey) = seed_survey(&mut c, &["a"]).await;
@@ -1209,9 +1255,9 @@ async fn a_message_past_the_stream_limit_is_refused_before_it_is_decoded() {
             .collect(),
     };
     // Empty items are two bytes each on the wire and hundreds decoded: a message of more
-    // than the stream's limit ends the call undecoded.
+    // than 10,000 ends the call undecoded, however many more.
     let flood = pb::ImportResponsesRequest {
-        items: vec![pb::RecordResponseRequest::default(); 100_001],
+        items: vec![pb::RecordResponseRequest::default(); 1_000_000],
     };
     let err = c
         .import_responses(tokio_stream::iter(vec![good.clone(), flood]))

@@ -28,13 +28,21 @@ use crate::store::{
     TouchpointRow,
 };
 
-/// Most items in one ImportResponses message.
-pub const MAX_IMPORT_BATCH: usize = 10_000;
-/// Most items in one ImportResponses stream: the per-item results are held until the stream
-/// ends, so this (with the stream ending at the message that passes it) bounds the server's
-/// memory per stream (about 15 MB). A single message of more items is refused before it is
+/// Most items in one ImportResponses message; a message of more ends the call before it is
 /// decoded ([`crate::import_guard`]).
-pub const MAX_IMPORT_STREAM: u64 = 100_000;
+pub const MAX_IMPORT_BATCH: usize = 10_000;
+/// Most items in one ImportResponses stream. The per-item results are held until the stream
+/// ends and come back in one answer, which a client must be able to take: 25,000 results
+/// with 36-character request ids are about 2.1 MB (84 bytes each).
+pub const MAX_IMPORT_STREAM: u64 = 25_000;
+/// Most bytes of per-item results an import answer carries for the messages it stored.
+/// gRPC clients refuse answers over 4 MiB unless told otherwise, and an import whose answer
+/// is refused has been stored without the client learning what happened to each item. Long
+/// request ids or many violations per item can pass that below [`MAX_IMPORT_STREAM`] items,
+/// so a message whose results might pass this budget is refused whole instead of stored, with
+/// short results ([`whole_message_refusal`]): at most 10,000 of those (under a megabyte) on
+/// top of this budget keep every answer below 4 MiB.
+pub const MAX_IMPORT_ANSWER_BYTES: usize = 3_000_000;
 /// Longest metrics period, in days.
 const MAX_METRIC_DAYS: i64 = 3660;
 
@@ -356,52 +364,76 @@ impl FeedbackApi {
         in_flight: &mut std::collections::VecDeque<ImportedMessage>,
     ) -> Result<(), Status> {
         let mut index: u64 = 0;
+        // The answer's results so far, in encoded bytes; for items handed to the writer, the
+        // most their result can take.
+        let mut answer_bytes = 0usize;
         while let Some(msg) = stream.next().await {
             let msg = msg?;
             let base = index;
-            index += msg.items.len() as u64;
-            // The message that passes the stream's limit is the last one read: the results
-            // are held until the answer, and a client that went on sending would grow them
-            // without end.
-            let last = index > MAX_IMPORT_STREAM;
-            let refusal = if msg.items.len() > MAX_IMPORT_BATCH {
+            let count = msg.items.len();
+            index += count as u64;
+            // The message that passes a limit is the last one read: the results are held until
+            // the answer, and a client that went on sending would grow them without end.
+            let mut refusal = if count > MAX_IMPORT_BATCH {
                 Some(format!(
                     "a message carries at most {MAX_IMPORT_BATCH} items"
                 ))
             } else if index > MAX_IMPORT_STREAM {
                 Some(format!(
-                    "a stream carries at most {MAX_IMPORT_STREAM} items; open another stream for more"
+                    "a stream carries at most {MAX_IMPORT_STREAM} items; send the rest in another"
                 ))
             } else {
                 None
             };
-            let mut results: Vec<Option<pb::ImportItemResult>> =
-                Vec::with_capacity(msg.items.len());
+            let mut results: Vec<Option<pb::ImportItemResult>> = Vec::with_capacity(count);
             let mut good = Vec::new();
             let mut good_at = Vec::new();
-            for (i, item) in msg.items.into_iter().enumerate() {
-                let parsed = match &refusal {
-                    Some(reason) => Err((
-                        echoed(item.request_id),
-                        vec![("items".into(), reason.clone())],
-                    )),
-                    None => parse_new_response(item),
-                };
-                match parsed {
-                    Ok(r) => {
-                        good.push(r);
-                        good_at.push(i);
-                        results.push(None);
+            let mut bytes = 0usize;
+            if refusal.is_none() {
+                for (i, item) in msg.items.into_iter().enumerate() {
+                    let at = base + i as u64;
+                    match parse_new_response(item) {
+                        Ok(r) => {
+                            bytes += pending_result_bytes(at, &r.request_id);
+                            good.push(r);
+                            good_at.push(i);
+                            results.push(None);
+                        }
+                        Err((request_id, v)) => {
+                            let r = pb::ImportItemResult {
+                                index: at,
+                                request_id,
+                                outcome: pb::ImportOutcome::Rejected as i32,
+                                response_id: String::new(),
+                                violations: violations_pb(v),
+                            };
+                            bytes += result_bytes(&r);
+                            results.push(Some(r));
+                        }
                     }
-                    Err((request_id, v)) => results.push(Some(pb::ImportItemResult {
-                        index: base + i as u64,
-                        request_id,
-                        outcome: pb::ImportOutcome::Rejected as i32,
-                        response_id: String::new(),
-                        violations: violations_pb(v),
-                    })),
+                }
+                if answer_bytes + bytes > MAX_IMPORT_ANSWER_BYTES {
+                    refusal = Some(if answer_bytes == 0 {
+                        "this message's results alone would pass the answer's limit; send \
+                         fewer items per message"
+                            .into()
+                    } else {
+                        "the stream's answer is full; send this item and the rest in another \
+                         stream"
+                            .into()
+                    });
+                    good.clear();
+                    good_at.clear();
                 }
             }
+            let last = refusal.is_some();
+            if let Some(reason) = &refusal {
+                results = (0..count)
+                    .map(|i| Some(whole_message_refusal(base + i as u64, reason)))
+                    .collect();
+                bytes = results.iter().flatten().map(result_bytes).sum();
+            }
+            answer_bytes += bytes;
             // Committed while the next message is read and checked: the stream's request work
             // then overlaps the writer's commit instead of waiting for it. At most
             // IMPORT_IN_FLIGHT messages of a stream are queued at once.
@@ -468,10 +500,7 @@ impl ImportedMessage {
                     Outcome::Conflict => (
                         pb::ImportOutcome::Rejected,
                         String::new(),
-                        vec![(
-                            "request_id".to_string(),
-                            "was already used for a different response".to_string(),
-                        )],
+                        vec![conflict_violation()],
                     ),
                     Outcome::Rejected(v) => (pb::ImportOutcome::Rejected, String::new(), v),
                 };
@@ -486,6 +515,59 @@ impl ImportedMessage {
         }
         out.extend(results.into_iter().flatten());
         Ok(())
+    }
+}
+
+/// An item's result in an import answer, in encoded bytes (as an element of `results`).
+fn result_bytes(r: &pb::ImportItemResult) -> usize {
+    let n = r.encoded_len();
+    1 + prost::length_delimiter_len(n) + n
+}
+
+/// The most bytes the result of an item handed to the writer can take: accepted or a
+/// duplicate (with the response's 36-character id), or a conflict (with its violation).
+fn pending_result_bytes(index: u64, request_id: &str) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len, uint64};
+    static OUTCOME: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        let with_id = pb::ImportItemResult {
+            outcome: pb::ImportOutcome::Duplicate as i32,
+            response_id: cxloop_platform::db::new_id(),
+            ..Default::default()
+        };
+        let conflict = pb::ImportItemResult {
+            outcome: pb::ImportOutcome::Rejected as i32,
+            violations: violations_pb(vec![conflict_violation()]),
+            ..Default::default()
+        };
+        with_id.encoded_len().max(conflict.encoded_len())
+    });
+    let id = request_id.len();
+    let n =
+        uint64::encoded_len(1, &index) + key_len(2) + encoded_len_varint(id as u64) + id + *OUTCOME;
+    1 + prost::length_delimiter_len(n) + n
+}
+
+/// The violation of an item whose request id was stored before with other content.
+fn conflict_violation() -> (String, String) {
+    (
+        "request_id".to_string(),
+        "was already used for a different response".to_string(),
+    )
+}
+
+/// The result of each item of a message refused whole (past a limit of the message or the
+/// stream): the index and the reason only. Such a message may carry 10,000 items whatever
+/// their size, so its results echo no request id (the index identifies the item).
+fn whole_message_refusal(index: u64, reason: &str) -> pb::ImportItemResult {
+    pb::ImportItemResult {
+        index,
+        request_id: String::new(),
+        outcome: pb::ImportOutcome::Rejected as i32,
+        response_id: String::new(),
+        violations: vec![common::FieldViolation {
+            field: "items".into(),
+            description: reason.into(),
+        }],
     }
 }
 
@@ -1578,5 +1660,71 @@ impl FeedbackService for FeedbackApi {
         Ok(Response::new(pb::CompareMetricsResponse {
             comparison: Some(comparison_pb(&c)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_answer_fits_four_mebibytes_with_a_refused_message_on_top() {
+        // The longest reason, at the largest indexes a refused message can have.
+        let reasons = [
+            format!("a stream carries at most {MAX_IMPORT_STREAM} items; send the rest in another"),
+            "this message's results alone would pass the answer's limit; send fewer items per \
+             message"
+                .to_string(),
+        ];
+        let refused: usize = reasons
+            .iter()
+            .map(|reason| {
+                (0..MAX_IMPORT_BATCH as u64)
+                    .map(|i| result_bytes(&whole_message_refusal(MAX_IMPORT_STREAM + i, reason)))
+                    .sum()
+            })
+            .max()
+            .unwrap_or_default();
+        let counts = pb::ImportResponsesResponse {
+            accepted: MAX_IMPORT_STREAM,
+            duplicates: MAX_IMPORT_STREAM,
+            rejected: MAX_IMPORT_STREAM,
+            ..Default::default()
+        }
+        .encoded_len();
+        assert!(MAX_IMPORT_ANSWER_BYTES + refused + counts < 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_pending_item_is_counted_at_its_largest_result() {
+        let rid = "r".repeat(128);
+        let results = [
+            pb::ImportItemResult {
+                index: 24_999,
+                request_id: rid.clone(),
+                outcome: pb::ImportOutcome::Accepted as i32,
+                response_id: cxloop_platform::db::new_id(),
+                violations: vec![],
+            },
+            pb::ImportItemResult {
+                index: 24_999,
+                request_id: rid.clone(),
+                outcome: pb::ImportOutcome::Rejected as i32,
+                response_id: String::new(),
+                violations: violations_pb(vec![conflict_violation()]),
+            },
+        ];
+        let bound = pending_result_bytes(24_999, &rid);
+        assert!(results.iter().all(|r| result_bytes(r) <= bound));
+        assert_eq!(
+            bound,
+            results.iter().map(result_bytes).max().unwrap_or_default()
+        );
+        // 36-character ids: the stream's item limit is reached well inside the budget.
+        let uuid = cxloop_platform::db::new_id();
+        assert!(
+            MAX_IMPORT_STREAM as usize * pending_result_bytes(24_999, &uuid)
+                < MAX_IMPORT_ANSWER_BYTES
+        );
     }
 }

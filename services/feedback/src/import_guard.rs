@@ -1,18 +1,14 @@
 //! Counts the items of each ImportResponses message before it is decoded.
 //!
-//! The handler refuses a message of more than [`MAX_IMPORT_BATCH`](crate::api::MAX_IMPORT_BATCH)
-//! items item by item, but only after prost has decoded it, and decoding multiplies tiny
-//! items: an empty item is two bytes on the wire and 296 bytes decoded (the size of
-//! `RecordResponseRequest` on x86-64), so one 64 MiB message of them would have become some
-//! 10 GB. This guard reads the gRPC frames as
-//! they arrive, walks each message's top-level fields (a varint walk, nothing allocated) and
-//! ends the call with INVALID_ARGUMENT on `items` as soon as a message is seen to carry more
-//! than [`MAX_ITEMS_PER_MESSAGE`] items, before the message is complete and handed on.
-//!
-//! The limit is the stream's: a message over it alone passes the stream's limit, which the
-//! handler answers with a result per item ([`MAX_IMPORT_STREAM`](crate::api::MAX_IMPORT_STREAM));
-//! every message below it keeps that contract unchanged, and what the handler holds for one
-//! message stays bounded by about 100,000 items.
+//! Decoding multiplies tiny items: an empty item is two bytes on the wire and 296 bytes
+//! decoded (the size of `RecordResponseRequest` on x86-64), so one 64 MiB message of them
+//! would become some 10 GB before the handler could count them. This guard reads the gRPC
+//! frames as they arrive, walks each message's top-level fields (a varint walk, nothing
+//! allocated) and ends the call with INVALID_ARGUMENT on `items` as soon as a message is seen
+//! to carry more than [`MAX_ITEMS_PER_MESSAGE`] items (the handler's own limit per message,
+//! [`MAX_IMPORT_BATCH`](crate::api::MAX_IMPORT_BATCH)), before the message is complete and
+//! handed on. So what the handler decodes and answers for one message stays bounded by
+//! 10,000 items.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,7 +19,7 @@ use http_body::Frame;
 use tonic::body::Body;
 
 /// Most items one ImportResponses message may carry before the call is ended undecoded.
-pub const MAX_ITEMS_PER_MESSAGE: u64 = crate::api::MAX_IMPORT_STREAM;
+pub const MAX_ITEMS_PER_MESSAGE: u64 = crate::api::MAX_IMPORT_BATCH as u64;
 /// The method whose request bodies are counted.
 const IMPORT_PATH: &str = "/cxloop.feedback.v1.FeedbackService/ImportResponses";
 /// `items` is field 1 of `ImportResponsesRequest`.
@@ -106,10 +102,9 @@ impl http_body::Body for CountedBody {
             return Poll::Ready(Some(Err(ApiError::invalid(
                 "items",
                 format!(
-                    "message {message} of the stream carries more than {MAX_ITEMS_PER_MESSAGE} items \
-                     (at most {} per message); nothing of it was read. Messages before it were \
-                     committed: retry the stream with the same request ids",
-                    crate::api::MAX_IMPORT_BATCH
+                    "message {message} of the stream carries more than {MAX_ITEMS_PER_MESSAGE} items; \
+                     nothing of it was read. Messages before it were committed: retry the \
+                     stream in smaller messages with the same request ids"
                 ),
             )
             .into())));
