@@ -443,28 +443,43 @@ async fn a_batch_answers_each_query_as_alone_and_names_bad_ones_by_position() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["queries"]);
-    // 101 years of days with estimates is more than one answer should hold (36,600
-    // buckets); the same in the histogram view is fine.
+    // 101 years of days bucket by bucket is more than one answer should hold (36,600
+    // buckets), in the full view, the histogram view or both together; packed in the dense
+    // view it is fine.
     let year = |view: pb::MetricsView| pb::QueryMetricsRequest {
         period: named("2025"),
         view: view as i32,
         ..q(&tps[0], "2025")
     };
-    let err = c
-        .batch_query_metrics(pb::BatchQueryMetricsRequest {
-            queries: vec![year(pb::MetricsView::Full); 101],
+    let mixed: Vec<_> = (0..101)
+        .map(|i| {
+            year(if i % 2 == 0 {
+                pb::MetricsView::Full
+            } else {
+                pb::MetricsView::Histogram
+            })
         })
-        .await
-        .unwrap_err();
-    assert_eq!(violations(&err), vec!["queries"]);
+        .collect();
+    for queries in [
+        vec![year(pb::MetricsView::Full); 101],
+        vec![year(pb::MetricsView::Histogram); 101],
+        mixed,
+    ] {
+        let err = c
+            .batch_query_metrics(pb::BatchQueryMetricsRequest { queries })
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&err), vec!["queries"]);
+    }
     let counts = c
         .batch_query_metrics(pb::BatchQueryMetricsRequest {
-            queries: vec![year(pb::MetricsView::Histogram); 101],
+            queries: vec![year(pb::MetricsView::Dense); 101],
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(counts.results.len(), 101);
+    assert!(counts.results.iter().all(|r| r.dense.is_some()));
     app.stop().await;
 }
 

@@ -787,10 +787,12 @@ fn check_metric_range(v: &mut Violations, field: &str, r: Option<Range>) -> Opti
 
 /// Most queries in one BatchQueryMetrics call.
 const MAX_BATCH_QUERIES: usize = 500;
-/// Most buckets with estimates (the full view) in one BatchQueryMetrics call: a year of days
-/// for each of 100 queries, several megabytes of answer (a scorecard's 18,250 days of two
-/// estimates measured 2.1 MB). The histogram and dense views carry counts only and are
-/// bounded by the number of queries and days alone.
+/// Most buckets of the full and histogram views together in one BatchQueryMetrics call: a year
+/// of days for each of 100 queries. A full-view NPS bucket takes at most about 350 bytes
+/// (four estimates and the histogram) and a histogram-view one about 110, so such an answer
+/// stays under 13 MB; without the limit 500 queries of ten years of days made a 200 MB
+/// histogram answer. The dense view (one packed matrix per query, about 33 bytes a day of
+/// NPS) is bounded by the number of queries and days alone.
 const MAX_BATCH_VALUE_BUCKETS: usize = 36_600;
 
 /// A validated QueryMetrics request.
@@ -1582,20 +1584,21 @@ impl FeedbackService for FeedbackApi {
                 q.ok_or_else(|| ApiError::invalid(format!("queries[{i}].period"), "is required"))
             })
             .collect::<ApiResult<Vec<_>>>()?;
-        // Buckets with estimates are what make an answer large (four estimates each); a batch
-        // of long daily series in the full view could otherwise build a gigabyte.
-        let with_values: usize = parsed
+        // Buckets one by one are what make an answer large (four estimates and a histogram
+        // each in the full view); a batch of long daily series could otherwise build hundreds
+        // of megabytes. The dense view packs them.
+        let buckets: usize = parsed
             .iter()
-            .filter(|q| q.with_values)
+            .filter(|q| !q.dense)
             .map(|q| q.range.buckets(q.size).len())
             .sum();
-        if with_values > MAX_BATCH_VALUE_BUCKETS {
+        if buckets > MAX_BATCH_VALUE_BUCKETS {
             return Err(ApiError::invalid(
                 "queries",
                 format!(
-                    "ask for at most {MAX_BATCH_VALUE_BUCKETS} buckets with values in one call \
-                     (this asks for {with_values}): split the batch, use coarser buckets, or the \
-                     histogram or dense view"
+                    "ask for at most {MAX_BATCH_VALUE_BUCKETS} buckets of the full and histogram \
+                     views in one call (this asks for {buckets}): split the batch, use coarser \
+                     buckets, or the dense view"
                 ),
             )
             .into());
@@ -1726,5 +1729,26 @@ mod tests {
             MAX_IMPORT_STREAM as usize * pending_result_bytes(24_999, &uuid)
                 < MAX_IMPORT_ANSWER_BYTES
         );
+    }
+
+    #[test]
+    fn a_metrics_bucket_takes_the_bytes_the_api_docs_give() {
+        // A day of NPS answers on every point of the scale, thousands each: the largest
+        // values a day's bucket carries (docs/api.md, "Message sizes").
+        let mut h = Histogram::new();
+        for score in 0..=10 {
+            h.add(score, 100_000 + score as u64);
+        }
+        let day = period::parse_named("2026-11-24").unwrap_or_else(|e| panic!("{e}"));
+        let size = |with_values| {
+            let b = bucket_pb(day, Some(QuestionKind::Nps), &h, with_values);
+            let n = b.encoded_len();
+            1 + prost::length_delimiter_len(n) + n
+        };
+        let (full, histogram) = (size(true), size(false));
+        assert!(full <= 420, "{full}");
+        assert!(histogram <= 120, "{histogram}");
+        // So the largest batch of buckets (36,600 of the full view) stays under 16 MB.
+        assert!(MAX_BATCH_VALUE_BUCKETS * full < 16_000_000);
     }
 }
