@@ -334,6 +334,7 @@ pub async fn tree_latency(
         // The first call of each kind plans and sums what later calls find cached for the
         // cycle's version (as the first call after new answers does); reported apart.
         let mut first_ms = 0.0;
+        let mut bytes = 0;
         for i in 0..o.queries + 10 {
             let t = Instant::now();
             let res = admin
@@ -346,6 +347,7 @@ pub async fn tree_latency(
             }
             if i == 0 {
                 first_ms = t.elapsed().as_secs_f64() * 1000.0;
+                bytes = prost::Message::encoded_len(&res);
                 for u in &res.units {
                     for s in [u.with_descendants.as_ref(), u.own.as_ref()]
                         .into_iter()
@@ -372,6 +374,7 @@ pub async fn tree_latency(
                 "groups_shown": shown,
                 "groups_hidden": hidden,
                 "first_call_ms": first_ms,
+                "response_bytes": bytes,
                 "p50_ms": percentile(&lat, 0.5),
                 "p99_ms": percentile(&lat, 0.99),
             })
