@@ -1206,8 +1206,8 @@ async fn an_import_answer_stays_within_what_a_client_accepts() {
     let mut c = app.client(&tenant(), &["admin"]).await;
     let (tps, survey) = seed_survey(&mut c, &["a"]).await;
     let t = at("2026-03-02T10:00:00Z");
-    // Request ids of the longest kind (128 characters): each accepted item's result is about
-    // 177 bytes, so a second message of 10,000 would take the answer past 3 MB.
+    // Request ids of the longest kind (128 characters): each item is counted at 206 bytes of
+    // result, so a second message of 10,000 would take the answer past 3 MB.
     let message = |m: usize| pb::ImportResponsesRequest {
         items: (0..10_000)
             .map(|i| {
@@ -1232,6 +1232,12 @@ async fn an_import_answer_stays_within_what_a_client_accepts() {
     assert!(
         cut.violations[0].description.contains("another stream"),
         "{cut:?}"
+    );
+    assert!(
+        res.results
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.index == i as u64)
     );
     // What was refused comes through in a stream of its own.
     let res = c
@@ -1392,8 +1398,112 @@ async fn a_page_of_long_responses_stays_within_what_a_client_accepts() {
         }
     }
     assert!(pages >= 3, "{pages} pages");
+    assert_eq!(seen.len(), 130);
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 130);
+    assert_eq!(seen.len(), 130, "a response on two pages");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_found_against_the_survey_count_towards_the_answer_size() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, _) = seed_survey(&mut c, &["a"]).await;
+    // Five required questions an import file forgot: each item is refused with five
+    // violations (about 390 bytes of result), found only against the survey.
+    let question = |key: String, required: bool| pb::Question {
+        key,
+        text: "How was it?".into(),
+        kind: pb::QuestionKind::Csat as i32,
+        required,
+        ..Default::default()
+    };
+    let mut questions = vec![pb::Question {
+        kind: pb::QuestionKind::Nps as i32,
+        ..question("nps".into(), false)
+    }];
+    questions.extend((0..5).map(|i| question(format!("required-{i}"), true)));
+    let survey = c
+        .create_survey(pb::CreateSurveyRequest {
+            request_id: "strict".into(),
+            survey: Some(pb::Survey {
+                name: "Strict".into(),
+                questions,
+                touchpoint_ids: tps.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .survey
+        .unwrap()
+        .id;
+    let t = at("2026-03-02T10:00:00Z");
+    let message = |m: usize| pb::ImportResponsesRequest {
+        items: (0..5_000)
+            .map(|i| {
+                response(
+                    &format!("strict-{m}-{i}"),
+                    &survey,
+                    &tps[0],
+                    t,
+                    &[("nps", 9)],
+                )
+            })
+            .collect(),
+    };
+    let res = c
+        .import_responses(tokio_stream::iter(vec![message(0), message(1), message(2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(prost::Message::encoded_len(&res) < 4 * 1024 * 1024);
+    // The first message's refusals in full; the second would pass 3 MB and is refused whole;
+    // the third is not read.
+    assert_eq!((res.accepted, res.rejected), (0, 10_000));
+    assert_eq!(res.results.len(), 10_000);
+    assert_eq!(res.results[0].violations.len(), 5);
+    assert_eq!(res.results[0].violations[0].field, "response.answers");
+    let cut = &res.results[5_000];
+    assert_eq!(cut.violations[0].field, "items");
+    assert!(
+        cut.violations[0].description.contains("another stream"),
+        "{cut:?}"
+    );
+    // A message whose refusals alone would pass it asks for smaller messages.
+    let big = pb::ImportResponsesRequest {
+        items: (0..10_000)
+            .map(|i| {
+                response(
+                    &format!("strict-big-{i}"),
+                    &survey,
+                    &tps[0],
+                    t,
+                    &[("nps", 9)],
+                )
+            })
+            .collect(),
+    };
+    let res = c
+        .import_responses(tokio_stream::iter(vec![big]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.rejected, 10_000);
+    assert!(
+        res.results[0].violations[0]
+            .description
+            .contains("fewer items per message"),
+        "{:?}",
+        res.results[0]
+    );
+    let stored = c
+        .list_responses(pb::ListResponsesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stored.responses.is_empty());
     app.stop().await;
 }

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::domain::metrics::{self as dm, MetricKind};
 use crate::domain::{self, AnswerValue, NewResponse, Question, QuestionKind, SliceFilter};
 use crate::store::cache::{DayCounts, SeriesRef, SliceDays, day_counts};
-use crate::store::ingest::{Ingest, Outcome, Queued};
+use crate::store::ingest::{Ingest, Outcome, Queued, distinct};
 use crate::store::{
     HIST_WIDTH, ResponseFilter, ResponseRow, Store, SurveyInput, SurveyRow, TouchpointInput,
     TouchpointRow,
@@ -32,16 +32,17 @@ use crate::store::{
 /// decoded ([`crate::import_guard`]).
 pub const MAX_IMPORT_BATCH: usize = 10_000;
 /// Most items in one ImportResponses stream. The per-item results are held until the stream
-/// ends and come back in one answer, which a client must be able to take: 25,000 results
-/// with 36-character request ids are about 2.1 MB (84 bytes each).
+/// ends and come back in one answer, which a client must be able to take: 25,000 items with
+/// 36-character request ids are counted at 2.8 MB (112 bytes each, see
+/// [`pending_result_bytes`]).
 pub const MAX_IMPORT_STREAM: u64 = 25_000;
 /// Most bytes of per-item results an import answer carries for the messages it stored.
 /// gRPC clients refuse answers over 4 MiB unless told otherwise, and an import whose answer
 /// is refused has been stored without the client learning what happened to each item. Long
 /// request ids or many violations per item can pass that below [`MAX_IMPORT_STREAM`] items,
 /// so a message whose results might pass this budget is refused whole instead of stored, with
-/// short results ([`whole_message_refusal`]): at most 10,000 of those (under a megabyte) on
-/// top of this budget keep every answer below 4 MiB.
+/// short results ([`whole_message_refusal`]): at most 10,000 of those (about 1.1 MB) on top of
+/// this budget keep every answer below 4 MiB.
 pub const MAX_IMPORT_ANSWER_BYTES: usize = 3_000_000;
 /// Longest metrics period, in days.
 const MAX_METRIC_DAYS: i64 = 3660;
@@ -374,11 +375,16 @@ impl FeedbackApi {
             index += count as u64;
             // The message that passes a limit is the last one read: the results are held until
             // the answer, and a client that went on sending would grow them without end.
-            let mut refusal = if count > MAX_IMPORT_BATCH {
-                Some(format!(
-                    "a message carries at most {MAX_IMPORT_BATCH} items"
-                ))
-            } else if index > MAX_IMPORT_STREAM {
+            if count > MAX_IMPORT_BATCH {
+                // The server's import guard ends such a call before the message is decoded;
+                // without it, a result per item of a huge message would be no answer either.
+                return Err(ApiError::invalid(
+                    "items",
+                    format!("a message carries at most {MAX_IMPORT_BATCH} items"),
+                )
+                .into());
+            }
+            let mut refusal = if index > MAX_IMPORT_STREAM {
                 Some(format!(
                     "a stream carries at most {MAX_IMPORT_STREAM} items; send the rest in another"
                 ))
@@ -388,13 +394,34 @@ impl FeedbackApi {
             let mut results: Vec<Option<pb::ImportItemResult>> = Vec::with_capacity(count);
             let mut good = Vec::new();
             let mut good_at = Vec::new();
+            let mut bounds = Vec::new();
             let mut bytes = 0usize;
             if refusal.is_none() {
-                for (i, item) in msg.items.into_iter().enumerate() {
+                let parsed: Vec<Result<NewResponse, Refusal>> =
+                    msg.items.into_iter().map(parse_new_response).collect();
+                // The writer checks each item against its survey; checked here too, its
+                // refusal is known with its size before the message is stored. The item still
+                // goes to the writer, which decides (a retry of a stored response stays a
+                // duplicate after its survey changed).
+                let ok = || parsed.iter().filter_map(|p| p.as_ref().ok());
+                let survey_ids = distinct(ok().map(|r| r.survey_id.as_str()));
+                let touchpoint_ids = distinct(ok().map(|r| r.touchpoint_id.as_str()));
+                let (surveys, live) = if survey_ids.is_empty() {
+                    Default::default()
+                } else {
+                    self.store
+                        .ingest_definitions(tenant, &survey_ids, &touchpoint_ids)
+                        .await?
+                };
+                for (i, p) in parsed.into_iter().enumerate() {
                     let at = base + i as u64;
-                    match parse_new_response(item) {
+                    match p {
                         Ok(r) => {
-                            bytes += pending_result_bytes(at, &r.request_id);
+                            let (_, v) = r.check_in(&surveys, &live);
+                            let bound = pending_result_bytes(at, &r.request_id)
+                                .max(refused_result_bytes(at, &r.request_id, &v));
+                            bytes += bound;
+                            bounds.push(bound);
                             good.push(r);
                             good_at.push(i);
                             results.push(None);
@@ -424,6 +451,7 @@ impl FeedbackApi {
                     });
                     good.clear();
                     good_at.clear();
+                    bounds.clear();
                 }
             }
             let last = refusal.is_some();
@@ -452,6 +480,7 @@ impl FeedbackApi {
                 base,
                 results,
                 good_at,
+                bounds,
                 request_ids,
                 commit,
             });
@@ -477,6 +506,9 @@ struct ImportedMessage {
     results: Vec<Option<pb::ImportItemResult>>,
     /// Positions (in the message) and request ids of the items handed to the writer.
     good_at: Vec<usize>,
+    /// The most bytes each of those items' result may take (counted against the answer's
+    /// budget before the message was stored).
+    bounds: Vec<usize>,
     request_ids: Vec<String>,
     commit: Option<Queued>,
 }
@@ -488,12 +520,18 @@ impl ImportedMessage {
             base,
             mut results,
             good_at,
+            bounds,
             request_ids,
             commit,
         } = self;
         if let Some(commit) = commit {
             let outcomes = commit.outcomes().await?;
-            for ((i, rid), o) in good_at.into_iter().zip(request_ids).zip(outcomes) {
+            for (((i, rid), o), bound) in good_at
+                .into_iter()
+                .zip(request_ids)
+                .zip(outcomes)
+                .zip(bounds)
+            {
                 let (outcome, response_id, violations) = match o {
                     Outcome::Accepted { id, .. } => (pb::ImportOutcome::Accepted, id, vec![]),
                     Outcome::Duplicate { id } => (pb::ImportOutcome::Duplicate, id, vec![]),
@@ -504,13 +542,20 @@ impl ImportedMessage {
                     ),
                     Outcome::Rejected(v) => (pb::ImportOutcome::Rejected, String::new(), v),
                 };
-                results[i] = Some(pb::ImportItemResult {
+                let mut result = pb::ImportItemResult {
                     index: base + i as u64,
                     request_id: rid,
                     outcome: outcome as i32,
                     response_id,
                     violations: violations_pb(violations),
-                });
+                };
+                if result_bytes(&result) > bound {
+                    // The writer refused it for other reasons than the check before storing
+                    // (its survey or touchpoint changed in between): said in short, so the
+                    // answer stays within what was counted for it.
+                    result.violations = violations_pb(vec![changed_violation()]);
+                }
+                results[i] = Some(result);
             }
         }
         out.extend(results.into_iter().flatten());
@@ -524,8 +569,9 @@ fn result_bytes(r: &pb::ImportItemResult) -> usize {
     1 + prost::length_delimiter_len(n) + n
 }
 
-/// The most bytes the result of an item handed to the writer can take: accepted or a
-/// duplicate (with the response's 36-character id), or a conflict (with its violation).
+/// The most bytes the result of an item handed to the writer can take when the check before
+/// storing found nothing wrong: accepted or a duplicate (with the response's 36-character id),
+/// a conflict, or a refusal for a change found only by the writer (each with one violation).
 fn pending_result_bytes(index: u64, request_id: &str) -> usize {
     use prost::encoding::{encoded_len_varint, key_len, uint64};
     static OUTCOME: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
@@ -534,17 +580,46 @@ fn pending_result_bytes(index: u64, request_id: &str) -> usize {
             response_id: cxloop_platform::db::new_id(),
             ..Default::default()
         };
-        let conflict = pb::ImportItemResult {
-            outcome: pb::ImportOutcome::Rejected as i32,
-            violations: violations_pb(vec![conflict_violation()]),
-            ..Default::default()
+        let refused = |v: (String, String)| {
+            pb::ImportItemResult {
+                outcome: pb::ImportOutcome::Rejected as i32,
+                violations: violations_pb(vec![v]),
+                ..Default::default()
+            }
+            .encoded_len()
         };
-        with_id.encoded_len().max(conflict.encoded_len())
+        with_id
+            .encoded_len()
+            .max(refused(conflict_violation()))
+            .max(refused(changed_violation()))
     });
     let id = request_id.len();
     let n =
         uint64::encoded_len(1, &index) + key_len(2) + encoded_len_varint(id as u64) + id + *OUTCOME;
     1 + prost::length_delimiter_len(n) + n
+}
+
+/// The most bytes of an item's result when it is refused with these violations.
+fn refused_result_bytes(index: u64, request_id: &str, v: &[(String, String)]) -> usize {
+    if v.is_empty() {
+        return 0;
+    }
+    result_bytes(&pb::ImportItemResult {
+        index,
+        request_id: request_id.to_owned(),
+        outcome: pb::ImportOutcome::Rejected as i32,
+        response_id: String::new(),
+        violations: violations_pb(v.to_vec()),
+    })
+}
+
+/// The violation of an item the writer refused for a reason the check before storing did not
+/// find, when the full reasons would not fit the answer.
+fn changed_violation() -> (String, String) {
+    (
+        "response".to_string(),
+        "its survey or touchpoint changed meanwhile; retry it".to_string(),
+    )
 }
 
 /// The violation of an item whose request id was stored before with other content.
@@ -1717,12 +1792,29 @@ mod tests {
                 violations: violations_pb(vec![conflict_violation()]),
             },
         ];
+        let mut changed = results[1].clone();
+        changed.violations = violations_pb(vec![changed_violation()]);
         let bound = pending_result_bytes(24_999, &rid);
         assert!(results.iter().all(|r| result_bytes(r) <= bound));
         assert_eq!(
             bound,
-            results.iter().map(result_bytes).max().unwrap_or_default()
+            results
+                .iter()
+                .chain([&changed])
+                .map(result_bytes)
+                .max()
+                .unwrap_or_default()
         );
+        // A refusal the check before storing found is counted at its own size.
+        let v = vec![("response.answers".to_string(), "x".repeat(500))];
+        assert!(refused_result_bytes(24_999, &rid, &v) > bound);
+        assert_eq!(refused_result_bytes(24_999, &rid, &[]), 0);
+        // The figures docs/api.md gives.
+        assert_eq!(
+            pending_result_bytes(24_999, &cxloop_platform::db::new_id()),
+            112
+        );
+        assert_eq!(pending_result_bytes(24_999, &rid), 206);
         // 36-character ids: the stream's item limit is reached well inside the budget.
         let uuid = cxloop_platform::db::new_id();
         assert!(
@@ -1746,8 +1838,8 @@ mod tests {
             1 + prost::length_delimiter_len(n) + n
         };
         let (full, histogram) = (size(true), size(false));
-        assert!(full <= 420, "{full}");
-        assert!(histogram <= 120, "{histogram}");
+        assert!(full <= 360, "{full}");
+        assert!(histogram <= 115, "{histogram}");
         // So the largest batch of buckets (36,600 of the full view) stays under 16 MB.
         assert!(MAX_BATCH_VALUE_BUCKETS * full < 16_000_000);
     }

@@ -247,6 +247,24 @@ pub struct NewResponse {
 }
 
 impl NewResponse {
+    /// Finds the response's survey among `surveys` and checks the response against it and the
+    /// live touchpoints: the survey (when found and the response fits it) and the violations.
+    pub fn check_in<'s>(
+        &self,
+        surveys: &'s [SurveyDef],
+        live_touchpoints: &[String],
+    ) -> (Option<&'s SurveyDef>, Vec<(String, String)>) {
+        let survey = surveys.iter().find(|s| s.id == self.survey_id);
+        let violations = match survey {
+            None => vec![(
+                "response.survey_id".to_string(),
+                format!("no survey {:?}", self.survey_id),
+            )],
+            Some(s) => self.check_against(s, live_touchpoints.contains(&self.touchpoint_id)),
+        };
+        (survey.filter(|_| violations.is_empty()), violations)
+    }
+
     /// Checks the response against its survey. Field paths are relative to the request item.
     pub fn check_against(&self, survey: &SurveyDef, touchpoint_ok: bool) -> Vec<(String, String)> {
         let mut v = Vec::new();

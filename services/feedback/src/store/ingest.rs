@@ -436,7 +436,7 @@ async fn fill(reader: &Store, cache: Option<&RollupCache>, f: Fill) {
 }
 
 /// The distinct ids among these, owned (a batch has thousands of items and a few ids).
-fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
     let set: foldhash::HashSet<&str> = ids.collect();
     set.into_iter().map(str::to_owned).collect()
 }
@@ -908,15 +908,8 @@ async fn decide_and_write<'a>(
             });
             continue;
         }
-        let survey = surveys.iter().find(|s| s.id == r.survey_id);
-        let violations = match survey {
-            None => vec![(
-                "response.survey_id".to_string(),
-                format!("no survey {:?}", r.survey_id),
-            )],
-            Some(s) => r.check_against(s, live_tps.contains(&r.touchpoint_id)),
-        };
-        let Some(survey) = survey.filter(|_| violations.is_empty()) else {
+        let (survey, violations) = r.check_in(surveys, live_tps);
+        let Some(survey) = survey else {
             outcomes.push(Outcome::Rejected(violations));
             continue;
         };

@@ -806,6 +806,20 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(SURVEY, id))
     }
 
+    /// The survey definitions and the live touchpoints among these ids, as the ingest writer
+    /// checks responses against them; read through this store's connection.
+    pub async fn ingest_definitions(
+        &self,
+        tenant: &TenantId,
+        survey_ids: &[String],
+        touchpoint_ids: &[String],
+    ) -> ApiResult<(Vec<SurveyDef>, Vec<String>)> {
+        Ok((
+            Self::survey_defs(&self.db, tenant, survey_ids).await?,
+            Self::live_touchpoints(&self.db, tenant, touchpoint_ids).await?,
+        ))
+    }
+
     /// Survey definitions by id, deleted ones included (ingest refuses those with a reason).
     pub async fn survey_defs<C: ConnectionTrait>(
         c: &C,
