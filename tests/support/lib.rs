@@ -198,12 +198,18 @@ pub async fn import_one(
     c: &mut Client,
     items: Vec<pb::RecordResponseRequest>,
 ) -> pb::ImportResponsesResponse {
-    c.import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
-        items,
-    }]))
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
-    .into_inner()
+    import_messages(c, vec![pb::ImportResponsesRequest { items }]).await
+}
+
+/// Imports these messages as one ImportResponses stream and returns the answer.
+pub async fn import_messages(
+    c: &mut Client,
+    messages: Vec<pb::ImportResponsesRequest>,
+) -> pb::ImportResponsesResponse {
+    c.import_responses(tokio_stream::iter(messages))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner()
 }
 
 /// A response request with one NPS score (and optional other answers) at a time.

@@ -1,7 +1,9 @@
 //! Touchpoints, surveys and responses through the public API: CRUD, validation with field
 //! paths, idempotent retries, bulk import with bad items, paging and tenant isolation.
 
-use cxloop_e2e::{Client, at, import_one, response, seed_survey, spawn, tenant, violations};
+use cxloop_e2e::{
+    Client, at, import_messages, import_one, response, seed_survey, spawn, tenant, violations,
+};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::feedback::v1 as pb;
 use tonic::Code;
@@ -490,14 +492,14 @@ async fn bulk_import_keeps_good_items_and_reports_each() {
         },
         response("b-5", &survey, &tps[0], t, &[("nps", 7)]),
     ];
-    let res = c
-        .import_responses(tokio_stream::iter(vec![
+    let res = import_messages(
+        &mut c,
+        vec![
             pb::ImportResponsesRequest { items: first },
             pb::ImportResponsesRequest { items: second },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
+        ],
+    )
+    .await;
     assert_eq!((res.accepted, res.duplicates, res.rejected), (3, 1, 3));
     let outcome = |i: usize| pb::ImportOutcome::try_from(res.results[i].outcome).unwrap();
     assert_eq!(
@@ -1059,17 +1061,11 @@ async fn an_import_announces_each_accepted_response_once_in_order() {
             .map(|i| response(&format!("bad-{i}"), &survey, &tps[0], t, &[("nps", 11)]))
             .collect(),
     };
-    let res = c
-        .import_responses(tokio_stream::iter(vec![
-            message(0),
-            message(1),
-            refused,
-            message(2),
-            message(3),
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_messages(
+        &mut c,
+        vec![message(0), message(1), refused, message(2), message(3)],
+    )
+    .await;
     assert_eq!(res.results.len(), 5 * 300);
     assert!(
         res.results
@@ -1191,12 +1187,7 @@ async fn a_message_of_more_than_ten_thousand_items_ends_the_call_and_stores_noth
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violations(&err), vec!["items"]);
     assert!(err.message().contains("message 1"), "{}", err.message());
-    let stored = c
-        .list_responses(pb::ListResponsesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(stored.responses.is_empty());
+    assert!(stored_request_ids(&mut c).await.is_empty());
     app.stop().await;
 }
 
@@ -1216,11 +1207,7 @@ async fn an_import_answer_stays_within_what_a_client_accepts() {
             })
             .collect(),
     };
-    let res = c
-        .import_responses(tokio_stream::iter(vec![message(0), message(1), message(2)]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_messages(&mut c, vec![message(0), message(1), message(2)]).await;
     assert!(prost::Message::encoded_len(&res) < 4 * 1024 * 1024);
     assert_eq!((res.accepted, res.rejected), (10_000, 10_000));
     assert_eq!(res.results.len(), 20_000);
@@ -1240,11 +1227,7 @@ async fn an_import_answer_stays_within_what_a_client_accepts() {
             .all(|(i, r)| r.index == i as u64)
     );
     // What was refused comes through in a stream of its own.
-    let res = c
-        .import_responses(tokio_stream::iter(vec![message(1)]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_messages(&mut c, vec![message(1)]).await;
     assert_eq!(res.accepted, 10_000);
     app.stop().await;
 }
@@ -1273,11 +1256,7 @@ async fn a_message_past_the_message_limit_is_refused_before_it_is_decoded() {
     assert_eq!(violations(&err), vec!["items"]);
     assert!(err.message().contains("message 2"), "{}", err.message());
     // The retry the message asks for stores each good item once.
-    let res = c
-        .import_responses(tokio_stream::iter(vec![good]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_messages(&mut c, vec![good]).await;
     assert_eq!(res.accepted + res.duplicates, 3);
     assert_eq!(res.rejected, 0);
     let stored = c
@@ -1454,11 +1433,7 @@ async fn refusals_found_against_the_survey_count_towards_the_answer_size() {
             })
             .collect(),
     };
-    let res = c
-        .import_responses(tokio_stream::iter(vec![message(0), message(1), message(2)]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_messages(&mut c, vec![message(0), message(1), message(2)]).await;
     assert!(prost::Message::encoded_len(&res) < 4 * 1024 * 1024);
     // The first message's refusals in full; the second would pass 3 MB and is refused whole;
     // the third is not read.
@@ -1486,11 +1461,7 @@ async fn refusals_found_against_the_survey_count_towards_the_answer_size() {
             })
             .collect(),
     };
-    let res = c
-        .import_responses(tokio_stream::iter(vec![big]))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = import_messages(&mut c, vec![big]).await;
     assert_eq!(res.rejected, 10_000);
     assert!(
         res.results[0].violations[0]
@@ -1499,11 +1470,6 @@ async fn refusals_found_against_the_survey_count_towards_the_answer_size() {
         "{:?}",
         res.results[0]
     );
-    let stored = c
-        .list_responses(pb::ListResponsesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(stored.responses.is_empty());
+    assert!(stored_request_ids(&mut c).await.is_empty());
     app.stop().await;
 }
