@@ -480,6 +480,30 @@ async fn a_batch_answers_each_query_as_alone_and_names_bad_ones_by_position() {
         .into_inner();
     assert_eq!(counts.results.len(), 101);
     assert!(counts.results.iter().all(|r| r.dense.is_some()));
+    // The dense view has a limit of its own: 500 queries of two years of days pass it.
+    let two_years = pb::QueryMetricsRequest {
+        period: Some(common::Period {
+            kind: Some(common::period::Kind::Range(common::TimeRange {
+                start: Some(prost_types::Timestamp {
+                    seconds: at("2024-01-01T00:00:00Z").timestamp(),
+                    nanos: 0,
+                }),
+                end: Some(prost_types::Timestamp {
+                    seconds: at("2026-01-01T00:00:00Z").timestamp(),
+                    nanos: 0,
+                }),
+            })),
+        }),
+        ..year(pb::MetricsView::Dense)
+    };
+    let err = c
+        .batch_query_metrics(pb::BatchQueryMetricsRequest {
+            queries: vec![two_years; 500],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["queries"]);
+    assert!(err.message().contains("dense"), "{}", err.message());
     app.stop().await;
 }
 

@@ -866,9 +866,14 @@ const MAX_BATCH_QUERIES: usize = 500;
 /// of days for each of 100 queries. A full-view NPS bucket takes at most about 350 bytes
 /// (four estimates and the histogram) and a histogram-view one about 110, so such an answer
 /// stays under 13 MB; without the limit 500 queries of ten years of days made a 200 MB
-/// histogram answer. The dense view (one packed matrix per query, about 33 bytes a day of
-/// NPS) is bounded by the number of queries and days alone.
+/// histogram answer.
 const MAX_BATCH_VALUE_BUCKETS: usize = 36_600;
+/// Most buckets of the dense view (one packed matrix of counts per query, at most 11 counts a
+/// bucket, about 33 bytes a day of NPS) in one BatchQueryMetrics call: 500 queries of 366 days,
+/// a year of daily histograms for every query of a full batch (what the journey service's
+/// daily scorecards ask, their periods being at most 366 days), about 6 MB. Without it, 500
+/// queries of ten years of days made some 60 MB.
+const MAX_BATCH_DENSE_BUCKETS: usize = MAX_BATCH_QUERIES * 366;
 
 /// A validated QueryMetrics request.
 struct MetricsQuery {
@@ -1662,11 +1667,25 @@ impl FeedbackService for FeedbackApi {
         // Buckets one by one are what make an answer large (four estimates and a histogram
         // each in the full view); a batch of long daily series could otherwise build hundreds
         // of megabytes. The dense view packs them.
-        let buckets: usize = parsed
-            .iter()
-            .filter(|q| !q.dense)
-            .map(|q| q.range.buckets(q.size).len())
-            .sum();
+        let buckets_of = |dense: bool| -> usize {
+            parsed
+                .iter()
+                .filter(|q| q.dense == dense)
+                .map(|q| q.range.buckets(q.size).len())
+                .sum()
+        };
+        let dense = buckets_of(true);
+        if dense > MAX_BATCH_DENSE_BUCKETS {
+            return Err(ApiError::invalid(
+                "queries",
+                format!(
+                    "ask for at most {MAX_BATCH_DENSE_BUCKETS} buckets of the dense view in one \
+                     call (this asks for {dense}): split the batch or use coarser buckets"
+                ),
+            )
+            .into());
+        }
+        let buckets = buckets_of(false);
         if buckets > MAX_BATCH_VALUE_BUCKETS {
             return Err(ApiError::invalid(
                 "queries",
