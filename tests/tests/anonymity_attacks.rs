@@ -806,6 +806,7 @@ async fn comments_need_ten_and_are_never_shown_under_a_filter() {
     let rc = root.comments.unwrap();
     assert!(rc.suppressed.is_none());
     assert_eq!(rc.comments.len(), 20);
+    assert_eq!(rc.total, 20);
     let filtered = results(
         &mut admin,
         &c.id,

@@ -402,6 +402,34 @@ pub fn summary_pb(
     summary
 }
 
+/// Most encoded bytes of comments one group's results carry: the rest of a GetResults answer
+/// is small, so the answer stays under a client's default 4 MiB. A company-wide group of
+/// 15,000 respondents writing a few hundred characters each has passed that.
+const MAX_COMMENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// A shown group's comments, in their stored (random) order, as many as fit in `budget` bytes:
+/// the same sample on every call, with the group's total.
+fn comments_within(all: Vec<(String, String)>, budget: usize) -> pb::CommentsResult {
+    use prost::Message;
+    let total = u32::try_from(all.len()).unwrap_or(u32::MAX);
+    let mut bytes = 0;
+    let mut comments = Vec::new();
+    for (question_key, text) in all {
+        let c = pb::Comment { question_key, text };
+        let n = c.encoded_len();
+        bytes += 1 + prost::length_delimiter_len(n) + n;
+        if bytes > budget {
+            break;
+        }
+        comments.push(c);
+    }
+    pb::CommentsResult {
+        suppressed: None,
+        comments,
+        total,
+    }
+}
+
 /// An action plan on the wire.
 pub fn plan_pb(p: &ActionPlanRow) -> pb::ActionPlan {
     pb::ActionPlan {
@@ -842,6 +870,7 @@ pub async fn group_results(
         pb::CommentsResult {
             suppressed: Some(suppressed(pb::SuppressionReason::NotUnderFilter, k)),
             comments: Vec::new(),
+            total: 0,
         }
     } else {
         let kc = COMMENTS_MIN.max(u64::from(k));
@@ -860,11 +889,13 @@ pub async fn group_results(
             (Some(h), _) => pb::CommentsResult {
                 suppressed: Some(suppressed(reason_pb(h), k)),
                 comments: Vec::new(),
+                total: 0,
             },
             // A comment that is new since the last read would be the latest respondent's.
             (None, None) if view.is_open() => pb::CommentsResult {
                 suppressed: Some(suppressed(pb::SuppressionReason::CycleOpen, 0)),
                 comments: Vec::new(),
+                total: 0,
             },
             (None, Some(_)) => pb::CommentsResult {
                 suppressed: Some(suppressed(
@@ -872,6 +903,7 @@ pub async fn group_results(
                     kc as u32,
                 )),
                 comments: Vec::new(),
+                total: 0,
             },
             (None, None) => {
                 let units: Vec<String> = view
@@ -879,15 +911,8 @@ pub async fn group_results(
                     .into_iter()
                     .map(|u| view.snap.tree.ids[u].clone())
                     .collect();
-                pb::CommentsResult {
-                    suppressed: None,
-                    comments: store
-                        .comments(tenant, &view.cycle.id, &units)
-                        .await?
-                        .into_iter()
-                        .map(|(question_key, text)| pb::Comment { question_key, text })
-                        .collect(),
-                }
+                let all = store.comments(tenant, &view.cycle.id, &units).await?;
+                comments_within(all, MAX_COMMENT_BYTES)
             }
         }
     };
@@ -1037,4 +1062,23 @@ pub async fn tree_results(
         previous_cycle_id: view.cycle.previous_cycle_id.clone(),
         units,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_past_the_budget_are_left_out_and_counted() {
+        // Each comment: key "q" and 100 characters, a 105-byte message plus its framing.
+        let all: Vec<(String, String)> = (0..10)
+            .map(|i| ("q".to_string(), format!("{i}").repeat(100)))
+            .collect();
+        let cut = comments_within(all.clone(), 350);
+        assert_eq!((cut.comments.len(), cut.total), (3, 10));
+        // The first ones in stored order: the same sample on every call.
+        assert_eq!(cut.comments[2].text, all[2].1);
+        let whole = comments_within(all, MAX_COMMENT_BYTES);
+        assert_eq!((whole.comments.len(), whole.total), (10, 10));
+    }
 }
