@@ -96,12 +96,22 @@ fn check_id(v: &mut Violations, field: &str, s: &str) {
     }
 }
 
+/// An external id as a sync result echoes it: its first 128 characters, the most a valid one
+/// has. A row refused for a longer id would otherwise have its whole id sent back, up to the
+/// request's size.
+fn echoed(external_id: &str) -> String {
+    match external_id.char_indices().nth(128) {
+        Some((cut, _)) => external_id[..cut].to_owned(),
+        None => external_id.to_owned(),
+    }
+}
+
 fn sync_results_pb(rows: Vec<RowResult>, ext: &[String]) -> Vec<pb::SyncResult> {
     rows.into_iter()
         .enumerate()
         .map(|(i, (o, id, v))| pb::SyncResult {
             index: i as u32,
-            external_id: ext.get(i).cloned().unwrap_or_default(),
+            external_id: ext.get(i).map(|e| echoed(e)).unwrap_or_default(),
             outcome: match o {
                 Outcome::Created => pb::SyncOutcome::Created,
                 Outcome::Updated => pb::SyncOutcome::Updated,
@@ -1084,5 +1094,18 @@ impl EmployeeService for EmployeeApi {
         Ok(Response::new(pb::UpdateActionPlanResponse {
             action_plan: Some(plan_pb(&row)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_result_echoes_at_most_128_characters_of_an_external_id() {
+        assert_eq!(echoed("hr-1"), "hr-1");
+        let long = "\u{e9}".repeat(500);
+        assert_eq!(echoed(&long).chars().count(), 128);
+        assert_eq!(echoed(&"x".repeat(128)).len(), 128);
     }
 }
