@@ -602,9 +602,14 @@ impl EmployeeService for EmployeeApi {
         check_id(&mut v, "cycle.survey_id", &c.survey_id);
         check_len(&mut v, "cycle.name", &c.name, 1, 200);
         check_id(&mut v, "cycle.org_unit_id", &c.org_unit_id);
-        for (i, s) in c.stages.iter().enumerate() {
-            if !domain::check_stage(*s) {
-                v.add(format!("cycle.stages[{i}]"), "must be a known stage");
+        // Five stages exist; a list of more repeats one, and is said once, not item by item.
+        if c.stages.len() > 5 {
+            v.add("cycle.stages", "must list each of at most 5 stages once");
+        } else {
+            for (i, s) in c.stages.iter().enumerate() {
+                if !domain::check_stage(*s) {
+                    v.add(format!("cycle.stages[{i}]"), "must be a known stage");
+                }
             }
         }
         v.finish()?;

@@ -79,10 +79,13 @@ fn is_key(s: &str) -> bool {
 pub fn check_questions(qs: &[Question]) -> Vec<(String, String)> {
     let mut v = Vec::new();
     if qs.is_empty() || qs.len() > 100 {
+        // Said once, without looking at each: a request of a million questions would
+        // otherwise cost a million violations and a quadratic scan for repeated keys.
         v.push((
             "survey.questions".into(),
             "must have 1-100 questions".into(),
         ));
+        return v;
     }
     for (i, q) in qs.iter().enumerate() {
         let at = |f: &str| format!("survey.questions[{i}].{f}");
@@ -530,6 +533,14 @@ mod tests {
                 q("why", QuestionKind::Comment, "", false),
             ],
         }
+    }
+
+    #[test]
+    fn too_many_questions_are_refused_once_without_looking_at_each() {
+        let many = vec![q("same", QuestionKind::Enps, "x", true); 100_000];
+        let v = check_questions(&many);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].0, "survey.questions");
     }
 
     #[test]

@@ -146,7 +146,13 @@ pub fn order_stages(
             v.add(format!("{f}.id"), "the same stage is given twice");
         }
         check_stage(v, &f, &st);
-        for (k, p) in st.pain_points.iter_mut().enumerate() {
+        // Over its limit the stage is refused already (check_stage); its pain points get no ids.
+        let pains = if st.pain_points.len() > MAX_PER_STAGE {
+            0
+        } else {
+            st.pain_points.len()
+        };
+        for (k, p) in st.pain_points.iter_mut().take(pains).enumerate() {
             if p.id.is_empty() {
                 p.id = new_id();
             } else if !prev_pain.contains(p.id.as_str()) {
@@ -168,9 +174,12 @@ pub fn order_stages(
     out.into_iter().map(|(_, _, s)| s).collect()
 }
 
+// A list over its limit is said once and its items are not looked at: a request of a million
+// empty items would otherwise cost a million violations.
 fn check_list(v: &mut Violations, field: &str, items: &[String], max_items: usize) {
     if items.len() > max_items {
         v.add(field, format!("at most {max_items} items"));
+        return;
     }
     for (i, s) in items.iter().enumerate() {
         check_len(v, &format!("{field}[{i}]"), s, 1, 1000);
@@ -179,14 +188,20 @@ fn check_list(v: &mut Violations, field: &str, items: &[String], max_items: usiz
 
 fn check_stage(v: &mut Violations, f: &str, s: &StageDoc) {
     check_len(v, &format!("{f}.name"), &s.name, 1, 200);
-    if s.touchpoint_ids.len() > MAX_PER_STAGE {
+    let tps_over = s.touchpoint_ids.len() > MAX_PER_STAGE;
+    if tps_over {
         v.add(
             format!("{f}.touchpoint_ids"),
             format!("at most {MAX_PER_STAGE}"),
         );
     }
     let mut seen = std::collections::HashSet::new();
-    for (i, t) in s.touchpoint_ids.iter().enumerate() {
+    for (i, t) in s
+        .touchpoint_ids
+        .iter()
+        .enumerate()
+        .take_while(|_| !tps_over)
+    {
         if t.is_empty() || t.len() > 64 {
             v.add(
                 format!("{f}.touchpoint_ids[{i}]"),
@@ -217,13 +232,14 @@ fn check_stage(v: &mut Violations, f: &str, s: &StageDoc) {
         &n.staff_guidelines,
         MAX_NEEDS,
     );
-    if s.pain_points.len() > MAX_PER_STAGE {
+    let pains_over = s.pain_points.len() > MAX_PER_STAGE;
+    if pains_over {
         v.add(
             format!("{f}.pain_points"),
             format!("at most {MAX_PER_STAGE}"),
         );
     }
-    for (i, p) in s.pain_points.iter().enumerate() {
+    for (i, p) in s.pain_points.iter().enumerate().take_while(|_| !pains_over) {
         let pf = format!("{f}.pain_points[{i}]");
         check_len(v, &format!("{pf}.expected"), &p.expected, 1, 1000);
         check_len(v, &format!("{pf}.actual"), &p.actual, 1, 1000);
@@ -235,9 +251,10 @@ fn check_stage(v: &mut Violations, f: &str, s: &StageDoc) {
         }
         if p.evidence_links.len() > 20 {
             v.add(format!("{pf}.evidence_links"), "at most 20 links");
-        }
-        for (k, l) in p.evidence_links.iter().enumerate() {
-            check_len(v, &format!("{pf}.evidence_links[{k}]"), l, 1, 2000);
+        } else {
+            for (k, l) in p.evidence_links.iter().enumerate() {
+                check_len(v, &format!("{pf}.evidence_links[{k}]"), l, 1, 2000);
+            }
         }
     }
 }
@@ -371,6 +388,35 @@ mod tests {
             ["a", "b"]
         );
         assert_eq!(out[0].id, "new2");
+    }
+
+    #[test]
+    fn a_list_past_its_limit_is_refused_once_without_looking_at_its_items() {
+        let mut st = stage("", "a");
+        st.needs.rational = vec![String::new(); 1_000_000];
+        st.touchpoint_ids = vec![String::new(); 1_000];
+        st.pain_points = vec![PainPointDoc::default(); 1_000];
+        let mut v = Violations::new();
+        let out = order_stages(
+            &mut v,
+            "stages",
+            vec![StageInput {
+                stage: st,
+                position: 0,
+            }],
+            &[],
+            ids(),
+        );
+        let fields: Vec<String> = v.into_inner().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "stages[0].touchpoint_ids",
+                "stages[0].needs.rational",
+                "stages[0].pain_points"
+            ]
+        );
+        assert!(out[0].pain_points.iter().all(|p| p.id.is_empty()));
     }
 
     #[test]
