@@ -1489,3 +1489,69 @@ async fn a_missing_feedback_service_is_unavailable_not_an_error_of_the_caller() 
         .unwrap_or_default();
     assert!(err.contains("peers.feedback"), "{err}");
 }
+
+#[tokio::test]
+async fn a_journey_kpi_over_thousands_of_touchpoints_is_scored_from_all_of_them() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Check-in", "Pool bar"]).await;
+    seed_scores(&mut c, &survey, &tps).await;
+    // 2,600 touchpoints in 26 stages: the KPI's scorecard asks the feedback service for 5,200
+    // (touchpoint, period) series, eleven batches, a few at a time.
+    let mut all = tps.clone();
+    for i in 0..2_598 {
+        let tp = c
+            .create_touchpoint(fb::CreateTouchpointRequest {
+                request_id: format!("many-{i}"),
+                touchpoint: Some(fb::Touchpoint {
+                    name: format!("Desk {i}"),
+                    channel: fb::Channel::InPerson as i32,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .touchpoint
+            .unwrap();
+        all.push(tp.id);
+    }
+    let stages = all
+        .chunks(100)
+        .enumerate()
+        .map(|(i, ids)| pb::Stage {
+            name: format!("Stage {i}"),
+            touchpoint_ids: ids.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    let journey = create_journey(&mut j, "big", "Everywhere", stages).await;
+    let kpi = nps_kpi(
+        &mut j,
+        "big-nps",
+        subject_journey(&journey.id),
+        &survey,
+        vec![target("2026-03", 10.0, 20.0, 40.0)],
+    )
+    .await;
+    let card = j
+        .get_scorecard(pb::GetScorecardRequest {
+            kpi_ids: vec![kpi.id],
+            period: named("2026-03"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    // March: touchpoint 0 has 60 promoters, 20 passives, 20 detractors; touchpoint 1 has 10
+    // promoters and 10 detractors: n 120, NPS (70 - 30) / 120 = 33.33.
+    let actual = card[0].actual.unwrap();
+    assert_eq!(actual.sample_size, 120);
+    assert!((actual.value - 100.0 / 3.0).abs() < 1e-9, "{actual:?}");
+    // February (the previous period) had 20 promoters and 20 detractors of 50 at touchpoint 0.
+    assert!(card[0].trend.is_some());
+    app.stop().await;
+}

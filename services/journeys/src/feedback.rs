@@ -21,6 +21,11 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Most queries feedback takes in one BatchQueryMetrics call.
 pub const MAX_BATCH: usize = 500;
+/// Most BatchQueryMetrics calls one query runs at once: a scorecard of thousands of
+/// (KPI, touchpoint) pairs would otherwise send dozens of batches together and hold all their
+/// answers (up to ~6 MB each in the dense view) at the same time, and take every core of the
+/// feedback service from other callers.
+pub const BATCHES_AT_ONCE: usize = 4;
 
 /// The way to the feedback service: a lazily connected channel, or its API in this process.
 #[derive(Clone)]
@@ -124,8 +129,8 @@ impl Feedback {
         }
     }
 
-    /// Runs any number of metrics queries in batches of [`MAX_BATCH`], the batches
-    /// concurrently; results in query order.
+    /// Runs any number of metrics queries in batches of [`MAX_BATCH`], at most
+    /// [`BATCHES_AT_ONCE`] of them at a time; results in query order.
     pub async fn query(
         &self,
         caller: &Caller,
@@ -135,7 +140,21 @@ impl Feedback {
         let chunks: Vec<Vec<fb::QueryMetricsRequest>> =
             queries.chunks(MAX_BATCH).map(<[_]>::to_vec).collect();
         let n = chunks.len();
+        let mut parts: Vec<Option<Vec<fb::QueryMetricsResponse>>> = vec![None; n];
+        let mut take = |done: Option<Result<(usize, ApiResult<_>), tokio::task::JoinError>>| {
+            let Some(done) = done else {
+                return Ok(());
+            };
+            let (i, res) = done.map_err(|e| ApiError::Internal(format!("metrics task: {e}")))?;
+            let answer: Result<tonic::Response<fb::BatchQueryMetricsResponse>, tonic::Status> =
+                res?;
+            parts[i] = Some(answer.map_err(|s| self.error(s))?.into_inner().results);
+            ApiResult::Ok(())
+        };
         for (i, chunk) in chunks.into_iter().enumerate() {
+            if set.len() >= BATCHES_AT_ONCE {
+                take(set.join_next().await)?;
+            }
             let body = fb::BatchQueryMetricsRequest { queries: chunk };
             let this = self.clone();
             let caller = caller.clone();
@@ -145,10 +164,8 @@ impl Feedback {
                 (i, res)
             });
         }
-        let mut parts: Vec<Option<Vec<fb::QueryMetricsResponse>>> = vec![None; n];
         while let Some(done) = set.join_next().await {
-            let (i, res) = done.map_err(|e| ApiError::Internal(format!("metrics task: {e}")))?;
-            parts[i] = Some(res?.map_err(|s| self.error(s))?.into_inner().results);
+            take(Some(done))?;
         }
         Ok(parts.into_iter().flatten().flatten().collect())
     }
