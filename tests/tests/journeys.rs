@@ -1555,3 +1555,42 @@ async fn a_journey_kpi_over_thousands_of_touchpoints_is_scored_from_all_of_them(
     assert!(card[0].trend.is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_journey_map_past_three_mebibytes_is_refused_so_its_answer_fits() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    // Within every per-field limit: 100 pain points of 16 links of 2,000 characters, 3.2 MB.
+    let pain = pb::PainPoint {
+        expected: "a smooth check-in".into(),
+        actual: "a queue".into(),
+        severity: pb::Severity::High as i32,
+        evidence_links: vec![format!("https://docs.example/{}", "x".repeat(1975)); 16],
+        ..Default::default()
+    };
+    let err = j
+        .create_journey(pb::CreateJourneyRequest {
+            request_id: "huge".into(),
+            journey: Some(pb::Journey {
+                name: "Huge".into(),
+                stages: vec![pb::Stage {
+                    name: "Arrival".into(),
+                    pain_points: vec![pain; 100],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), vec!["journey"]);
+    let listed = j
+        .list_journeys(pb::ListJourneysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.journeys.is_empty());
+    app.stop().await;
+}

@@ -282,6 +282,26 @@ impl JourneyApi {
 fn journey_fields(v: &mut Violations, j: &pb::Journey) {
     check_len(v, "journey.name", &j.name, 1, 200);
     check_len(v, "journey.description", &j.description, 0, 4000);
+    journey_size(v, j);
+}
+
+/// Most encoded bytes of a journey map as sent. The per-field limits alone allow maps far
+/// past the 4 MiB a request may have, and the answer adds an id of 38 bytes for each new stage
+/// and pain point: a map of at most 3 MiB is answered within a client's default 4 MiB.
+const MAX_JOURNEY_BYTES: usize = 3 * 1024 * 1024;
+
+fn journey_size(v: &mut Violations, j: &pb::Journey) {
+    use prost::Message;
+    if j.encoded_len() > MAX_JOURNEY_BYTES {
+        v.add(
+            "journey",
+            format!(
+                "must be at most {MAX_JOURNEY_BYTES} bytes encoded (this one is {}): move \
+                 detail into linked documents",
+                j.encoded_len()
+            ),
+        );
+    }
 }
 
 #[tonic::async_trait]
@@ -388,6 +408,7 @@ impl JourneyService for JourneyApi {
         let Some(j) = r.journey.as_ref() else {
             return Err(ApiError::invalid("journey", "is required").into());
         };
+        journey_size(&mut v, j);
         v.finish()?;
         let current = self.store.get_journey(&c.tenant, &j.id, None).await?;
         let mut next = current.doc.clone();
