@@ -1594,3 +1594,72 @@ async fn a_journey_map_past_three_mebibytes_is_refused_so_its_answer_fits() {
     assert!(listed.journeys.is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_owner_of_thousands_of_stages_sees_the_kpis_of_all_of_them() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let mut c = app.client(&t, &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Check-in"]).await;
+    // 165 journeys of 100 stages: 16,665 subject keys, more than one IN list of SQLite takes
+    // once padded to a power of two (32,766 parameters), read in five chunks.
+    let mut journeys = Vec::new();
+    for n in 0..165 {
+        let stages = (0..100)
+            .map(|s| {
+                let tp: &[&str] = if s == 0 { &[tps[0].as_str()] } else { &[] };
+                stage(&format!("Stage {s}"), tp)
+            })
+            .collect();
+        let journey =
+            create_journey(&mut j, &format!("j{n}"), &format!("Journey {n}"), stages).await;
+        assign(
+            &mut j,
+            &format!("own-{n}"),
+            subject_journey(&journey.id),
+            pb::OwnerRole::JourneyOwner,
+            "eva",
+            "2026-01-01T00:00:00Z",
+            None,
+        )
+        .await
+        .unwrap();
+        journeys.push(journey);
+    }
+    let (first, last) = (&journeys[0], &journeys[164]);
+    let on_stage = |jr: &pb::Journey, s: usize| {
+        Some(pb::Subject {
+            kind: Some(pb::subject::Kind::Stage(pb::StageRef {
+                journey_id: jr.id.clone(),
+                stage_id: jr.stages[s].id.clone(),
+            })),
+        })
+    };
+    let mut ids = Vec::new();
+    for (rid, subject) in [
+        ("k-first", subject_journey(&first.id)),
+        ("k-last-stage", on_stage(last, 99)),
+        ("k-first-stage", on_stage(first, 1)),
+    ] {
+        ids.push(nps_kpi(&mut j, rid, subject, &survey, vec![]).await.id);
+    }
+    let card = j
+        .get_owner_scorecard(pb::GetOwnerScorecardRequest {
+            assignee_id: "eva".into(),
+            period: named("2026-03"),
+            daily: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen: Vec<String> = card
+        .owned
+        .iter()
+        .flat_map(|o| o.results.iter().map(|r| r.kpi.as_ref().unwrap().id.clone()))
+        .collect();
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    app.stop().await;
+}

@@ -153,6 +153,9 @@ fn from_json<T: DeserializeOwned>(s: &str) -> ApiResult<T> {
     serde_json::from_str(s).map_err(|e| ApiError::Internal(format!("stored document: {e}")))
 }
 
+/// Subject keys per KPI read (see [`Store::kpis_of_subjects`]).
+const SUBJECTS_PER_READ: usize = 4096;
+
 /// The journey service's storage.
 #[derive(Clone)]
 pub struct Store {
@@ -836,19 +839,27 @@ impl Store {
             .await
     }
 
-    /// Live KPIs of any of these subjects (keys).
+    /// Live KPIs of any of these subjects (keys), in chunks of [`SUBJECTS_PER_READ`].
     pub async fn kpis_of_subjects(
         &self,
         tenant: &TenantId,
         subjects: &[String],
     ) -> ApiResult<Vec<KpiRow>> {
-        if subjects.is_empty() {
-            return Ok(Vec::new());
+        // In chunks: an owner of many journeys has thousands of subject keys (each owned
+        // journey, each of its stages, each owned touchpoint), and one IN list padded to a
+        // power of two would pass SQLite's 32,766 parameters past 16,384 of them.
+        let mut out = Vec::new();
+        for chunk in subjects.chunks(SUBJECTS_PER_READ) {
+            let mut values = Vec::new();
+            let list = db::in_list(&mut values, chunk.iter().map(|s| Value::from(s.clone())));
+            out.extend(
+                self.kpis_where(tenant, &format!("subject IN ({list})"), values, None)
+                    .await?,
+            );
         }
-        let mut values = Vec::new();
-        let list = db::in_list(&mut values, subjects.iter().map(|s| Value::from(s.clone())));
-        self.kpis_where(tenant, &format!("subject IN ({list})"), values, None)
-            .await
+        // In id order, as one read gives them.
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     /// Live KPIs by id, in the order asked; NOT_FOUND names the first missing one.
