@@ -106,7 +106,51 @@ fn echoed(external_id: &str) -> String {
     }
 }
 
+/// Most encoded bytes of a sync answer's results before the refused rows' violations are
+/// shortened: a client takes 4 MiB by default, and 10,000 rows of a mis-mapped export failing
+/// every check made some 6.5 MB.
+const MAX_SYNC_ANSWER_BYTES: usize = 3_000_000;
+
+/// The results of a sync, in row order. When they would pass [`MAX_SYNC_ANSWER_BYTES`], every
+/// echoed external id is cut to 64 bytes (the index identifies the row) and each refused row
+/// keeps only its first violation, its description cut to 100 bytes and followed by how many
+/// more there were: the valid rows are stored either way, and a refused row sent again alone
+/// shows all of its violations.
 fn sync_results_pb(rows: Vec<RowResult>, ext: &[String]) -> Vec<pb::SyncResult> {
+    use prost::Message;
+    let mut results = sync_results_full(rows, ext);
+    let bytes: usize = results.iter().map(|r| r.encoded_len() + 4).sum();
+    if bytes > MAX_SYNC_ANSWER_BYTES {
+        for r in &mut results {
+            cut_bytes(&mut r.external_id, 64);
+            if r.violations.is_empty() {
+                continue;
+            }
+            let more = r.violations.len() - 1;
+            r.violations.truncate(1);
+            let first = &mut r.violations[0];
+            cut_bytes(&mut first.description, 100);
+            if more > 0 {
+                first.description.push_str(&format!(" (and {more} more)"));
+            }
+        }
+    }
+    results
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary, marking the cut with "…".
+fn cut_bytes(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max - '…'.len_utf8();
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+}
+
+fn sync_results_full(rows: Vec<RowResult>, ext: &[String]) -> Vec<pb::SyncResult> {
     rows.into_iter()
         .enumerate()
         .map(|(i, (o, id, v))| pb::SyncResult {
@@ -1105,6 +1149,42 @@ impl EmployeeService for EmployeeApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_sync_answer_keeps_one_short_violation_per_refused_row() {
+        use prost::Message;
+        // 10,000 refused rows of 128-character ids, each with ten long violations.
+        let ext: Vec<String> = (0..10_000).map(|i| format!("{i:0128}")).collect();
+        let rows: Vec<RowResult> = (0..10_000)
+            .map(|i| {
+                let v = (0..10)
+                    .map(|k| (format!("employees[{i}].field{k}"), "é".repeat(150)))
+                    .collect();
+                (Outcome::Invalid, String::new(), v)
+            })
+            .collect();
+        let results = sync_results_pb(rows, &ext);
+        let bytes: usize = results.iter().map(|r| r.encoded_len() + 4).sum();
+        assert!(bytes < 4 * 1024 * 1024 - 64 * 1024, "{bytes}");
+        let first = &results[0].violations;
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].field, "employees[0].field0");
+        assert!(
+            first[0].description.contains("and 9 more"),
+            "{}",
+            first[0].description
+        );
+        // A small answer keeps everything.
+        let small = sync_results_pb(
+            vec![(
+                Outcome::Invalid,
+                String::new(),
+                vec![("a".into(), "x".into()), ("b".into(), "y".into())],
+            )],
+            &["e1".to_string()],
+        );
+        assert_eq!(small[0].violations.len(), 2);
+    }
 
     #[test]
     fn a_sync_result_echoes_at_most_128_characters_of_an_external_id() {
