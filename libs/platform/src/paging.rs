@@ -128,68 +128,83 @@ pub fn request_args(p: Option<&cxloop_proto::common::v1::PageRequest>) -> (i32, 
 /// own other fields.
 pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
-/// Cuts the extra row a list query reads to tell whether another page exists, turns each row
-/// into the message the page sends (`encode`), ends the page early when its messages would
-/// pass [`MAX_PAGE_BYTES`], and makes the next page's token from the last sent row's key.
-pub fn finish_page<T, M: prost::Message>(
-    pages: &PageSigner,
-    tenant: &TenantId,
-    filters: &str,
-    page: &Page,
-    rows: Vec<T>,
-    key: impl Fn(&T) -> String,
-    encode: impl Fn(T) -> M,
-) -> (Vec<M>, cxloop_proto::common::v1::PageResponse) {
-    finish_page_within(
-        pages,
-        tenant,
-        filters,
-        page,
-        rows,
-        key,
-        encode,
-        MAX_PAGE_BYTES,
-    )
+/// One list call's paging: the tenant and the filters' fingerprint, bound once so that the
+/// page asked for is parsed and the next page's token made against the same ones.
+pub struct Listing<'a> {
+    pages: &'a PageSigner,
+    tenant: &'a TenantId,
+    filters: &'a str,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish_page_within<T, M: prost::Message>(
-    pages: &PageSigner,
-    tenant: &TenantId,
-    filters: &str,
-    page: &Page,
-    rows: Vec<T>,
-    key: impl Fn(&T) -> String,
-    encode: impl Fn(T) -> M,
-    budget: usize,
-) -> (Vec<M>, cxloop_proto::common::v1::PageResponse) {
-    let mut more = rows.len() as u64 > page.size;
-    let mut out = Vec::with_capacity(rows.len().min(page.size as usize));
-    let mut bytes = 0usize;
-    // The key of the last row sent: the next page starts after it.
-    let mut last = None;
-    for row in rows.into_iter().take(page.size as usize) {
-        let row_key = key(&row);
-        let m = encode(row);
-        // As a repeated field: the item, its length prefix and its tag.
-        let len = m.encoded_len();
-        let framed = len + prost::length_delimiter_len(len) + 1;
-        if !out.is_empty() && bytes + framed > budget {
-            more = true;
-            break;
+impl PageSigner {
+    /// The paging of one list call by `tenant` whose filters have this fingerprint (any string
+    /// that changes when a filter changes; see [`filters_fingerprint`]).
+    pub fn listing<'a>(&'a self, tenant: &'a TenantId, filters: &'a str) -> Listing<'a> {
+        Listing {
+            pages: self,
+            tenant,
+            filters,
         }
-        bytes += framed;
-        out.push(m);
-        last = Some(row_key);
     }
-    let next_page_token = match (more, last) {
-        (true, Some(last)) => pages.token(tenant, filters, &last),
-        _ => String::new(),
-    };
-    (
-        out,
-        cxloop_proto::common::v1::PageResponse { next_page_token },
-    )
+}
+
+impl Listing<'_> {
+    /// Parses the call's `page_size` and `page_token` (see [`PageSigner::parse`]).
+    pub fn parse(&self, page_size: i32, page_token: &str) -> ApiResult<Page> {
+        self.pages
+            .parse(self.tenant, self.filters, page_size, page_token)
+    }
+
+    /// Cuts the extra row a list query reads to tell whether another page exists, turns each
+    /// row into the message the page sends (`encode`), ends the page early when its messages
+    /// would pass [`MAX_PAGE_BYTES`], and makes the next page's token from the last sent row's
+    /// key.
+    pub fn finish<T, M: prost::Message>(
+        &self,
+        page: &Page,
+        rows: Vec<T>,
+        key: impl Fn(&T) -> String,
+        encode: impl Fn(T) -> M,
+    ) -> (Vec<M>, cxloop_proto::common::v1::PageResponse) {
+        self.finish_within(page, rows, key, encode, MAX_PAGE_BYTES)
+    }
+
+    fn finish_within<T, M: prost::Message>(
+        &self,
+        page: &Page,
+        rows: Vec<T>,
+        key: impl Fn(&T) -> String,
+        encode: impl Fn(T) -> M,
+        budget: usize,
+    ) -> (Vec<M>, cxloop_proto::common::v1::PageResponse) {
+        let mut more = rows.len() as u64 > page.size;
+        let mut out = Vec::with_capacity(rows.len().min(page.size as usize));
+        let mut bytes = 0usize;
+        // The key of the last row sent: the next page starts after it.
+        let mut last = None;
+        for row in rows.into_iter().take(page.size as usize) {
+            let row_key = key(&row);
+            let m = encode(row);
+            // As a repeated field: the item, its length prefix and its tag.
+            let len = m.encoded_len();
+            let framed = len + prost::length_delimiter_len(len) + 1;
+            if !out.is_empty() && bytes + framed > budget {
+                more = true;
+                break;
+            }
+            bytes += framed;
+            out.push(m);
+            last = Some(row_key);
+        }
+        let next_page_token = match (more, last) {
+            (true, Some(last)) => self.pages.token(self.tenant, self.filters, &last),
+            _ => String::new(),
+        };
+        (
+            out,
+            cxloop_proto::common::v1::PageResponse { next_page_token },
+        )
+    }
 }
 
 /// The filter fingerprint of a listing: its kind and its filter values joined by `|`, with
@@ -272,7 +287,8 @@ mod tests {
             let page = Page { size, after: None };
             let key = |r: &String| r[..1].to_owned();
             let (items, next) =
-                finish_page_within(&s, &tenant, "f", &page, rows.clone(), key, |r| r, budget);
+                s.listing(&tenant, "f")
+                    .finish_within(&page, rows.clone(), key, |r| r, budget);
             let after = match next.next_page_token.as_str() {
                 "" => None,
                 token => s.parse(&tenant, "f", 1, token).ok().and_then(|p| p.after),

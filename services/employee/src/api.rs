@@ -4,7 +4,7 @@
 
 use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len};
 use cxloop_platform::idempotency;
-use cxloop_platform::paging::{PageSigner, finish_page, request_args as page_args};
+use cxloop_platform::paging::{PageSigner, request_args as page_args};
 use cxloop_platform::{Caller, Permission, TenantId};
 use cxloop_proto::common::v1 as common;
 use cxloop_proto::employee::v1 as pb;
@@ -404,17 +404,10 @@ impl EmployeeService for EmployeeApi {
             None => "org_units|now".to_string(),
         };
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self.store.list_org_units(&tenant, at, &page).await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &tenant,
-            &filters,
-            &page,
-            rows,
-            |u| u.id.clone(),
-            unit_pb,
-        );
+        let (items, page) = listing.finish(&page, rows, |u| u.id.clone(), unit_pb);
         Ok(Response::new(pb::ListOrgUnitsResponse {
             org_units: items,
             page: Some(page),
@@ -466,20 +459,13 @@ impl EmployeeService for EmployeeApi {
         let r = req.into_inner();
         let filters = format!("employees|{}", r.org_unit_id);
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self
             .store
             .list_employees(&tenant, &r.org_unit_id, &page)
             .await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &tenant,
-            &filters,
-            &page,
-            rows,
-            |e| e.id.clone(),
-            employee_pb,
-        );
+        let (items, page) = listing.finish(&page, rows, |e| e.id.clone(), employee_pb);
         Ok(Response::new(pb::ListEmployeesResponse {
             employees: items,
             page: Some(page),
@@ -615,17 +601,10 @@ impl EmployeeService for EmployeeApi {
         let r = req.into_inner();
         let filters = "surveys";
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, filters, size, token)?;
+        let listing = self.pages.listing(&tenant, filters);
+        let page = listing.parse(size, token)?;
         let rows = self.store.list_surveys(&tenant, &page).await?;
-        let (surveys, page) = finish_page(
-            &self.pages,
-            &tenant,
-            filters,
-            &page,
-            rows,
-            |s| s.id.clone(),
-            survey_pb,
-        );
+        let (surveys, page) = listing.finish(&page, rows, |s| s.id.clone(), survey_pb);
         Ok(Response::new(pb::ListSurveysResponse {
             surveys,
             page: Some(page),
@@ -743,17 +722,10 @@ impl EmployeeService for EmployeeApi {
         let r = req.into_inner();
         let filters = format!("cycles|{}", r.survey_id);
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self.store.list_cycles(&tenant, &r.survey_id, &page).await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &tenant,
-            &filters,
-            &page,
-            rows,
-            |c| c.id.clone(),
-            cycle_pb,
-        );
+        let (items, page) = listing.finish(&page, rows, |c| c.id.clone(), cycle_pb);
         Ok(Response::new(pb::ListCyclesResponse {
             cycles: items,
             page: Some(page),
@@ -1040,20 +1012,13 @@ impl EmployeeService for EmployeeApi {
         let filters =
             cxloop_platform::paging::filters_fingerprint("plans", &[&r.org_unit_id, &r.cycle_id]);
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self
             .store
             .list_action_plans(&tenant, &r.org_unit_id, &r.cycle_id, &page)
             .await?;
-        let (plans, page) = finish_page(
-            &self.pages,
-            &tenant,
-            &filters,
-            &page,
-            rows,
-            |p| p.id.clone(),
-            |p| plan_pb(&p),
-        );
+        let (plans, page) = listing.finish(&page, rows, |p| p.id.clone(), |p| plan_pb(&p));
         // A manager's page leaves out other units' plans (so it may hold fewer than asked;
         // the page token still continues after the last row read).
         let mut mine = Vec::with_capacity(plans.len());

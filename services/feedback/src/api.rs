@@ -8,7 +8,7 @@ use cxloop_metrics::Histogram;
 use cxloop_platform::db::timestamp as ts;
 use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len};
 use cxloop_platform::idempotency;
-use cxloop_platform::paging::{PageSigner, finish_page, request_args as page_args};
+use cxloop_platform::paging::{PageSigner, request_args as page_args};
 use cxloop_platform::period::{self, BucketSize, Range};
 use cxloop_platform::wire::{comparison_pb, estimate_pb};
 use cxloop_platform::{Caller, Permission, TenantId};
@@ -1282,20 +1282,13 @@ impl FeedbackService for FeedbackApi {
             format!("touchpoints|{channel}")
         };
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self
             .store
             .list_touchpoints(&tenant, channel, r.show_deleted, &page)
             .await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &tenant,
-            &filters,
-            &page,
-            rows,
-            |t| t.id.clone(),
-            touchpoint_pb,
-        );
+        let (items, page) = listing.finish(&page, rows, |t| t.id.clone(), touchpoint_pb);
         Ok(Response::new(pb::ListTouchpointsResponse {
             touchpoints: items,
             page: Some(page),
@@ -1411,20 +1404,13 @@ impl FeedbackService for FeedbackApi {
         let r = req.into_inner();
         let filters = format!("surveys|{}", r.touchpoint_id);
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self
             .store
             .list_surveys(&tenant, &r.touchpoint_id, &page)
             .await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &tenant,
-            &filters,
-            &page,
-            rows,
-            |s| s.id.clone(),
-            survey_pb,
-        );
+        let (items, page) = listing.finish(&page, rows, |s| s.id.clone(), survey_pb);
         Ok(Response::new(pb::ListSurveysResponse {
             surveys: items,
             page: Some(page),
@@ -1604,17 +1590,10 @@ impl FeedbackService for FeedbackApi {
             ],
         );
         let (size, token) = page_args(r.page.as_ref());
-        let page = self.pages.parse(&tenant, &fingerprint, size, token)?;
+        let listing = self.pages.listing(&tenant, &fingerprint);
+        let page = listing.parse(size, token)?;
         let rows = self.store.list_responses(&tenant, &filter, &page).await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &tenant,
-            &fingerprint,
-            &page,
-            rows,
-            |r| r.id.clone(),
-            response_pb,
-        );
+        let (items, page) = listing.finish(&page, rows, |r| r.id.clone(), response_pb);
         Ok(Response::new(pb::ListResponsesResponse {
             responses: items,
             page: Some(page),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cxloop_platform::db::{self, micros};
 use cxloop_platform::error::{ApiError, ApiResult, Violations};
 use cxloop_platform::idempotency;
-use cxloop_platform::paging::{PageSigner, finish_page, request_args as page_of};
+use cxloop_platform::paging::{PageSigner, request_args as page_of};
 use cxloop_platform::period::{self, Range};
 use cxloop_platform::{Caller, Permission, TenantId};
 use cxloop_proto::common::v1 as common;
@@ -376,17 +376,10 @@ impl JourneyService for JourneyApi {
         let c = caller(&req, Permission::JourneysRead)?;
         let r = req.into_inner();
         let (size, token) = page_of(r.page.as_ref());
-        let page = self.pages.parse(&c.tenant, "journeys", size, token)?;
+        let listing = self.pages.listing(&c.tenant, "journeys");
+        let page = listing.parse(size, token)?;
         let rows = self.store.list_journeys(&c.tenant, &page).await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &c.tenant,
-            "journeys",
-            &page,
-            rows,
-            |j| j.id.clone(),
-            |x| journey_pb(&x),
-        );
+        let (items, page) = listing.finish(&page, rows, |j| j.id.clone(), |x| journey_pb(&x));
         Ok(Response::new(pb::ListJourneysResponse {
             journeys: items,
             page: Some(page),
@@ -495,20 +488,13 @@ impl JourneyService for JourneyApi {
         let r = req.into_inner();
         let filters = format!("revisions|{}", r.journey_id);
         let (size, token) = page_of(r.page.as_ref());
-        let page = self.pages.parse(&c.tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&c.tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self
             .store
             .list_revisions(&c.tenant, &r.journey_id, &page)
             .await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &c.tenant,
-            &filters,
-            &page,
-            rows,
-            |x| x.revision.to_string(),
-            revision_pb,
-        );
+        let (items, page) = listing.finish(&page, rows, |x| x.revision.to_string(), revision_pb);
         Ok(Response::new(pb::ListJourneyRevisionsResponse {
             revisions: items,
             page: Some(page),
@@ -581,17 +567,10 @@ impl JourneyService for JourneyApi {
             f.active_at
         );
         let (size, token) = page_of(r.page.as_ref());
-        let page = self.pages.parse(&c.tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&c.tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self.store.list_assignments(&c.tenant, &f, &page).await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &c.tenant,
-            &filters,
-            &page,
-            rows,
-            |a| a.id.clone(),
-            |x| assignment_pb(&x),
-        );
+        let (items, page) = listing.finish(&page, rows, |a| a.id.clone(), |x| assignment_pb(&x));
         Ok(Response::new(pb::ListAssignmentsResponse {
             assignments: items,
             page: Some(page),
@@ -734,20 +713,13 @@ impl JourneyService for JourneyApi {
         v.finish()?;
         let filters = format!("kpis|{subject:?}");
         let (size, token) = page_of(r.page.as_ref());
-        let page = self.pages.parse(&c.tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&c.tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self
             .store
             .list_kpis(&c.tenant, subject.as_deref(), &page)
             .await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &c.tenant,
-            &filters,
-            &page,
-            rows,
-            |k| k.id.clone(),
-            |x| kpi_pb(&x),
-        );
+        let (items, page) = listing.finish(&page, rows, |k| k.id.clone(), |x| kpi_pb(&x));
         Ok(Response::new(pb::ListKpisResponse {
             kpis: items,
             page: Some(page),
@@ -975,15 +947,13 @@ impl JourneyService for JourneyApi {
         let period = (!planned.is_empty()).then_some(planned.as_str());
         let filters = format!("items|{status:?}|{period:?}");
         let (size, token) = page_of(r.page.as_ref());
-        let page = self.pages.parse(&c.tenant, &filters, size, token)?;
+        let listing = self.pages.listing(&c.tenant, &filters);
+        let page = listing.parse(size, token)?;
         let rows = self
             .store
             .list_items(&c.tenant, status, period, &page)
             .await?;
-        let (items, page) = finish_page(
-            &self.pages,
-            &c.tenant,
-            &filters,
+        let (items, page) = listing.finish(
             &page,
             rows,
             |i| crate::store::item_page_key(i.doc.priority(), &i.id),
