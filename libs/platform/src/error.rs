@@ -85,8 +85,8 @@ impl ApiError {
 
 /// Most bytes of field paths and descriptions an error's BadRequest details carry. An error
 /// travels in the call's trailers, base64-encoded beside its message, and grpc-java and
-/// grpc-core refuse trailers over 8 KiB (a journey map naming 45 unknown touchpoints made
-/// 10 KB): the details stay under 3,500 bytes (about 4.7 KB encoded) and the message under 400.
+/// grpc-core refuse trailers over 8 KiB (a journey map naming 45 unknown touchpoints would make
+/// about 10 KB): the details stay under 3,500 bytes (about 4.7 KB encoded) and the message under 400.
 const MAX_VIOLATION_BYTES: usize = 3_500;
 /// Most bytes of an error's message (`grpc-message`), which lists the first violations.
 const MAX_MESSAGE_BYTES: usize = 400;

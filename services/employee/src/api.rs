@@ -108,7 +108,7 @@ fn echoed(external_id: &str) -> String {
 
 /// Most encoded bytes of a sync answer's results before the refused rows' violations are
 /// shortened: a client takes 4 MiB by default, and 10,000 rows of a mis-mapped export failing
-/// every check made some 6.5 MB.
+/// every check would make some 6.5 MB (from the message layout).
 const MAX_SYNC_ANSWER_BYTES: usize = 3_000_000;
 
 /// The results of a sync, in row order. When they would pass [`MAX_SYNC_ANSWER_BYTES`], every

@@ -404,7 +404,7 @@ pub fn summary_pb(
 
 /// Most encoded bytes of comments one group's results carry: the rest of a GetResults answer
 /// is small, so the answer stays under a client's default 4 MiB. A company-wide group of
-/// 15,000 respondents writing a few hundred characters each has passed that.
+/// 15,000 respondents writing a few hundred characters each would pass that.
 const MAX_COMMENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// A shown group's comments, in their stored (random) order, as many as fit in `budget` bytes:

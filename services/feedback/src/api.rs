@@ -865,14 +865,14 @@ const MAX_BATCH_QUERIES: usize = 500;
 /// Most buckets of the full and histogram views together in one BatchQueryMetrics call: a year
 /// of days for each of 100 queries. A full-view NPS bucket takes at most about 350 bytes
 /// (four estimates and the histogram) and a histogram-view one about 110, so such an answer
-/// stays under 13 MB; without the limit 500 queries of ten years of days made a 200 MB
-/// histogram answer.
+/// stays under 13 MB; without the limit 500 queries of ten years of days would make about
+/// 200 MB of histogram answer (1.83 million buckets of 110 bytes).
 const MAX_BATCH_VALUE_BUCKETS: usize = 36_600;
 /// Most buckets of the dense view (one packed matrix of counts per query, at most 11 counts a
 /// bucket, about 33 bytes a day of NPS) in one BatchQueryMetrics call: 500 queries of 366 days,
 /// a year of daily histograms for every query of a full batch (what the journey service's
 /// daily scorecards ask, their periods being at most 366 days), about 6 MB. Without it, 500
-/// queries of ten years of days made some 60 MB.
+/// queries of ten years of days would make some 60 MB.
 const MAX_BATCH_DENSE_BUCKETS: usize = MAX_BATCH_QUERIES * 366;
 
 /// A validated QueryMetrics request.
@@ -1840,5 +1840,15 @@ mod tests {
         assert!(histogram <= 115, "{histogram}");
         // So the largest batch of buckets (36,600 of the full view) stays under 16 MB.
         assert!(MAX_BATCH_VALUE_BUCKETS * full < 16_000_000);
+        // The dense view of a year of such days: 33 bytes a day, so the largest dense batch
+        // (183,000 buckets) is about 6 MB.
+        let year = pb::DenseCounts {
+            scale_min: 0,
+            scale_points: 11,
+            counts: (0..366 * 11).map(|i| 100_000 + i as u64).collect(),
+        };
+        let per_day = year.encoded_len() as f64 / 366.0;
+        assert!((33.0..34.0).contains(&per_day), "{per_day}");
+        assert!((MAX_BATCH_DENSE_BUCKETS as f64 * per_day) < 6_300_000.0);
     }
 }
