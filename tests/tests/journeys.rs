@@ -1661,5 +1661,25 @@ async fn an_owner_of_thousands_of_stages_sees_the_kpis_of_all_of_them() {
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids);
+    // The coverage report of the same tenant: every journey owned, the one touchpoint not,
+    // and all 16,500 stages unmeasured (99 per journey without a touchpoint, the first with
+    // one that has no responses), in one answer under a client's default 4 MiB.
+    let report = j
+        .get_coverage_report(pb::GetCoverageReportRequest {
+            at_time: None,
+            measured_within_days: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.journeys_without_owner.is_empty());
+    assert_eq!(report.touchpoints_without_owner.len(), 1);
+    assert_eq!(report.unmeasured_stages.len(), 165 * 100);
+    let no_responses = report
+        .unmeasured_stages
+        .iter()
+        .filter(|s| s.reason == "no responses in the window")
+        .count();
+    assert_eq!(no_responses, 165);
     app.stop().await;
 }

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod scorecard;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cxloop_platform::db::{self, micros};
@@ -108,7 +109,7 @@ impl JourneyApi {
         if stages.iter().all(|s| s.touchpoint_ids.is_empty()) {
             return Ok(());
         }
-        let live: std::collections::HashSet<String> = self
+        let live: HashSet<String> = self
             .feedback
             .touchpoints(c, false)
             .await?
@@ -1179,11 +1180,14 @@ impl JourneyApi {
             t.create_time.as_ref().is_none_or(|ct| micros_of(ct) <= at)
                 && t.delete_time.as_ref().is_none_or(|dt| micros_of(dt) > at)
         });
-        let held = |s: &Subject, role: OwnerRole| {
-            assignments
-                .iter()
-                .any(|a| &a.subject == s && a.role == role && a.span.contains(at))
-        };
+        // Sets, not scans: a tenant with thousands of touchpoints and assignments would
+        // otherwise compare every subject with every assignment.
+        let held_at: HashSet<(&Subject, OwnerRole)> = assignments
+            .iter()
+            .filter(|a| a.span.contains(at))
+            .map(|a| (&a.subject, a.role))
+            .collect();
+        let held = |s: &Subject, role: OwnerRole| held_at.contains(&(s, role));
         let journeys_without_owner = journeys
             .iter()
             .filter(|j| !held(&Subject::Journey(j.id.clone()), OwnerRole::JourneyOwner))
@@ -1208,20 +1212,20 @@ impl JourneyApi {
         // A lapse: the latest assignment of a one-at-a-time role for a live subject that had
         // begun by `at` ended before it, and nobody holds the role then (one planned to start
         // later does not close a gap that is open at `at`).
+        let live_journeys: HashSet<&str> = journeys.iter().map(|j| j.id.as_str()).collect();
+        let live_touchpoints: HashSet<&str> = touchpoints.iter().map(|t| t.id.as_str()).collect();
         let live = |s: &Subject| match s {
             Subject::Tenant => true,
-            Subject::Journey(j) => journeys.iter().any(|x| &x.id == j),
-            Subject::Stage { journey, .. } => journeys.iter().any(|x| &x.id == journey),
-            Subject::Touchpoint(t) => touchpoints.iter().any(|x| &x.id == t),
+            Subject::Journey(j) => live_journeys.contains(j.as_str()),
+            Subject::Stage { journey, .. } => live_journeys.contains(journey.as_str()),
+            Subject::Touchpoint(t) => live_touchpoints.contains(t.as_str()),
         };
-        let mut latest: std::collections::HashMap<(String, i32), &AssignmentRow> =
-            Default::default();
+        let mut latest: HashMap<(&Subject, OwnerRole), &AssignmentRow> = HashMap::new();
         for a in assignments
             .iter()
             .filter(|a| a.role.exclusive() && a.span.start <= at)
         {
-            let k = (a.subject.key(), a.role as i32);
-            let e = latest.entry(k).or_insert(a);
+            let e = latest.entry((&a.subject, a.role)).or_insert(a);
             if a.span.start > e.span.start {
                 *e = a;
             }
@@ -1254,7 +1258,7 @@ impl JourneyApi {
     ) -> ApiResult<Vec<pb::UnmeasuredStage>> {
         let end = (at.div_euclid(DAY_US) + 1) * DAY_US;
         let range = range_us(end - window * DAY_US, end);
-        let wanted: std::collections::HashSet<&str> = journeys
+        let wanted: HashSet<&str> = journeys
             .iter()
             .flat_map(|j| j.doc.stages.iter())
             .flat_map(|s| s.touchpoint_ids.iter().map(String::as_str))
@@ -1290,7 +1294,7 @@ impl JourneyApi {
         } else {
             self.feedback.query(c, queries).await?
         };
-        let measured: std::collections::HashSet<&str> = of_query
+        let measured: HashSet<&str> = of_query
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.total.as_ref().is_some_and(|t| t.count > 0))
