@@ -1348,10 +1348,12 @@ impl JourneyApi {
             .filter(|a| a.span.clip(from, to).is_some())
             .collect();
         let journeys = self.store.all_journeys(&c.tenant).await?;
+        let journey_by_id: HashMap<&str, &JourneyRow> =
+            journeys.iter().map(|j| (j.id.as_str(), j)).collect();
         let subjects_of = |a: &AssignmentRow| -> Vec<String> {
             let mut keys = vec![a.subject.key()];
             if let Subject::Journey(j) = &a.subject
-                && let Some(j) = journeys.iter().find(|x| &x.id == j)
+                && let Some(j) = journey_by_id.get(j.as_str())
             {
                 keys.extend(j.doc.stages.iter().map(|s| {
                     Subject::Stage {
@@ -1366,19 +1368,30 @@ impl JourneyApi {
         let all_keys: Vec<String> = owned.iter().flat_map(&subjects_of).collect();
         let kpis = self.store.kpis_of_subjects(&c.tenant, &all_keys).await?;
         let results = scorecard::score(&self.feedback, c, &kpis, &journeys, range, daily).await?;
+        // Each KPI's result by its subject, so that an assignment's results are found by its
+        // subjects' keys, in KPI order, without comparing every KPI with every subject.
+        let mut results_of: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, k) in kpis.iter().enumerate() {
+            results_of.entry(k.doc.subject.key()).or_default().push(i);
+        }
         let shares = owner_shares(&owned, range);
         let out = owned
             .iter()
             .zip(shares)
             .map(|(a, share)| {
-                let keys = subjects_of(a);
+                let mut of_assignment: Vec<usize> = subjects_of(a)
+                    .iter()
+                    .filter_map(|key| results_of.get(key))
+                    .flatten()
+                    .copied()
+                    .collect();
+                of_assignment.sort_unstable();
+                of_assignment.dedup();
                 pb::OwnedSubject {
                     ownership: Some(share),
-                    results: kpis
-                        .iter()
-                        .zip(&results)
-                        .filter(|(k, _)| keys.contains(&k.doc.subject.key()))
-                        .map(|(_, r)| r.clone())
+                    results: of_assignment
+                        .into_iter()
+                        .map(|i| results[i].clone())
                         .collect(),
                 }
             })
