@@ -8,7 +8,8 @@
 #   (d) QueryMetrics p99 over 365 daily buckets at 100k and at 10M stored responses
 #   (e) server RSS idle and under load
 # (a), (a') and (b) run in alternating rounds (ROUNDS, default 3), with each round's ratios.
-# Usage: bench/run.sh [seconds-per-load-test] [large-size]; results go to stdout as JSON lines.
+# Usage: bench/run.sh [seconds-per-load-test] [large-size]; results go to stdout as JSON lines,
+# with a "host" line after each part: the CPU share the hypervisor stole meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -34,6 +35,26 @@ token() { CXLOOP_AUTH__DEV_SECRET_FILE="$WORK/dev.secret" $BIN/cxloop token --te
 
 echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(date -u +%F)"
 
+# What the host took from this machine since the last mark: the share of CPU time stolen by
+# the hypervisor and the share busy, of all cores, from /proc/stat. A run on a host whose
+# speed drifts shows it here, beside the figures it moved.
+STAT_LAST=$(head -n1 /proc/stat)
+host_mark() { # $1 = label of the part just measured
+  local now; now=$(head -n1 /proc/stat)
+  python3 - "$1" "$STAT_LAST" "$now" <<'PY'
+import json, sys
+a = [int(x) for x in sys.argv[2].split()[1:]]
+b = [int(x) for x in sys.argv[3].split()[1:]]
+d = [y - x for x, y in zip(a, b)]
+total = sum(d[:8]) or 1
+idle = d[3] + d[4]
+print(json.dumps({"bench": "host", "part": sys.argv[1],
+                  "steal_pct": round(100 * d[7] / total, 1),
+                  "busy_pct": round(100 * (total - idle) / total, 1)}))
+PY
+  STAT_LAST=$now
+}
+
 # (a), (a') and (b) in ROUNDS alternating rounds (default 3, env ROUNDS): this machine's speed
 # drifts by ±15 % within minutes, so each (b) is read against the baselines measured just
 # before it, and the ratios' median is the figure to quote.
@@ -54,7 +75,9 @@ for ROUND in $(seq 1 "$ROUNDS"); do
   $BIN/cxloop-load echo --addr "http://$(cat "$WORK/bare.addr")" --concurrency 64 --seconds "$SECS" | sed "s/^{/{\"round\":$ROUND,/"
   # (b) + (e) RecordResponse under load (the bare server sits idle meanwhile)
   $BIN/cxloop-load record --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" --concurrency 64 --seconds "$SECS" --server-pid "$PID" | sed "s/^{/{\"round\":$ROUND,/"
+  host_mark "round $ROUND"
 done | tee "$WORK/ab.jsonl"
+STAT_LAST=$(head -n1 /proc/stat)
 kill $BARE
 kill "$PID"; wait "$PID" 2>/dev/null || true
 python3 - "$WORK/ab.jsonl" <<'PY'
@@ -62,7 +85,8 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
-    by.setdefault(r["round"], {})[r["bench"]] = r["rps"]
+    if "rps" in r:
+        by.setdefault(r["round"], {})[r["bench"]] = r["rps"]
 b_a = [v["record"] / v["baseline"] for v in by.values()]
 b_e = [v["record"] / v["echo"] for v in by.values()]
 print(json.dumps({"bench": "ratio", "rounds": len(by),
@@ -79,9 +103,11 @@ $BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --tou
 $BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows 100000 --prefix spread --order spread | sed 's/"import"/"import_spread"/'
 $BIN/cxloop-load raw-insert --database-url "sqlite://$WORK/raw.db?mode=rwc" --rows 100000
 $BIN/cxloop-load metrics --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" | sed 's/"metrics"/"metrics_100k"/'
+host_mark "imports and metrics at 100k"
 $BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows $((LARGE - 200000)) --prefix large --streams 2 --batch 10000
 $BIN/cxloop-load rss --pid "$PID" | sed 's/"rss"/"rss_after_import"/'
 $BIN/cxloop-load metrics --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoint "$TP" | sed 's/"metrics"/"metrics_large"/'
+host_mark "large import and its metrics"
 ls -l "$WORK"/metrics.db* | awk '{print "# " $5 " bytes " $9}'
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
@@ -92,5 +118,6 @@ TOKEN=$(token)
 read -r SURVEY TPS < <($BIN/cxloop-load setup --addr "$ADDR" --token "$TOKEN" --touchpoints 50)
 $BIN/cxloop-load import --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS" --rows "$LARGE" --prefix sc --streams 2 --batch 10000 | sed 's/"import"/"import_scorecard_data"/'
 $BIN/cxloop-load scorecard --addr "$ADDR" --token "$TOKEN" --survey "$SURVEY" --touchpoints "$TPS"
+host_mark "scorecard import and scorecards"
 $BIN/cxloop-load rss --pid "$PID" | sed 's/"rss"/"rss_after_scorecards"/'
 kill "$PID"; wait "$PID" 2>/dev/null || true
