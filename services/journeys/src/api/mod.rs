@@ -1365,7 +1365,8 @@ impl JourneyApi {
             }
             keys
         };
-        let all_keys: Vec<String> = owned.iter().flat_map(&subjects_of).collect();
+        let keys_of: Vec<Vec<String>> = owned.iter().map(subjects_of).collect();
+        let all_keys: Vec<String> = keys_of.iter().flatten().cloned().collect();
         let kpis = self.store.kpis_of_subjects(&c.tenant, &all_keys).await?;
         let results = scorecard::score(&self.feedback, c, &kpis, &journeys, range, daily).await?;
         // Each KPI's result by its subject, so that an assignment's results are found by its
@@ -1375,11 +1376,11 @@ impl JourneyApi {
             results_of.entry(k.doc.subject.key()).or_default().push(i);
         }
         let shares = owner_shares(&owned, range);
-        let out = owned
+        let out = keys_of
             .iter()
             .zip(shares)
-            .map(|(a, share)| {
-                let mut of_assignment: Vec<usize> = subjects_of(a)
+            .map(|(keys, share)| {
+                let mut of_assignment: Vec<usize> = keys
                     .iter()
                     .filter_map(|key| results_of.get(key))
                     .flatten()
