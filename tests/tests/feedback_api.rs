@@ -1473,3 +1473,182 @@ async fn refusals_found_against_the_survey_count_towards_the_answer_size() {
     assert!(stored_request_ids(&mut c).await.is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn text_with_a_nul_character_is_refused_with_its_field() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Desk"]).await;
+    let mut req = response(
+        "nul-1",
+        &survey,
+        &tps[0],
+        at("2026-03-02T10:00:00Z"),
+        &[("nps", 9)],
+    );
+    if let Some(r) = req.response.as_mut() {
+        r.comment = "fine\0".into();
+        r.segment = "fam\0ily".into();
+    }
+    let err = c.record_response(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        violations(&err),
+        vec!["response.segment", "response.comment"]
+    );
+    let err = c
+        .create_touchpoint(pb::CreateTouchpointRequest {
+            request_id: "tp-nul".into(),
+            touchpoint: Some(touchpoint("Gate\0", pb::Channel::InPerson)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["touchpoint.name"]);
+    // An id is looked up as it is: one with NUL names nothing, on either database.
+    let err = c
+        .get_response(pb::GetResponseRequest { id: "\0".into() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::NotFound | Code::InvalidArgument),
+        "{err:?}"
+    );
+    assert!(stored_request_ids(&mut c).await.is_empty());
+    app.stop().await;
+}
+
+/// Makes the database refuse any response whose comment is `poison`, as a database can refuse
+/// a value that validation lets through.
+async fn refuse_poisoned_comments(database_url: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(database_url)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let statements: &[&str] = if database_url.starts_with("postgres") {
+        &[
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.comment = 'poison' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON fb_responses FOR EACH ROW \
+             EXECUTE FUNCTION refuse_poison()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON fb_responses \
+           WHEN NEW.comment = 'poison' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ]
+    };
+    for s in statements {
+        db.execute_unprepared(s)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    db.close().await.unwrap_or_else(|e| panic!("close: {e}"));
+}
+
+#[tokio::test]
+async fn a_response_the_database_refuses_fails_alone_not_the_others_committed_with_it() {
+    let app = spawn().await;
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, survey) = seed_survey(&mut c, &["Desk"]).await;
+    refuse_poisoned_comments(&app.settings.database_url).await;
+    // 64 callers at once, so the writer commits many of them together; one is refused by the
+    // database.
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let mut c = c.clone();
+            let mut req = response(
+                &format!("call-{i:02}"),
+                &survey,
+                &tps[0],
+                at("2026-03-02T10:00:00Z"),
+                &[("nps", 9)],
+            );
+            if i == 17
+                && let Some(r) = req.response.as_mut()
+            {
+                r.comment = "poison".into();
+            }
+            tokio::spawn(async move { c.record_response(req).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Ok(r) => assert!(!r.duplicate, "call {i}"),
+            Err(e) => refused.push((i, e.code())),
+        }
+    }
+    assert_eq!(refused, vec![(17, Code::Internal)]);
+    let stored: Vec<String> = c
+        .list_responses(pb::ListResponsesRequest {
+            page: Some(common::PageRequest {
+                page_size: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .responses
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(stored.len(), 63);
+    assert!(!stored.contains(&"call-17".to_string()));
+    // Nothing of the refused call was kept: its request id is still free.
+    let retried = c
+        .record_response(response(
+            "call-17",
+            &survey,
+            &tps[0],
+            at("2026-03-02T10:00:00Z"),
+            &[("nps", 9)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!retried.duplicate);
+    let metrics = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: survey,
+            question_key: "nps".into(),
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03-02".into())),
+            }),
+            bucket: pb::Bucket::Total as i32,
+            view: pb::MetricsView::Full as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(metrics.total.unwrap().count, 64);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_sqlite_file_is_served_by_one_feedback_process_postgresql_by_many() {
+    let app = spawn().await;
+    let second = cxloop::Application::build(app.settings.clone()).await;
+    if app.settings.database_url.starts_with("sqlite") {
+        // Its rollup cache would not see the first one's commits.
+        let err = second
+            .err()
+            .expect("a second server on the same SQLite file");
+        assert!(
+            err.contains("another process already serves feedback from"),
+            "{err}"
+        );
+    } else {
+        // Replicas over PostgreSQL share the database by design.
+        let second = second.unwrap_or_else(|e| panic!("a second replica: {e}"));
+        second.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The first one serves on.
+    let mut c = app.client(&tenant(), &["admin"]).await;
+    let (tps, _survey) = seed_survey(&mut c, &["Desk"]).await;
+    assert_eq!(tps.len(), 1);
+    app.stop().await;
+}

@@ -272,6 +272,81 @@ async fn comparing_two_days_gives_difference_interval_and_p_value() {
 }
 
 #[tokio::test]
+async fn sides_that_share_responses_are_compared_without_counting_them_twice() {
+    let (app, mut c, tps, survey) = seeded().await;
+    let side = |touchpoint: Option<&String>, period: &str| pb::ComparisonSide {
+        slice: touchpoint.map(|t| pb::Slice {
+            touchpoint_id: t.clone(),
+            ..Default::default()
+        }),
+        period: named(period),
+    };
+    let compare = |a: pb::ComparisonSide, b: pb::ComparisonSide| pb::CompareMetricsRequest {
+        survey_id: survey.clone(),
+        question_key: "nps".into(),
+        metric: pb::Metric::Nps as i32,
+        a: Some(a),
+        b: Some(b),
+    };
+    // Touchpoint A against all touchpoints that day: b (A1) lies inside a (A1 + B1), so
+    // b − a = (6/16)·(A1 − B1). Reference (numpy/scipy, that route): 26.25, se 15.6075,
+    // [-4.3401, 56.8401], p 0.0926. Taken as independent samples it would be se 35.57,
+    // p 0.461.
+    let nested = c
+        .compare_metrics(compare(
+            side(None, "2026-03-02"),
+            side(Some(&tps[0]), "2026-03-02"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .comparison
+        .unwrap();
+    close(nested.difference, 26.25);
+    close(nested.standard_error, 15.607490189008608);
+    close(nested.interval_low, -4.3401186595191135);
+    close(nested.interval_high, 56.84011865951911);
+    close(nested.p_value, 0.09259118708482192);
+    assert_eq!(nested.a.unwrap().sample_size, 16);
+    assert_eq!(nested.b.unwrap().sample_size, 10);
+    // Touchpoint A over the week (A1 + A2) against everything on Monday (A1 + B1): they share
+    // A1. Reference as Var(a) + Var(b) − 2 Cov(a, b): -22.9167, se 17.0542, p 0.1790.
+    let partial = c
+        .compare_metrics(compare(
+            side(Some(&tps[0]), "2026-W10"),
+            side(None, "2026-03-02"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .comparison
+        .unwrap();
+    close(partial.difference, -22.916666666666668);
+    close(partial.standard_error, 17.054232214314226);
+    close(partial.interval_low, -56.34234759070533);
+    close(partial.interval_high, 10.509014257371991);
+    close(partial.p_value, 0.179028443804213);
+    // Two touchpoints share nothing: the independent comparison.
+    let apart = c
+        .compare_metrics(compare(
+            side(Some(&tps[0]), "2026-03-02"),
+            side(Some(&tps[1]), "2026-03-02"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .comparison
+        .unwrap();
+    // -50 − 20; se = 100·sqrt(0.76/10 + (5/6 − 0.25)/6).
+    close(apart.difference, -70.0);
+    close(
+        apart.standard_error,
+        100.0 * (0.76f64 / 10.0 + (5.0 / 6.0 - 0.25) / 6.0).sqrt(),
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn metric_requests_are_validated() {
     let (app, mut c, _tps, survey) = seeded().await;
     let err = c

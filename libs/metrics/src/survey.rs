@@ -81,6 +81,16 @@ impl SurveyMetric {
             _ => crate::compare_mean(a, b),
         }
     }
+
+    /// The difference b - a of the metric between two sides that may share answers
+    /// ([`crate::overlap`]); the same as [`SurveyMetric::compare`] when they share none.
+    pub fn compare_overlapping(self, parts: crate::Overlap<'_>) -> Comparison {
+        match (self, self.share_range()) {
+            (Self::Nps, _) => crate::overlap::compare_nps(parts),
+            (_, Some((lo, hi))) => crate::overlap::compare_share(parts, lo, hi),
+            _ => crate::overlap::compare_mean(parts),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -232,6 +232,13 @@ pub fn is_unique_violation(e: &DbErr) -> bool {
     )
 }
 
+/// What every migration's `use_transaction` answers: each migration runs in one transaction
+/// with its row in the migrations table, on SQLite too. sea-orm wraps only PostgreSQL's by
+/// default; on SQLite a start killed halfway through a migration would leave half a schema
+/// that the next start cannot migrate (a table already renamed, its record missing). SQLite
+/// runs DDL in transactions, so a killed start leaves the schema as it was.
+pub const MIGRATIONS_IN_TRANSACTION: Option<bool> = Some(true);
+
 /// Runs a batch of `;`-separated DDL statements (migrations).
 pub async fn execute_script<C: ConnectionTrait>(c: &C, script: &str) -> Result<(), DbErr> {
     for part in script.split(';') {

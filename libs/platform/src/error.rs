@@ -94,12 +94,30 @@ const MAX_MESSAGE_BYTES: usize = 400;
 /// The message and the details of an INVALID_ARGUMENT error, kept small enough for any
 /// client's trailers: the first violations in full; when more did not fit, one more entry on
 /// the first left-out field saying how many were left out.
+/// Longest field path or description kept in an error, in bytes.
+const MAX_VIOLATION_PART_BYTES: usize = 512;
+
+fn shortened(mut s: String) -> String {
+    if s.len() > MAX_VIOLATION_PART_BYTES {
+        let mut cut = MAX_VIOLATION_PART_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
 fn bounded_violations(v: Vec<(String, String)>) -> (String, Vec<FieldViolation>) {
     let total = v.len();
     let mut bytes = 0;
     let mut kept = Vec::new();
     let mut rest = v.into_iter();
     for (field, description) in rest.by_ref() {
+        // A violation may quote what the client sent (a mask path, an id); a quote of a
+        // megabyte would make the error itself too large to deliver.
+        let (field, description) = (shortened(field), shortened(description));
         bytes += field.len() + description.len() + 8;
         if bytes > MAX_VIOLATION_BYTES && !kept.is_empty() {
             let left = total - kept.len();
@@ -184,6 +202,17 @@ impl From<sea_orm::DbErr> for ApiError {
             e if is_contention(&e.to_string()) => {
                 ApiError::Unavailable("storage is busy, retry shortly".into())
             }
+            // PostgreSQL refuses U+0000 in text. Text fields are checked for it where they are
+            // parsed; this catches an id or filter that reaches a query unchecked.
+            e if e
+                .to_string()
+                .contains("invalid byte sequence for encoding \"UTF8\": 0x00") =>
+            {
+                ApiError::InvalidArgument(vec![(
+                    String::new(),
+                    "text must not contain the NUL character (U+0000)".into(),
+                )])
+            }
             _ => ApiError::Internal("storage error".into()),
         }
     }
@@ -252,6 +281,12 @@ impl Violations {
 /// Adds a violation when `s` is not `min..=max` characters long (the message says "at most"
 /// when empty is allowed).
 pub fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) {
+    // PostgreSQL cannot store U+0000 in text; refused here it names its field instead of
+    // failing the write that carries it.
+    if s.contains('\0') {
+        v.add(field, "must not contain the NUL character (U+0000)");
+        return;
+    }
     let n = s.chars().count();
     if n < min || n > max {
         if min == 0 {
@@ -265,6 +300,24 @@ pub fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_violation_quoting_a_megabyte_stays_small() {
+        let huge = "é".repeat(500_000);
+        let status = Status::from(ApiError::InvalidArgument(vec![(
+            "update_mask.paths[0]".to_string(),
+            format!("unknown field {huge:?}"),
+        )]));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let details = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        let v = &details.field_violations[0];
+        assert_eq!(v.field, "update_mask.paths[0]");
+        assert!(v.description.starts_with("unknown field \"éé"));
+        assert!(v.description.len() <= MAX_VIOLATION_PART_BYTES + 3);
+        assert!(status.message().len() < 4096);
+    }
 
     #[test]
     fn a_long_list_of_violations_stays_small_enough_for_any_clients_trailers() {

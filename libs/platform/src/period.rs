@@ -144,6 +144,13 @@ impl Range {
         midnight(&self.start) && midnight(&self.end)
     }
 
+    /// The time both ranges cover, or None when they do not meet.
+    pub fn intersect(&self, other: &Range) -> Option<Range> {
+        let start = self.start.max(other.start);
+        let end = self.end.min(other.end);
+        (start < end).then_some(Range { start, end })
+    }
+
     /// First and one-past-last day number.
     pub fn days(&self) -> (i64, i64) {
         (day_of(self.start), day_of(self.end))
@@ -237,6 +244,62 @@ mod tests {
             end: q.end,
         };
         assert!(!whole_day_off.is_day_aligned());
+    }
+
+    #[test]
+    fn iso_weeks_at_the_turn_of_the_year_and_leap_days() {
+        // 2026 has 53 ISO weeks (it starts on a Thursday); week 53 runs Mon 28 Dec 2026 to
+        // Sun 3 Jan 2027, and week 1 of 2026 began on Mon 29 Dec 2025. 2025 has 52 weeks.
+        assert_eq!(
+            r("2026-W53").start.to_rfc3339(),
+            "2026-12-28T00:00:00+00:00"
+        );
+        assert_eq!(r("2026-W53").end.to_rfc3339(), "2027-01-04T00:00:00+00:00");
+        assert_eq!(
+            r("2026-W01").start.to_rfc3339(),
+            "2025-12-29T00:00:00+00:00"
+        );
+        assert!(parse_named("2025-W53").is_err());
+        assert!(parse_named("2027-W53").is_err());
+        // February of a leap year has 29 days, and its 29th is a day of its own.
+        assert_eq!(r("2028-02").end.to_rfc3339(), "2028-03-01T00:00:00+00:00");
+        assert_eq!(r("2028-02").buckets(BucketSize::Day).len(), 29);
+        assert_eq!(r("2027-02").buckets(BucketSize::Day).len(), 28);
+        assert_eq!(
+            r("2028-02-29").end.to_rfc3339(),
+            "2028-03-01T00:00:00+00:00"
+        );
+        assert!(parse_named("2027-02-29").is_err());
+        // A week bucket of a range across the year end is clipped to the range, not moved.
+        let range = Range {
+            start: r("2026-12-30").start,
+            end: r("2027-01-02").start,
+        };
+        let weeks = range.buckets(BucketSize::Week);
+        assert_eq!(weeks, vec![range]);
+    }
+
+    #[test]
+    fn ranges_meet_where_both_cover_time() {
+        let q1 = r("2026-Q1");
+        assert_eq!(q1.intersect(&r("2026-03")), Some(r("2026-03")));
+        assert_eq!(r("2026-03").intersect(&q1), Some(r("2026-03")));
+        assert_eq!(
+            r("2026-W10").intersect(&r("2026-03-02")),
+            Some(r("2026-03-02"))
+        );
+        assert_eq!(q1.intersect(&r("2026-Q2")), None);
+        let straddling = Range {
+            start: r("2026-03-30").start,
+            end: r("2026-04-03").start,
+        };
+        assert_eq!(
+            straddling.intersect(&r("2026-04")),
+            Some(Range {
+                start: r("2026-04").start,
+                end: r("2026-04-03").start,
+            })
+        );
     }
 
     #[test]

@@ -215,7 +215,8 @@ impl Application {
         // services that call it (unless peers.feedback names another server).
         let feedback_api = services
             .contains(&cxloop_feedback::NAME)
-            .then(|| cxloop_feedback::start(&ctx));
+            .then(|| cxloop_feedback::start(&ctx))
+            .transpose()?;
         let mut served = Vec::new();
         for name in &services {
             let grpc_name = match *name {

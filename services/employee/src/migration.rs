@@ -188,6 +188,10 @@ CREATE INDEX ex_action_plans_unit ON ex_action_plans (tenant_id, unit_id)
 
 #[async_trait::async_trait]
 impl MigrationTrait for Initial {
+    fn use_transaction(&self) -> Option<bool> {
+        cxloop_platform::db::MIGRATIONS_IN_TRANSACTION
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let c = manager.get_connection();
         // On SQLite the sum and comment tables are WITHOUT ROWID: rows live in key order, so
@@ -217,6 +221,10 @@ impl MigrationName for ManagerIndex {
 
 #[async_trait::async_trait]
 impl MigrationTrait for ManagerIndex {
+    fn use_transaction(&self) -> Option<bool> {
+        cxloop_platform::db::MIGRATIONS_IN_TRANSACTION
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .get_connection()

@@ -300,6 +300,7 @@ fn parse_touchpoint_ids(v: &mut Violations, ids: &[String]) -> Vec<String> {
     }
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
+        check_len(v, &format!("survey.touchpoint_ids[{i}]"), id, 1, 128);
         if !seen.insert(id) {
             v.add(
                 format!("survey.touchpoint_ids[{i}]"),
@@ -728,8 +729,13 @@ pub fn parse_new_response(req: pb::RecordResponseRequest) -> Result<NewResponse,
                 "answers the same question twice",
             );
         }
-        if a.value.is_none() {
-            v.add(format!("response.answers[{i}]"), "set score or text");
+        match &a.value {
+            None => v.add(format!("response.answers[{i}]"), "set score or text"),
+            Some(pb::answer::Value::Text(t)) if t.contains('\0') => v.add(
+                format!("response.answers[{i}].text"),
+                "must not contain the NUL character (U+0000)",
+            ),
+            Some(_) => {}
         }
     }
     if !v.is_empty() {
@@ -1726,13 +1732,29 @@ impl FeedbackService for FeedbackApi {
             )
             .into());
         }
+        // Sides may share responses (a touchpoint against the whole survey, a month against
+        // its quarter); the comparison needs them apart. The shared part is read first:
+        // responses are only ever added, so both sides, read after it, hold all of its
+        // answers and taking it out of them is exact. (A response stored between the reads
+        // counts as a side's own, as it would without any overlap.)
+        let shared = match a.0.intersect(&b.0).zip(a.1.intersect(&b.1)) {
+            Some((slice, range)) => {
+                self.histogram_total(&tenant, &r.survey_id, &r.question_key, min, &slice, range)
+                    .await?
+            }
+            None => Histogram::new(),
+        };
         let ha = self
             .histogram_total(&tenant, &r.survey_id, &r.question_key, min, &a.0, a.1)
             .await?;
         let hb = self
             .histogram_total(&tenant, &r.survey_id, &r.question_key, min, &b.0, b.1)
             .await?;
-        let c = metric.compare(&ha, &hb);
+        let c = metric.compare_overlapping(cxloop_metrics::Overlap {
+            only_a: &ha.without(&shared),
+            both: &shared,
+            only_b: &hb.without(&shared),
+        });
         Ok(Response::new(pb::CompareMetricsResponse {
             comparison: Some(comparison_pb(&c)),
         }))

@@ -45,14 +45,18 @@ pub fn server(
 }
 
 /// Builds the service's API and starts its background tasks (ingest writer, outbox
-/// dispatcher), which end when the context's stop signal fires.
-pub fn start(ctx: &ServiceContext) -> Arc<api::FeedbackApi> {
+/// dispatcher), which end when the context's stop signal fires. Over a SQLite file it fails
+/// when another process already serves feedback from that file.
+pub fn start(ctx: &ServiceContext) -> Result<Arc<api::FeedbackApi>, String> {
     let wake = Arc::new(Notify::new());
     let store = store::Store::new(ctx.db.clone());
     let recent = Arc::new(store::events::RecentPayloads::default());
+    let sqlite_file = cxloop_platform::db::sqlite_file(&ctx.writer);
+    let lock = sqlite_file.as_deref().map(single_writer_lock).transpose()?;
     let ingest = store::ingest::Ingest::start(
         ctx.writer.clone(),
-        cxloop_platform::db::sqlite_file(&ctx.writer),
+        sqlite_file,
+        lock,
         wake.clone(),
         store.config_version(),
         store.rollup_cache(),
@@ -66,5 +70,37 @@ pub fn start(ctx: &ServiceContext) -> Arc<api::FeedbackApi> {
         wake,
         ctx.stopped(),
     ));
-    Arc::new(api::FeedbackApi::new(store, ingest, ctx.pages.clone()))
+    Ok(Arc::new(api::FeedbackApi::new(
+        store,
+        ingest,
+        ctx.pages.clone(),
+    )))
+}
+
+/// Takes the lock that makes this process the only one writing feedback to `file`, held by
+/// the ingest writer for as long as it runs (the operating system releases it when the
+/// process ends, also by a crash). Over SQLite the rollup cache and the writer's request-id
+/// checks rely on seeing every commit; a second `cxloop serve` on the same file would not
+/// see the first one's, and its metrics would silently fall behind.
+fn single_writer_lock(file: &std::path::Path) -> Result<std::fs::File, String> {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".feedback-lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| format!("open {}: {e}", std::path::Path::new(&name).display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another process already serves feedback from {}; stop it, or give this one \
+             its own --database-url",
+            file.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!(
+            "lock {}: {e}",
+            std::path::Path::new(&name).display()
+        )),
+    }
 }

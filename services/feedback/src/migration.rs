@@ -134,6 +134,10 @@ CREATE TABLE fb_rollup_cells (
 
 #[async_trait::async_trait]
 impl MigrationTrait for Initial {
+    fn use_transaction(&self) -> Option<bool> {
+        cxloop_platform::db::MIGRATIONS_IN_TRANSACTION
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let c = manager.get_connection();
         cxloop_platform::db::execute_script(c, SCHEMA).await?;
@@ -209,6 +213,10 @@ DROP TABLE fb_rollup_cells_m0001
 
 #[async_trait::async_trait]
 impl MigrationTrait for ClusteredRollups {
+    fn use_transaction(&self) -> Option<bool> {
+        cxloop_platform::db::MIGRATIONS_IN_TRANSACTION
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         if manager.get_database_backend() == sea_orm::DbBackend::Sqlite {
             cxloop_platform::db::execute_script(manager.get_connection(), CLUSTERED_SQLITE).await?;
@@ -278,6 +286,10 @@ DROP TABLE fb_rollup_cells
 
 #[async_trait::async_trait]
 impl MigrationTrait for RollupSeries {
+    fn use_transaction(&self) -> Option<bool> {
+        cxloop_platform::db::MIGRATIONS_IN_TRANSACTION
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let without_rowid = match manager.get_database_backend() {
             sea_orm::DbBackend::Sqlite => " WITHOUT ROWID",
@@ -315,6 +327,10 @@ const COUNT_IN_SERIES: &str =
 
 #[async_trait::async_trait]
 impl MigrationTrait for CountInSeries {
+    fn use_transaction(&self) -> Option<bool> {
+        cxloop_platform::db::MIGRATIONS_IN_TRANSACTION
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .get_connection()
@@ -349,6 +365,52 @@ mod tests {
             r.try_get_by_index(5).unwrap(),
             r.try_get_by_index(6).unwrap(),
         )
+    }
+
+    /// A migration that fails halfway leaves the schema as it was, with no record of it, so
+    /// the next start can run it again: here m0002 on SQLite, stopped at its second rename
+    /// after the first table was already rebuilt.
+    #[tokio::test]
+    async fn a_migration_failing_halfway_leaves_nothing_behind() {
+        let file = std::env::temp_dir().join(format!("cxloop-test-{}.db", uuid::Uuid::now_v7()));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let db = cxloop_platform::db::connect(&url).await.unwrap();
+        Migrator::up(&db, Some(1)).await.unwrap();
+        db.execute_unprepared("CREATE TABLE fb_rollup_cells_m0001 (x BIGINT)")
+            .await
+            .unwrap();
+        let tables = |db: sea_orm::DatabaseConnection| async move {
+            db.query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT name || ':' || (sql LIKE '%WITHOUT ROWID%') FROM sqlite_master WHERE type = 'table' AND name LIKE 'fb_rollup%' ORDER BY name",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect::<Vec<_>>()
+        };
+        let before = tables(db.clone()).await;
+        assert!(Migrator::up(&db, None).await.is_err());
+        assert_eq!(tables(db.clone()).await, before);
+        assert_eq!(
+            Migrator::get_pending_migrations(&db).await.unwrap().len(),
+            3
+        );
+        db.execute_unprepared("DROP TABLE fb_rollup_cells_m0001")
+            .await
+            .unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        assert!(
+            Migrator::get_pending_migrations(&db)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
     }
 
     /// Cells written under the `m0002` schema come out of the series tables unchanged, with

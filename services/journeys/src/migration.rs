@@ -98,6 +98,10 @@ CREATE TABLE jr_capacity (
 
 #[async_trait::async_trait]
 impl MigrationTrait for Initial {
+    fn use_transaction(&self) -> Option<bool> {
+        cxloop_platform::db::MIGRATIONS_IN_TRANSACTION
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let c = manager.get_connection();
         cxloop_platform::db::execute_script(c, SCHEMA).await?;

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 /// Most points a scale may have (0-10 is 11 points). Rollups keep one count per point, so
 /// every metric of any slice comes from a fixed-width row.
 pub const MAX_SCALE_POINTS: i32 = 11;
+/// Largest absolute value of a custom rating scale's bounds.
+pub const MAX_RATING_BOUND: i32 = 1_000_000;
 
 /// What a question measures. The numbers are the wire values of `QuestionKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +102,15 @@ impl Question {
             QuestionKind::Ces => (1, 7),
             QuestionKind::Text => (0, 0),
             QuestionKind::Rating => {
+                // Bounded so that arithmetic on scores never nears i32's limits.
+                for (field, value) in [("rating_min", rating_min), ("rating_max", rating_max)] {
+                    if !(-MAX_RATING_BOUND..=MAX_RATING_BOUND).contains(&value) {
+                        errs.push((
+                            field,
+                            format!("must be between -{MAX_RATING_BOUND} and {MAX_RATING_BOUND}"),
+                        ));
+                    }
+                }
                 let span = i64::from(rating_max) - i64::from(rating_min);
                 if !(1..=i64::from(MAX_SCALE_POINTS - 1)).contains(&span) {
                     errs.push((
@@ -358,6 +369,24 @@ impl SliceFilter {
             _ => None,
         }
     }
+
+    /// The responses both filters select, or None when none can match both (a dimension
+    /// set to two different values).
+    pub fn intersect(&self, other: &SliceFilter) -> Option<SliceFilter> {
+        fn both<T: PartialEq + Clone>(a: &T, b: &T, all: &T) -> Option<T> {
+            match (a == all, b == all) {
+                (true, _) => Some(b.clone()),
+                (_, true) => Some(a.clone()),
+                _ => (a == b).then(|| a.clone()),
+            }
+        }
+        Some(SliceFilter {
+            touchpoint_id: both(&self.touchpoint_id, &other.touchpoint_id, &String::new())?,
+            org_unit_id: both(&self.org_unit_id, &other.org_unit_id, &String::new())?,
+            channel: both(&self.channel, &other.channel, &0)?,
+            segment: both(&self.segment, &other.segment, &String::new())?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +395,62 @@ mod tests {
 
     fn q(kind: QuestionKind) -> Question {
         Question::new("q", "How?", kind, 1, 10, false).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_rating_scale_stays_far_from_the_integer_limits() {
+        let errs = Question::new(
+            "q",
+            "How?",
+            QuestionKind::Rating,
+            2_147_483_640,
+            2_147_483_647,
+            false,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|(f, _)| *f).collect();
+        assert_eq!(fields, vec!["rating_min", "rating_max"]);
+        assert!(
+            Question::new(
+                "q",
+                "How?",
+                QuestionKind::Rating,
+                -1_000_000,
+                -999_990,
+                false
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn two_slices_meet_where_no_dimension_disagrees() {
+        let tp = |t: &str| SliceFilter {
+            touchpoint_id: t.into(),
+            ..SliceFilter::default()
+        };
+        let email = SliceFilter {
+            channel: 2,
+            ..SliceFilter::default()
+        };
+        let all = SliceFilter::default();
+        assert_eq!(all.intersect(&tp("t1")), Some(tp("t1")));
+        assert_eq!(tp("t1").intersect(&all), Some(tp("t1")));
+        assert_eq!(tp("t1").intersect(&tp("t1")), Some(tp("t1")));
+        assert_eq!(tp("t1").intersect(&tp("t2")), None);
+        assert_eq!(
+            tp("t1").intersect(&email),
+            Some(SliceFilter {
+                touchpoint_id: "t1".into(),
+                channel: 2,
+                ..SliceFilter::default()
+            })
+        );
+        let sms = SliceFilter {
+            channel: 3,
+            ..SliceFilter::default()
+        };
+        assert_eq!(email.intersect(&sms), None);
     }
 
     #[test]

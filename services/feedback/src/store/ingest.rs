@@ -179,6 +179,7 @@ impl Ingest {
     pub fn start(
         db: DatabaseConnection,
         sqlite_file: Option<PathBuf>,
+        single_writer_lock: Option<std::fs::File>,
         wake: Arc<Notify>,
         config_version: Arc<AtomicU64>,
         cache: Option<Arc<RollupCache>>,
@@ -197,7 +198,9 @@ impl Ingest {
                 {
                     Ok(rt) => {
                         let conn = Conn::open(db, sqlite_file.as_deref());
-                        rt.block_on(run(conn, rx, wake, config_version, cache, recent))
+                        rt.block_on(run(conn, rx, wake, config_version, cache, recent));
+                        // Released only once the writer has committed its last batch.
+                        drop(single_writer_lock);
                     }
                     Err(e) => tracing::error!(error = %e, "cannot start the ingest writer"),
                 }
@@ -346,6 +349,10 @@ async fn run(
             for job in jobs {
                 let _ = job.reply.send(Err(flush::flush_failed()));
             }
+            // Reads go on after a failed flush; the one queued behind these writes too.
+            if let Some(f) = after {
+                fill(&reader, cache.as_deref(), f).await;
+            }
             continue;
         }
         let started = Instant::now();
@@ -356,41 +363,67 @@ async fn run(
             elapsed_us = started.elapsed().as_micros() as u64,
             "ingest batch committed"
         );
-        match result {
-            Ok(outcomes) => {
-                if let Some(c) = &checkpointer {
-                    c.committed();
-                }
-                let replies: Vec<Reply> = jobs.into_iter().map(|j| j.reply).zip(outcomes).collect();
-                match &flusher {
-                    // Answered (and the dispatcher woken) once the WAL is on disk.
-                    Some(f) => f.submit(replies),
-                    None => {
-                        for (reply, out) in replies {
-                            let _ = reply.send(Ok(out));
-                        }
-                        wake.notify_one();
+        // Answers the callers of a commit that succeeded, once it is durable.
+        let answer = |jobs: Vec<Job>, outcomes: Vec<Vec<Outcome>>| {
+            if let Some(c) = &checkpointer {
+                c.committed();
+            }
+            let replies: Vec<Reply> = jobs.into_iter().map(|j| j.reply).zip(outcomes).collect();
+            match &flusher {
+                // Answered (and the dispatcher woken) once the WAL is on disk.
+                Some(f) => f.submit(replies),
+                None => {
+                    for (reply, out) in replies {
+                        let _ = reply.send(Ok(out));
                     }
+                    wake.notify_one();
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, jobs = jobs.len(), "ingest batch failed; nothing of it was stored");
-                // The commit itself may have failed after reaching the disk: trust no cached
-                // series.
+        };
+        let refuse = |jobs: Vec<Job>, e: &ApiError| {
+            tracing::error!(error = %e, jobs = jobs.len(), "ingest batch failed; nothing of it was stored");
+            // The commit itself may have failed after reaching the disk: trust no cached
+            // series.
+            if let Some(c) = &cache {
+                c.clear();
+            }
+            let message = e.to_string();
+            for job in jobs {
+                let err = match e {
+                    ApiError::Unavailable(_) => ApiError::Unavailable(message.clone()),
+                    _ => ApiError::Internal(
+                        "storing responses failed; retry with the same request_id".into(),
+                    ),
+                };
+                let _ = job.reply.send(Err(err));
+            }
+        };
+        match result {
+            Ok(outcomes) => answer(jobs, outcomes),
+            // One caller's content can fail a commit for everyone in it (a value the database
+            // refuses though validation let it through, a request id another replica took a
+            // moment before): commit each job alone, so the others are stored and only that
+            // caller gets the error.
+            Err(e) if jobs.len() > 1 => {
+                tracing::warn!(error = %e, jobs = jobs.len(), "ingest batch failed; committing its jobs one by one");
                 if let Some(c) = &cache {
                     c.clear();
                 }
-                let message = e.to_string();
                 for job in jobs {
-                    let err = match &e {
-                        ApiError::Unavailable(_) => ApiError::Unavailable(message.clone()),
-                        _ => ApiError::Internal(
-                            "storing responses failed; retry with the same request_id".into(),
-                        ),
-                    };
-                    let _ = job.reply.send(Err(err));
+                    match commit(
+                        &mut conn,
+                        &mut state,
+                        std::slice::from_ref(&job),
+                        cache.as_deref(),
+                    )
+                    .await
+                    {
+                        Ok(outcomes) => answer(vec![job], outcomes),
+                        Err(e) => refuse(vec![job], &e),
+                    }
                 }
             }
+            Err(e) => refuse(jobs, &e),
         }
         if let Some(f) = after {
             fill(&reader, cache.as_deref(), f).await;

@@ -1074,7 +1074,10 @@ impl Store {
             let mut h = Histogram::new();
             for i in 0..HIST_WIDTH {
                 let n: i64 = get(r, i + 1)?;
-                h.add(min + i as i32, n.max(0) as u64);
+                // Columns past the scale's last point hold 0 and have no score.
+                if n > 0 {
+                    h.add(min + i as i32, n as u64);
+                }
             }
             out.push((day, h));
         }
