@@ -1504,15 +1504,27 @@ async fn text_with_a_nul_character_is_refused_with_its_field() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["touchpoint.name"]);
-    // An id is looked up as it is: one with NUL names nothing, on either database.
+    // Ids a Get names are checked too, on either database: no NUL, not empty.
     let err = c
         .get_response(pb::GetResponseRequest { id: "\0".into() })
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.code(), Code::NotFound | Code::InvalidArgument),
-        "{err:?}"
-    );
+    assert_eq!(violations(&err), vec!["id"]);
+    let err = c
+        .get_touchpoint(pb::GetTouchpointRequest { id: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["id"]);
+    let err = c
+        .update_survey(pb::UpdateSurveyRequest {
+            survey: Some(pb::Survey::default()),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["survey.id"]);
     assert!(stored_request_ids(&mut c).await.is_empty());
     app.stop().await;
 }

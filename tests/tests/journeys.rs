@@ -1181,6 +1181,15 @@ async fn backlog_items_flow_and_their_effect_is_measured() {
         .await
         .unwrap();
     assert_eq!(done.history.len(), 4);
+    let overlapping = j
+        .measure_backlog_item_effect(pb::MeasureBacklogItemEffectRequest {
+            id: fast_lane.id.clone(),
+            before: named("2026-Q1"),
+            after: named("2026-03"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&overlapping), vec!["after"]);
     let measured = j
         .measure_backlog_item_effect(pb::MeasureBacklogItemEffectRequest {
             id: fast_lane.id.clone(),

@@ -172,6 +172,14 @@ fn touchpoint_pb(r: TouchpointRow) -> pb::Touchpoint {
     }
 }
 
+/// The id a Get, Update or Delete names: required, and no longer than any id given out.
+fn resource_id<'a>(field: &str, id: &'a str) -> ApiResult<&'a str> {
+    let mut v = Violations::new();
+    check_len(&mut v, field, id, 1, 128);
+    v.finish()?;
+    Ok(id)
+}
+
 fn touchpoint_input(v: &mut Violations, t: &pb::Touchpoint) -> TouchpointInput {
     check_len(v, "touchpoint.name", &t.name, 1, 200);
     check_len(v, "touchpoint.description", &t.description, 0, 2000);
@@ -1264,7 +1272,7 @@ impl FeedbackService for FeedbackApi {
         let tenant = auth(&req, Permission::ConfigRead)?;
         let row = self
             .store
-            .get_touchpoint(&tenant, &req.get_ref().id)
+            .get_touchpoint(&tenant, resource_id("id", &req.get_ref().id)?)
             .await?;
         Ok(Response::new(pb::GetTouchpointResponse {
             touchpoint: Some(touchpoint_pb(row)),
@@ -1310,6 +1318,7 @@ impl FeedbackService for FeedbackApi {
         let Some(t) = r.touchpoint.as_ref() else {
             return Err(ApiError::invalid("touchpoint", "is required").into());
         };
+        resource_id("touchpoint.id", &t.id)?;
         let mut v = Violations::new();
         let paths = mask_paths(
             &mut v,
@@ -1357,7 +1366,7 @@ impl FeedbackService for FeedbackApi {
     ) -> Result<Response<pb::DeleteTouchpointResponse>, Status> {
         let tenant = auth(&req, Permission::ConfigWrite)?;
         self.store
-            .delete_touchpoint(&tenant, &req.get_ref().id)
+            .delete_touchpoint(&tenant, resource_id("id", &req.get_ref().id)?)
             .await?;
         Ok(Response::new(pb::DeleteTouchpointResponse {}))
     }
@@ -1396,7 +1405,10 @@ impl FeedbackService for FeedbackApi {
         req: Request<pb::GetSurveyRequest>,
     ) -> Result<Response<pb::GetSurveyResponse>, Status> {
         let tenant = auth(&req, Permission::ConfigRead)?;
-        let row = self.store.get_survey(&tenant, &req.get_ref().id).await?;
+        let row = self
+            .store
+            .get_survey(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::GetSurveyResponse {
             survey: Some(survey_pb(row)),
         }))
@@ -1432,6 +1444,7 @@ impl FeedbackService for FeedbackApi {
         let Some(s) = r.survey.as_ref() else {
             return Err(ApiError::invalid("survey", "is required").into());
         };
+        resource_id("survey.id", &s.id)?;
         let mut v = Violations::new();
         let paths = mask_paths(
             &mut v,
@@ -1483,7 +1496,9 @@ impl FeedbackService for FeedbackApi {
         req: Request<pb::DeleteSurveyRequest>,
     ) -> Result<Response<pb::DeleteSurveyResponse>, Status> {
         let tenant = auth(&req, Permission::ConfigWrite)?;
-        self.store.delete_survey(&tenant, &req.get_ref().id).await?;
+        self.store
+            .delete_survey(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::DeleteSurveyResponse {}))
     }
 
@@ -1560,7 +1575,10 @@ impl FeedbackService for FeedbackApi {
         req: Request<pb::GetResponseRequest>,
     ) -> Result<Response<pb::GetResponseResponse>, Status> {
         let tenant = auth(&req, Permission::ResponsesRead)?;
-        let row = self.store.get_response(&tenant, &req.get_ref().id).await?;
+        let row = self
+            .store
+            .get_response(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::GetResponseResponse {
             response: Some(response_pb(row)),
         }))

@@ -1459,6 +1459,14 @@ impl JourneyApi {
                 range_us(start, start + window)
             }
         };
+        // Before and after are compared as two independent samples: they must not share days
+        // (and so responses).
+        if before.intersect(&after).is_some() {
+            return Err(ApiError::invalid(
+                "after",
+                "overlaps `before`; a before/after comparison needs two periods apart",
+            ));
+        }
         let journeys = self
             .journeys_for(&c.tenant, std::slice::from_ref(&kpi))
             .await?;
