@@ -989,6 +989,7 @@ async fn the_threshold_is_never_below_three_and_frozen_at_launch() {
         .cycle
         .unwrap();
     assert_eq!((again.anonymity_threshold, again.invited), (5, 15));
+    close(&mut admin, &c.id).await;
     let c2 = launch(&mut admin, &s, &ids[0], "", "k3").await;
     assert_eq!(c2.anonymity_threshold, 3);
     app.stop().await;

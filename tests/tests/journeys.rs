@@ -363,6 +363,26 @@ async fn bad_input_names_the_field_and_stores_nothing() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), ["kpi.targets[0].stretch"]);
+    // Too many targets are refused once, without a violation for each.
+    let err = j
+        .create_kpi(pb::CreateKpiRequest {
+            request_id: "bad-kpi-many".into(),
+            kpi: Some(pb::Kpi {
+                name: "NPS".into(),
+                subject: subject_touchpoint(&tps[0]),
+                survey: Some(pb::SurveyMeasure {
+                    survey_id: survey.clone(),
+                    question_key: "nps".into(),
+                    metric: fb::Metric::Nps as i32,
+                }),
+                direction: pb::Direction::HigherIsBetter as i32,
+                targets: vec![target("2026", 10.0, 50.0, 60.0); 10_000],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["kpi.targets"]);
     // A metric that does not fit the question.
     let err = j
         .create_kpi(pb::CreateKpiRequest {
@@ -1089,6 +1109,18 @@ async fn backlog_items_flow_and_their_effect_is_measured() {
     .await
     .unwrap_err();
     assert_eq!(violations(&err), ["item.effort_days"]);
+    // The priority divides by the effort: the smallest double would make it infinite.
+    let err = mk(
+        "i4",
+        pb::BacklogItem {
+            effort_days: 5e-324,
+            reach: i64::MAX,
+            ..item("Everything at once", 0.0, 1)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violations(&err), ["item.effort_days", "item.reach"]);
     let listed = j
         .list_backlog_items(pb::ListBacklogItemsRequest::default())
         .await
@@ -1690,5 +1722,103 @@ async fn an_owner_of_thousands_of_stages_sees_the_kpis_of_all_of_them() {
         .filter(|s| s.reason == "no responses in the window")
         .count();
     assert_eq!(no_responses, 165);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ids_are_checked_before_they_are_looked_up() {
+    let app = spawn().await;
+    let mut j = app.journeys(&tenant(), &["admin"]).await;
+    let err = j
+        .get_journey(pb::GetJourneyRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["id"]);
+    let err = j
+        .get_kpi(pb::GetKpiRequest {
+            id: "x".repeat(1_000_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["id"]);
+    assert!(err.message().len() < 1000);
+    let err = j
+        .get_scorecard(pb::GetScorecardRequest {
+            kpi_ids: vec!["k1".into(), String::new()],
+            period: named("2026-Q3"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["kpi_ids[1]"]);
+    // A touchpoint id with U+0000 is bad input on either database, not the feedback
+    // service's refusal.
+    let err = j
+        .create_assignment(pb::CreateAssignmentRequest {
+            request_id: "a-nul".into(),
+            assignment: Some(pb::Assignment {
+                subject: subject_touchpoint("t\0"),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        violations(&err)
+            .iter()
+            .any(|f| f.starts_with("assignment.subject")),
+        "{err:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_scorecard_too_large_to_read_in_one_call_is_refused_before_it_is_read() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut c = app.client(&t, &["admin"]).await;
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let (mut tps, survey) = seed_survey(&mut c, &["Booking"]).await;
+    for i in 1..1003 {
+        let tp = c
+            .create_touchpoint(fb::CreateTouchpointRequest {
+                request_id: format!("tp-{i}"),
+                touchpoint: Some(fb::Touchpoint {
+                    name: format!("Gate {i}"),
+                    channel: fb::Channel::InPerson as i32,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .touchpoint
+            .unwrap();
+        tps.push(tp.id);
+    }
+    let stages: Vec<pb::Stage> = tps
+        .chunks(100)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            stage(&format!("Stage {i}"), &ids)
+        })
+        .collect();
+    let journey = create_journey(&mut j, "big", "Airport", stages).await;
+    let kpi = nps_kpi(&mut j, "k", subject_journey(&journey.id), &survey, vec![]).await;
+    let ask = |daily: bool| pb::GetScorecardRequest {
+        kpi_ids: vec![kpi.id.clone()],
+        period: named("2026"),
+        daily,
+        ..Default::default()
+    };
+    // A year of days for 1,003 touchpoints is 366,095 day rows, more than one call reads.
+    let err = j.get_scorecard(ask(true)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("366095 day rows"), "{err:?}");
+    // The totals alone (2,006 series: the year and the year before) are fine.
+    let card = j.get_scorecard(ask(false)).await.unwrap().into_inner();
+    assert_eq!(card.results.len(), 1);
     app.stop().await;
 }

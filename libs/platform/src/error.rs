@@ -278,6 +278,16 @@ impl Violations {
     }
 }
 
+/// The id a Get, Update or Delete names, checked: required, at most 128 characters (longer
+/// than any id given out) and without U+0000. Else INVALID_ARGUMENT on `field`, not a
+/// NOT_FOUND that would echo a client's megabyte.
+pub fn resource_id<'a>(field: &str, id: &'a str) -> ApiResult<&'a str> {
+    let mut v = Violations::new();
+    check_len(&mut v, field, id, 1, 128);
+    v.finish()?;
+    Ok(id)
+}
+
 /// Adds a violation when `s` is not `min..=max` characters long (the message says "at most"
 /// when empty is allowed).
 pub fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) {

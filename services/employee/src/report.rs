@@ -645,13 +645,19 @@ impl ResultsCache {
             return Ok(Some((mk, m)));
         }
         // The previous cycle's respondents are cached under its own entry, which must exist
-        // for them to be kept: make sure it does.
-        self.snapshot(store, tenant, prev_id).await?;
+        // for them to be kept: make sure it does. Its tree is the one its groups were
+        // formed in.
+        let (_, prev_snap) = self.snapshot(store, tenant, prev_id).await?;
         let prev_resp = self
             .respondents(store, tenant, prev_id, prev_version)
             .await?;
         let cur_resp = self.respondents(store, tenant, &cycle.id, version).await?;
-        let m = Arc::new(Movers::between(&snap.tree, &prev_resp, &cur_resp));
+        let m = Arc::new(Movers::between(
+            &prev_snap.tree,
+            &snap.tree,
+            &prev_resp,
+            &cur_resp,
+        ));
         self.keep(tenant, &cycle.id, version, |d| {
             d.movers.insert(mk.clone(), m.clone());
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cxloop_metrics::Histogram;
 use cxloop_platform::db::timestamp as ts;
-use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len};
+use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len, resource_id};
 use cxloop_platform::idempotency;
 use cxloop_platform::paging::{PageSigner, request_args as page_args};
 use cxloop_platform::period::{self, BucketSize, Range};
@@ -170,14 +170,6 @@ fn touchpoint_pb(r: TouchpointRow) -> pb::Touchpoint {
         update_time: Some(ts(r.updated_at)),
         delete_time: r.deleted_at.map(ts),
     }
-}
-
-/// The id a Get, Update or Delete names: required, and no longer than any id given out.
-fn resource_id<'a>(field: &str, id: &'a str) -> ApiResult<&'a str> {
-    let mut v = Violations::new();
-    check_len(&mut v, field, id, 1, 128);
-    v.finish()?;
-    Ok(id)
 }
 
 fn touchpoint_input(v: &mut Violations, t: &pb::Touchpoint) -> TouchpointInput {

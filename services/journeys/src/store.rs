@@ -734,12 +734,22 @@ impl Store {
                 "the assignment already ends earlier; an end can be moved earlier, not later",
             ));
         }
-        txn.execute_raw(stmt(
-            self.backend(),
-            "UPDATE jr_assignments SET end_at = ? WHERE tenant_id = ? AND id = ?",
-            vec![end.into(), tenant.as_str().into(), id.into()],
-        ))
-        .await?;
+        // Guarded in the statement too: on PostgreSQL two calls may both have read the open
+        // end above, and the later one must not move the end past the earlier one's (an
+        // assignment made in between may start there).
+        let updated = txn
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE jr_assignments SET end_at = ? WHERE tenant_id = ? AND id = ? AND (end_at IS NULL OR end_at >= ?)",
+                vec![end.into(), tenant.as_str().into(), id.into(), end.into()],
+            ))
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(ApiError::invalid(
+                "end_time",
+                "the assignment already ends earlier; an end can be moved earlier, not later",
+            ));
+        }
         txn.commit().await?;
         Ok(AssignmentRow {
             span: Span {

@@ -157,9 +157,52 @@ pub struct Cell {
     pub answered: u64,
 }
 
-/// Where a respondent answered from, in the current cycle's tree: unit index and the three
-/// attribute values frozen at launch.
-pub type Place = (usize, [String; 3]);
+/// Where a respondent answered from, seen from the current cycle's tree: the unit (its index;
+/// None when the unit is not in the current tree), the units it lay in when that cycle was
+/// launched (itself and its ancestors in *that* cycle's tree, as current-tree indexes, nearest
+/// first), and the three attribute values frozen at launch.
+///
+/// The ancestry is the answering cycle's own: a unit re-parented between two cycles took its
+/// people out of its old parent's rollup and into the new one's, though none of them moved.
+/// Placing previous respondents by unit in the current tree alone would count nobody as
+/// changed, and the old parent's two rollups would differ by exactly that unit's people.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Place {
+    unit: Option<usize>,
+    within: Vec<usize>,
+    attrs: [String; 3],
+}
+
+impl Place {
+    /// `unit` of a cycle whose tree is `answered_in`, seen from `tree`; None when neither the
+    /// unit nor any unit above it in `answered_in` is in `tree` (nothing there contains it).
+    fn of(tree: &Tree, answered_in: &Tree, unit: &str, attrs: &[String; 3]) -> Option<Place> {
+        let within: Vec<usize> = match answered_in.index_of(unit) {
+            Some(u) => answered_in
+                .ancestors_or_self(u)
+                .filter_map(|a| tree.index_of(&answered_in.ids[a]))
+                .collect(),
+            None => tree
+                .index_of(unit)
+                .map(|u| tree.ancestors_or_self(u).collect())
+                .unwrap_or_default(),
+        };
+        (!within.is_empty()).then(|| Place {
+            unit: tree.index_of(unit),
+            within,
+            attrs: attrs.clone(),
+        })
+    }
+
+    fn inside(&self, attr: usize, cut: &Cut) -> bool {
+        match cut {
+            Cut::Own(x) => self.unit == Some(*x),
+            Cut::Rollup(x) => self.within.contains(x),
+            Cut::Slice(x, v) => self.within.contains(x) && self.attrs[attr] == *v,
+            Cut::OwnSlice(x, v) => self.unit == Some(*x) && self.attrs[attr] == *v,
+        }
+    }
+}
 
 /// A set of people of the current cycle's tree, for counting respondent changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,10 +218,11 @@ pub enum Cut {
 }
 
 /// The respondents who differ between the previous cycle and this one: people who answered
-/// in only one of them, or from another unit or with other attributes. A group's respondent
-/// change is the number of these people inside it in exactly one of the two cycles (the
-/// symmetric difference of its respondent sets): someone who moved between two teams
-/// changes both teams but not their parent.
+/// in only one of them, or from another unit, from a unit that lay elsewhere in the tree, or
+/// with other attributes. A group's respondent change is the number of these people inside it
+/// in exactly one of the two cycles (the symmetric difference of its respondent sets, each
+/// cycle's group taken in that cycle's own tree): someone who moved between two teams changes
+/// both teams but not their parent; a team moved to another parent changes both parents.
 #[derive(Clone, Debug, Default)]
 pub struct Movers {
     /// (place in the previous cycle, place in this one, people); `None` = did not answer there,
@@ -187,21 +231,22 @@ pub struct Movers {
 }
 
 impl Movers {
-    /// Compares two cycles' respondents, each as (person key, unit id, attributes); units are
-    /// matched by id in the current cycle's tree.
+    /// Compares two cycles' respondents, each as (person key, unit id, attributes), with each
+    /// cycle's tree as frozen at its launch; groups are this cycle's (`tree`), matched by unit
+    /// id in the previous one (`previous_tree`).
     pub fn between(
+        previous_tree: &Tree,
         tree: &Tree,
         previous: &[(String, String, [String; 3])],
         current: &[(String, String, [String; 3])],
     ) -> Self {
-        let place =
-            |unit: &str, attrs: &[String; 3]| tree.index_of(unit).map(|u| (u, attrs.clone()));
         let mut by_person: HashMap<&str, (Option<Place>, Option<Place>)> = HashMap::new();
         for (person, unit, attrs) in previous {
-            by_person.entry(person.as_str()).or_default().0 = place(unit, attrs);
+            by_person.entry(person.as_str()).or_default().0 =
+                Place::of(tree, previous_tree, unit, attrs);
         }
         for (person, unit, attrs) in current {
-            by_person.entry(person.as_str()).or_default().1 = place(unit, attrs);
+            by_person.entry(person.as_str()).or_default().1 = Place::of(tree, tree, unit, attrs);
         }
         let mut counted: HashMap<(Option<Place>, Option<Place>), u64> = HashMap::new();
         for (before, now) in by_person.into_values() {
@@ -215,16 +260,10 @@ impl Movers {
     }
 
     /// The respondent change of the union of `cuts`; slices are of attribute `attr`.
-    pub fn delta(&self, tree: &Tree, attr: usize, cuts: &[Cut]) -> u64 {
+    pub fn delta(&self, attr: usize, cuts: &[Cut]) -> u64 {
         let inside = |p: &Option<Place>| {
-            p.as_ref().is_some_and(|(u, attrs)| {
-                cuts.iter().any(|c| match c {
-                    Cut::Own(x) => u == x,
-                    Cut::Rollup(x) => tree.in_subtree(*u, *x),
-                    Cut::Slice(x, v) => tree.in_subtree(*u, *x) && attrs[attr] == *v,
-                    Cut::OwnSlice(x, v) => u == x && attrs[attr] == *v,
-                })
-            })
+            p.as_ref()
+                .is_some_and(|p| cuts.iter().any(|c| p.inside(attr, c)))
         };
         self.moves
             .iter()
@@ -236,19 +275,18 @@ impl Movers {
     /// Respondent change of every unit's own group and rollup, in one pass.
     fn tree_deltas(&self, tree: &Tree) -> (Vec<u64>, Vec<u64>) {
         let (mut own, mut rollup) = (vec![0u64; tree.len()], vec![0u64; tree.len()]);
+        let unit = |p: &Option<Place>| p.as_ref().and_then(|p| p.unit);
+        fn within(p: &Option<Place>) -> &[usize] {
+            p.as_ref().map_or(&[], |p| p.within.as_slice())
+        }
         for (b, n, c) in &self.moves {
-            let (bu, nu) = (b.as_ref().map(|p| p.0), n.as_ref().map(|p| p.0));
-            if bu == nu {
-                continue;
+            let (bu, nu) = (unit(b), unit(n));
+            if bu != nu {
+                for u in [bu, nu].into_iter().flatten() {
+                    own[u] += c;
+                }
             }
-            for u in [bu, nu].into_iter().flatten() {
-                own[u] += c;
-            }
-            let anc = |x: Option<usize>| -> Vec<usize> {
-                x.map(|x| tree.ancestors_or_self(x).collect())
-                    .unwrap_or_default()
-            };
-            let (ab, an) = (anc(bu), anc(nu));
+            let (ab, an) = (within(b), within(n));
             for u in ab
                 .iter()
                 .filter(|u| !an.contains(u))
@@ -261,13 +299,14 @@ impl Movers {
     }
 
     /// Respondent change of every slice of attribute `attr`, in one pass.
-    fn slice_deltas(&self, tree: &Tree, attr: usize) -> HashMap<(usize, String), u64> {
+    fn slice_deltas(&self, attr: usize) -> HashMap<(usize, String), u64> {
         let mut out: HashMap<(usize, String), u64> = HashMap::new();
         let keys = |p: &Option<Place>| -> Vec<(usize, String)> {
             p.as_ref()
-                .map(|(u, a)| {
-                    tree.ancestors_or_self(*u)
-                        .map(|x| (x, a[attr].clone()))
+                .map(|p| {
+                    p.within
+                        .iter()
+                        .map(|x| (*x, p.attrs[attr].clone()))
                         .collect()
                 })
                 .unwrap_or_default()
@@ -453,7 +492,7 @@ pub fn plan_tree(
         let change_ok = |hidden: &[usize]| {
             movers.is_none_or(|m| {
                 let cuts: Vec<Cut> = hidden.iter().map(|i| cut(*i)).collect();
-                !small(m.delta(tree, 0, &cuts), k)
+                !small(m.delta(0, &cuts), k)
             })
         };
         protect_partition(&mut parts, k, &change_ok);
@@ -675,10 +714,8 @@ fn decide_slices(
         .iter()
         .map(|(b, p)| Nesting::new(tree, cells, attr, *b, p))
         .collect();
-    let changes = movers
-        .map(|m| m.slice_deltas(tree, attr))
-        .unwrap_or_default();
-    let change_ok = |cuts: &[Cut]| movers.is_none_or(|m| !small(m.delta(tree, attr, cuts), k));
+    let changes = movers.map(|m| m.slice_deltas(attr)).unwrap_or_default();
+    let change_ok = |cuts: &[Cut]| movers.is_none_or(|m| !small(m.delta(attr, cuts), k));
     let mut counts: HashMap<(usize, String), (u64, u64)> = HashMap::new();
     let mut own_v: HashMap<(usize, String), u64> = HashMap::new();
     // Per finest part: total respondents and respondents per value.
@@ -1191,10 +1228,10 @@ mod tests {
             people("w", 5..15, "w", ""),
         ]
         .concat();
-        let m = Movers::between(&t, &prev, &cur);
-        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(1)]), 1);
-        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(3)]), 10);
-        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(0)]), 11);
+        let m = Movers::between(&t, &t, &prev, &cur);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 1);
+        assert_eq!(m.delta(0, &[Cut::Rollup(3)]), 10);
+        assert_eq!(m.delta(0, &[Cut::Rollup(0)]), 11);
         let own = [0, 11, 10, 10];
         let p = plan_tree(&t, &own, &own, 5, Some(&m));
         assert_eq!(p.rollup[0], None);
@@ -1210,14 +1247,71 @@ mod tests {
     }
 
     #[test]
+    fn a_team_moved_to_another_parent_changes_both_parents_though_nobody_moved() {
+        // Last cycle T (one respondent) was under D1 beside S (ten); since then T moved under
+        // D2. D1's rollup lost T's person: shown twice, 11·a − 10·b would be that answer.
+        let previous = Tree::new(&[
+            ("root".into(), "".into()),
+            ("d1".into(), "root".into()),
+            ("d2".into(), "root".into()),
+            ("s".into(), "d1".into()),
+            ("t".into(), "d1".into()),
+        ]);
+        let t = Tree::new(&[
+            ("root".into(), "".into()),
+            ("d1".into(), "root".into()),
+            ("d2".into(), "root".into()),
+            ("s".into(), "d1".into()),
+            ("t".into(), "d2".into()),
+        ]);
+        let answered = [
+            people("s", 0..10, "s", ""),
+            people("t", 0..1, "t", ""),
+            people("x", 0..10, "d2", ""),
+        ]
+        .concat();
+        let m = Movers::between(&previous, &t, &answered, &answered);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 1);
+        assert_eq!(m.delta(0, &[Cut::Rollup(2)]), 1);
+        assert_eq!(m.delta(0, &[Cut::Rollup(0)]), 0);
+        assert_eq!(m.delta(0, &[Cut::Own(4)]), 0);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1), Cut::Rollup(2)]), 0);
+        let own = [0, 0, 10, 10, 1];
+        let p = plan_tree(&t, &own, &own, 5, Some(&m));
+        assert_eq!((p.change_rollup[1], p.change_rollup[2]), (1, 1));
+        assert_eq!(p.rollup[1], Some(Hidden::MembershipChange));
+        assert_eq!(p.rollup[2], Some(Hidden::MembershipChange));
+        assert_eq!(p.rollup[0], None);
+        // Judged with the current tree alone (the former rule), D1 and D2 would be shown.
+        let blind = Movers::between(&t, &t, &answered, &answered);
+        let p = plan_tree(&t, &own, &own, 5, Some(&blind));
+        assert_eq!((p.rollup[1], p.rollup[2]), (None, None));
+        // Both cycles in one tree (nothing moved), nothing changed.
+        let m = Movers::between(&t, &t, &answered, &answered);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 0);
+        // A team that left the tree took its people out of its old parents' rollups.
+        let without_t = Tree::new(&[
+            ("root".into(), "".into()),
+            ("d1".into(), "root".into()),
+            ("d2".into(), "root".into()),
+            ("s".into(), "d1".into()),
+        ]);
+        let now = [people("s", 0..10, "s", ""), people("x", 0..10, "d2", "")].concat();
+        let m = Movers::between(&previous, &without_t, &answered, &now);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 1);
+        assert_eq!(m.delta(0, &[Cut::Rollup(0)]), 1);
+        assert_eq!(m.delta(0, &[Cut::Own(3)]), 0);
+    }
+
+    #[test]
     fn people_moving_between_siblings_change_the_siblings_not_the_parent() {
         let t = four();
         let prev = [people("u", 0..10, "u", ""), people("v", 0..10, "v", "")].concat();
         let mut cur = [people("u", 1..10, "u", ""), people("v", 0..10, "v", "")].concat();
         cur.push(("u0".into(), "v".into(), Default::default()));
-        let m = Movers::between(&t, &prev, &cur);
-        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(1)]), 1);
-        assert_eq!(m.delta(&t, 0, &[Cut::Rollup(1), Cut::Rollup(2)]), 0);
+        let m = Movers::between(&t, &t, &prev, &cur);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 1);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1), Cut::Rollup(2)]), 0);
         let own = [0, 9, 11, 0];
         let p = plan_tree(&t, &own, &own, 5, Some(&m));
         assert_eq!(p.rollup[0], None);
@@ -1230,7 +1324,7 @@ mod tests {
         let t = four();
         let prev = people("u", 0..10, "u", "");
         let cur = people("u", 0..11, "u", "");
-        let m = Movers::between(&t, &prev, &cur);
+        let m = Movers::between(&t, &t, &prev, &cur);
         let own = [0, 11, 0, 0];
         let p = plan_tree(&t, &own, &own, 5, Some(&m));
         assert_eq!(p.rollup[0], Some(Hidden::MembershipChange));
@@ -1252,7 +1346,7 @@ mod tests {
             people("o", 0..10, "root", "old"),
         ]
         .concat();
-        let m = Movers::between(&t, &prev, &cur);
+        let m = Movers::between(&t, &t, &prev, &cur);
         let cells = vec![cell(0, "new", 5), cell(0, "old", 11)];
         let p = plan_tree(&t, &[16], &[16], 5, Some(&m));
         assert_eq!(p.rollup[0], None);

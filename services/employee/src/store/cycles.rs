@@ -439,7 +439,7 @@ impl Store {
             let earlier = txn
                 .query_all_raw(stmt(
                     backend,
-                    "SELECT id, org_unit_id FROM ex_cycles WHERE tenant_id = ? AND survey_id = ? AND id <> ? AND launched_at IS NOT NULL ORDER BY launched_at DESC, id DESC",
+                    "SELECT id, org_unit_id, closed_at FROM ex_cycles WHERE tenant_id = ? AND survey_id = ? AND id <> ? AND launched_at IS NOT NULL ORDER BY launched_at DESC, id DESC",
                     vec![
                         tenant.as_str().into(),
                         cycle.survey_id.clone().into(),
@@ -451,11 +451,24 @@ impl Store {
             for r in &earlier {
                 let unit: String = get(r, 1)?;
                 if overlapping.contains(unit.as_str()) {
-                    latest = Some(get::<String>(r, 0)?);
+                    latest = Some((get::<String>(r, 0)?, get::<Option<i64>>(r, 2)?.is_some()));
                     break;
                 }
             }
-            latest
+            // Its respondents are what this cycle's groups are checked against, and they
+            // must be final: were this cycle closed first, every later answer to the earlier
+            // one would change which of this cycle's groups are shown, and groups read before
+            // and after could be subtracted from each other.
+            if let Some((l, false)) = &latest {
+                return Err(ApiError::precondition(
+                    "PREVIOUS_OPEN",
+                    format!("cycles/{id}"),
+                    format!(
+                        "the latest cycle of this survey over these units, cycles/{l}, is still open: close it before launching this one"
+                    ),
+                ));
+            }
+            latest.map(|(l, _)| l)
         };
         match (cycle.previous_cycle_id.is_empty(), latest) {
             (true, Some(latest)) => {

@@ -108,7 +108,7 @@ pub fn parse_subject(
     allow_tenant: bool,
 ) -> Option<Subject> {
     use pb::subject::Kind;
-    let id_ok = |x: &str| !x.is_empty() && x.len() <= 64;
+    let id_ok = |x: &str| !x.is_empty() && x.len() <= 64 && !x.contains('\0');
     match s.and_then(|s| s.kind.as_ref()) {
         None => {
             v.add(
@@ -356,8 +356,20 @@ pub fn assignment_input(v: &mut Violations, a: &pb::Assignment) -> Option<Assign
     })
 }
 
+/// Customers a backlog item may reach per quarter, at most (more than the world has).
+const MAX_REACH: i64 = 10_000_000_000;
+
 /// Targets from the wire (values are checked by [`crate::domain::kpi::check_targets`]).
 pub fn targets_input(v: &mut Violations, field: &str, ts: &[pb::KpiTarget]) -> Vec<TargetDoc> {
+    if ts.len() > crate::domain::kpi::MAX_TARGETS {
+        // Refused as a whole, none parsed: checking each of a list that long would only make
+        // a longer error.
+        v.add(
+            field,
+            format!("at most {} targets", crate::domain::kpi::MAX_TARGETS),
+        );
+        return Vec::new();
+    }
     ts.iter()
         .enumerate()
         .filter_map(|(i, t)| {
@@ -570,14 +582,13 @@ pub fn check_item(v: &mut Violations, d: &ItemDoc) {
             "must be a finite number of at most 1e6",
         );
     }
-    if !(d.effort_days > 0.0 && d.effort_days <= 10_000.0) {
-        v.add(
-            "item.effort_days",
-            "must be more than 0 and at most 10000 person-days",
-        );
+    // From a hundredth of a day: the priority divides by it, and a tinier effort would make
+    // it infinite.
+    if !(d.effort_days >= 0.01 && d.effort_days <= 10_000.0) {
+        v.add("item.effort_days", "must be 0.01-10000 person-days");
     }
-    if d.reach < 0 {
-        v.add("item.reach", "must not be negative");
+    if !(0..=MAX_REACH).contains(&d.reach) {
+        v.add("item.reach", format!("must be 0..{MAX_REACH}"));
     }
     if !(0.0..=1.0).contains(&d.confidence) {
         v.add("item.confidence", "must be 0..1");

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cxloop_platform::db::{self, micros};
-use cxloop_platform::error::{ApiError, ApiResult, Violations};
+use cxloop_platform::error::{ApiError, ApiResult, Violations, resource_id};
 use cxloop_platform::idempotency;
 use cxloop_platform::paging::{PageSigner, request_args as page_of};
 use cxloop_platform::period::{self, Range};
@@ -364,7 +364,10 @@ impl JourneyService for JourneyApi {
             .as_ref()
             .and_then(|t| parse_ts(&mut v, "as_of_time", t));
         v.finish()?;
-        let row = self.store.get_journey(&c.tenant, &r.id, as_of).await?;
+        let row = self
+            .store
+            .get_journey(&c.tenant, resource_id("id", &r.id)?, as_of)
+            .await?;
         Ok(Response::new(pb::GetJourneyResponse {
             journey: Some(journey_pb(&row)),
         }))
@@ -450,7 +453,7 @@ impl JourneyService for JourneyApi {
         let r = req.into_inner();
         let current = self
             .store
-            .get_journey(&c.tenant, &r.journey_id, None)
+            .get_journey(&c.tenant, resource_id("journey_id", &r.journey_id)?, None)
             .await?;
         let mut v = Violations::new();
         let stages = map::reorder(&mut v, &current.doc.stages, &r.stage_ids);
@@ -474,7 +477,7 @@ impl JourneyService for JourneyApi {
         let c = caller(&req, Permission::JourneysWrite)?;
         let current = self
             .store
-            .get_journey(&c.tenant, &req.get_ref().id, None)
+            .get_journey(&c.tenant, resource_id("id", &req.get_ref().id)?, None)
             .await?;
         let doc = current.doc.clone();
         self.set_journey(&c, &current, 0, doc, true).await?;
@@ -493,7 +496,7 @@ impl JourneyService for JourneyApi {
         let page = listing.parse(size, token)?;
         let rows = self
             .store
-            .list_revisions(&c.tenant, &r.journey_id, &page)
+            .list_revisions(&c.tenant, resource_id("journey_id", &r.journey_id)?, &page)
             .await?;
         let (items, page) = listing.finish(&page, rows, |x| x.revision.to_string(), revision_pb);
         Ok(Response::new(pb::ListJourneyRevisionsResponse {
@@ -553,6 +556,7 @@ impl JourneyService for JourneyApi {
             .active_at
             .as_ref()
             .and_then(|t| parse_ts(&mut v, "active_at", t));
+        check_len(&mut v, "assignee_id", &r.assignee_id, 0, 128);
         v.finish()?;
         let f = AssignmentFilter {
             subject: subject.map(|s| s.key()),
@@ -595,7 +599,11 @@ impl JourneyService for JourneyApi {
         v.finish()?;
         let row = self
             .store
-            .end_assignment(&c.tenant, &r.id, end.unwrap_or_default())
+            .end_assignment(
+                &c.tenant,
+                resource_id("id", &r.id)?,
+                end.unwrap_or_default(),
+            )
             .await?;
         Ok(Response::new(pb::EndAssignmentResponse {
             assignment: Some(assignment_pb(&row)),
@@ -693,7 +701,10 @@ impl JourneyService for JourneyApi {
         req: Request<pb::GetKpiRequest>,
     ) -> Result<Response<pb::GetKpiResponse>, Status> {
         let c = caller(&req, Permission::JourneysRead)?;
-        let row = self.store.get_kpi(&c.tenant, &req.get_ref().id).await?;
+        let row = self
+            .store
+            .get_kpi(&c.tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::GetKpiResponse {
             kpi: Some(kpi_pb(&row)),
         }))
@@ -797,7 +808,9 @@ impl JourneyService for JourneyApi {
         req: Request<pb::DeleteKpiRequest>,
     ) -> Result<Response<pb::DeleteKpiResponse>, Status> {
         let c = caller(&req, Permission::JourneysWrite)?;
-        self.store.delete_kpi(&c.tenant, &req.get_ref().id).await?;
+        self.store
+            .delete_kpi(&c.tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::DeleteKpiResponse {}))
     }
 
@@ -818,6 +831,10 @@ impl JourneyService for JourneyApi {
         } else {
             if r.kpi_ids.len() > 500 {
                 v.add("kpi_ids", "at most 500 KPIs per call");
+            } else {
+                for (i, id) in r.kpi_ids.iter().enumerate() {
+                    check_len(&mut v, &format!("kpi_ids[{i}]"), id, 1, 128);
+                }
             }
             None
         };
@@ -917,7 +934,10 @@ impl JourneyService for JourneyApi {
         req: Request<pb::GetBacklogItemRequest>,
     ) -> Result<Response<pb::GetBacklogItemResponse>, Status> {
         let c = caller(&req, Permission::JourneysRead)?;
-        let row = self.store.get_item(&c.tenant, &req.get_ref().id).await?;
+        let row = self
+            .store
+            .get_item(&c.tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::GetBacklogItemResponse {
             item: Some(item_pb(&row)),
         }))
@@ -1046,7 +1066,10 @@ impl JourneyService for JourneyApi {
         check_len(&mut v, "reason", &r.reason, 0, 1000);
         v.finish()?;
         let to = to.unwrap_or(ItemStatus::Rejected);
-        let current = self.store.get_item(&c.tenant, &r.id).await?;
+        let current = self
+            .store
+            .get_item(&c.tenant, resource_id("id", &r.id)?)
+            .await?;
         let from = current.doc.status();
         if let Some(e) = backlog::transition_error(from, to, &r.reason) {
             return Err(if to == ItemStatus::Rejected
@@ -1092,7 +1115,10 @@ impl JourneyService for JourneyApi {
             .as_ref()
             .and_then(|p| parse_period(&mut v, "after", Some(p), 3660));
         v.finish()?;
-        let item = self.store.get_item(&c.tenant, &r.id).await?;
+        let item = self
+            .store
+            .get_item(&c.tenant, resource_id("id", &r.id)?)
+            .await?;
         let row = self
             .measure_effect(&c, item, before.map(|b| b.0), after.map(|a| a.0))
             .await?;

@@ -50,7 +50,18 @@ pub fn touchpoints_of(subject: &Subject, journeys: &[JourneyRow]) -> Vec<String>
 pub struct HistogramReader {
     queries: Vec<fb::QueryMetricsRequest>,
     index: HashMap<(String, String, String, i64, i64, i32), usize>,
+    /// Day rows the daily series asked for add up to.
+    day_rows: i64,
 }
+
+/// Most distinct feedback queries one call may need: KPIs × the touchpoints they cover, for
+/// the period and the one before. A scorecard of 500 KPIs on a few touchpoints each is far
+/// below; 200 KPIs on a journey of thousands of touchpoints is not, and one such call would
+/// hold gigabytes.
+pub const MAX_QUERIES: usize = 20_000;
+/// Most day rows of daily series one call may need (each up to 11 counts): a year of days
+/// for 1,000 touchpoint series, about 32 MB in flight.
+pub const MAX_DAY_ROWS: i64 = 366 * 1_000;
 
 /// A handle to a requested histogram series.
 #[derive(Clone, Copy)]
@@ -68,6 +79,7 @@ impl HistogramReader {
         Self {
             queries: Vec::new(),
             index: HashMap::new(),
+            day_rows: 0,
         }
     }
 
@@ -90,6 +102,10 @@ impl HistogramReader {
         let next = self.queries.len();
         let i = *self.index.entry(key).or_insert(next);
         if i == next {
+            if daily {
+                let (first, end) = range.days();
+                self.day_rows += end - first;
+            }
             self.queries.push(fb::QueryMetricsRequest {
                 survey_id: k.survey_id.clone(),
                 question_key: k.question_key.clone(),
@@ -111,6 +127,17 @@ impl HistogramReader {
 
     /// Runs every query asked for.
     pub async fn read(self, feedback: &Feedback, caller: &Caller) -> ApiResult<Histograms> {
+        if self.queries.len() > MAX_QUERIES || self.day_rows > MAX_DAY_ROWS {
+            return Err(ApiError::precondition(
+                "TOO_LARGE",
+                "scorecard",
+                format!(
+                    "these KPIs cover {} touchpoint series ({} day rows of daily series), more than one call reads (at most {MAX_QUERIES} series and {MAX_DAY_ROWS} day rows): ask for fewer KPIs, a shorter period, or without daily series",
+                    self.queries.len(),
+                    self.day_rows
+                ),
+            ));
+        }
         let results = if self.queries.is_empty() {
             Vec::new()
         } else {
