@@ -1822,3 +1822,66 @@ async fn a_scorecard_too_large_to_read_in_one_call_is_refused_before_it_is_read(
     assert_eq!(card.results.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_create_gets_its_first_answer_though_the_world_changed_since() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut c = app.client(&t, &["admin"]).await;
+    let mut j = app.journeys(&t, &["admin"]).await;
+    let (tps, _survey) = seed_survey(&mut c, &["Desk"]).await;
+    let first = assign(
+        &mut j,
+        "a1",
+        subject_touchpoint(&tps[0]),
+        pb::OwnerRole::TouchpointOwner,
+        "p1",
+        "2026-07-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap();
+    // The touchpoint goes away; the first call's answer was lost and the client retries.
+    c.delete_touchpoint(fb::DeleteTouchpointRequest { id: tps[0].clone() })
+        .await
+        .unwrap();
+    let retried = assign(
+        &mut j,
+        "a1",
+        subject_touchpoint(&tps[0]),
+        pb::OwnerRole::TouchpointOwner,
+        "p1",
+        "2026-07-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(retried, first);
+    // A new request naming it is checked as before.
+    let err = assign(
+        &mut j,
+        "a2",
+        subject_touchpoint(&tps[0]),
+        pb::OwnerRole::TouchpointOwner,
+        "p2",
+        "2026-07-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Another request under the first one's id is refused.
+    let err = assign(
+        &mut j,
+        "a1",
+        subject_touchpoint(&tps[0]),
+        pb::OwnerRole::TouchpointOwner,
+        "p9",
+        "2026-07-01T00:00:00Z",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    app.stop().await;
+}

@@ -21,6 +21,14 @@ use crate::domain::map::JourneyDoc;
 use crate::domain::ownership::{OwnerRole, Span};
 
 const IDEMPOTENCY: &str = "jr_idempotency";
+/// The operations under which creates remember their request ids.
+pub const CREATE_JOURNEY: &str = "CreateJourney";
+/// See [`CREATE_JOURNEY`].
+pub const CREATE_ASSIGNMENT: &str = "CreateAssignment";
+/// See [`CREATE_JOURNEY`].
+pub const CREATE_KPI: &str = "CreateKpi";
+/// See [`CREATE_JOURNEY`].
+pub const CREATE_BACKLOG_ITEM: &str = "CreateBacklogItem";
 /// Resource names for NOT_FOUND details.
 pub const JOURNEY: &str = "cxloop.journeys.v1.Journey";
 /// See [`JOURNEY`].
@@ -261,6 +269,20 @@ impl Store {
         )
     }
 
+    /// The resource a create with this request id made before, when it was this request:
+    /// a retry is answered from it before the request is checked against what changed since
+    /// (a stage removed, the feedback service unreachable). Another request under the same
+    /// id is ALREADY_EXISTS. The write path checks again inside its transaction.
+    pub async fn created_before(
+        &self,
+        tenant: &TenantId,
+        op: &str,
+        request_id: &str,
+        hash: &str,
+    ) -> ApiResult<Option<String>> {
+        self.prior(&self.db, tenant, op, request_id, hash).await
+    }
+
     /// The frame of every create: in one write transaction, a retry with the same request id
     /// finds the first resource's id; otherwise `insert` writes the new resource under a
     /// fresh id and time, and the request id is remembered with it.
@@ -320,7 +342,7 @@ impl Store {
             self.insert_revision(txn, tenant, id, 1, now, &change).await
         };
         match self
-            .create_once(tenant, "CreateJourney", request_id, hash, insert)
+            .create_once(tenant, CREATE_JOURNEY, request_id, hash, insert)
             .await?
         {
             Created::Before(id) => self.get_journey(tenant, &id, None).await,
@@ -598,7 +620,7 @@ impl Store {
             Ok(())
         };
         match self
-            .create_once(tenant, "CreateAssignment", request_id, hash, insert)
+            .create_once(tenant, CREATE_ASSIGNMENT, request_id, hash, insert)
             .await?
         {
             Created::Before(id) => self.get_assignment(tenant, &id).await,
@@ -787,7 +809,7 @@ impl Store {
             Ok(())
         };
         match self
-            .create_once(tenant, "CreateKpi", request_id, hash, insert)
+            .create_once(tenant, CREATE_KPI, request_id, hash, insert)
             .await?
         {
             Created::Before(id) => self.get_kpi(tenant, &id).await,
@@ -867,8 +889,10 @@ impl Store {
                     .await?,
             );
         }
-        // In id order, as one read gives them.
+        // In id order, as one read gives them; once each, also when a subject key came twice
+        // in different chunks (an owner holding one journey twice).
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
         Ok(out)
     }
 
@@ -971,7 +995,7 @@ impl Store {
             Ok(())
         };
         match self
-            .create_once(tenant, "CreateBacklogItem", request_id, hash, insert)
+            .create_once(tenant, CREATE_BACKLOG_ITEM, request_id, hash, insert)
             .await?
         {
             Created::Before(id) => self.get_item(tenant, &id).await,

@@ -25,7 +25,7 @@ use crate::domain::map::{self, JourneyDoc};
 use crate::domain::ownership::{DAY_US, OwnerRole, uncovered_days};
 use crate::domain::{Subject, check_len};
 use crate::feedback::Feedback;
-use crate::store::{AssignmentFilter, AssignmentRow, ItemRow, JourneyRow, KpiRow, Store};
+use crate::store::{self, AssignmentFilter, AssignmentRow, ItemRow, JourneyRow, KpiRow, Store};
 use convert::*;
 
 /// Longest scorecard period, in days.
@@ -329,6 +329,17 @@ impl JourneyService for JourneyApi {
             db::new_id,
         );
         v.finish()?;
+        let request_id = request_id.unwrap_or_default();
+        if let Some(id) = self
+            .store
+            .created_before(&c.tenant, store::CREATE_JOURNEY, &request_id, &hash)
+            .await?
+        {
+            let row = self.store.get_journey(&c.tenant, &id, None).await?;
+            return Ok(Response::new(pb::CreateJourneyResponse {
+                journey: Some(journey_pb(&row)),
+            }));
+        }
         let mut v = Violations::new();
         self.check_stage_touchpoints(&c, &mut v, &j.stages).await?;
         v.finish()?;
@@ -339,13 +350,7 @@ impl JourneyService for JourneyApi {
         };
         let row = self
             .store
-            .create_journey(
-                &c.tenant,
-                &request_id.unwrap_or_default(),
-                &hash,
-                &doc,
-                &c.subject,
-            )
+            .create_journey(&c.tenant, &request_id, &hash, &doc, &c.subject)
             .await?;
         Ok(Response::new(pb::CreateJourneyResponse {
             journey: Some(journey_pb(&row)),
@@ -519,12 +524,23 @@ impl JourneyService for JourneyApi {
         let row = assignment_input(&mut v, a);
         v.finish()?;
         let row = row.ok_or_else(|| ApiError::invalid("assignment", "is incomplete"))?;
+        let hash = idempotency::fingerprint(&a.encode_to_vec());
+        let request_id = request_id.unwrap_or_default();
+        if let Some(id) = self
+            .store
+            .created_before(&c.tenant, store::CREATE_ASSIGNMENT, &request_id, &hash)
+            .await?
+        {
+            let stored = self.store.get_assignment(&c.tenant, &id).await?;
+            return Ok(Response::new(pb::CreateAssignmentResponse {
+                assignment: Some(assignment_pb(&stored)),
+            }));
+        }
         self.check_subject(&c, "assignment.subject", &row.subject)
             .await?;
-        let hash = idempotency::fingerprint(&a.encode_to_vec());
         let stored = self
             .store
-            .create_assignment(&c.tenant, &request_id.unwrap_or_default(), &hash, &row)
+            .create_assignment(&c.tenant, &request_id, &hash, &row)
             .await?;
         Ok(Response::new(pb::CreateAssignmentResponse {
             assignment: Some(assignment_pb(&stored)),
@@ -684,12 +700,23 @@ impl JourneyService for JourneyApi {
         let doc = kpi_input(&mut v, k);
         v.finish()?;
         let doc = doc.ok_or_else(|| ApiError::invalid("kpi", "is incomplete"))?;
+        let hash = idempotency::fingerprint(&k.encode_to_vec());
+        let request_id = request_id.unwrap_or_default();
+        if let Some(id) = self
+            .store
+            .created_before(&c.tenant, store::CREATE_KPI, &request_id, &hash)
+            .await?
+        {
+            let row = self.store.get_kpi(&c.tenant, &id).await?;
+            return Ok(Response::new(pb::CreateKpiResponse {
+                kpi: Some(kpi_pb(&row)),
+            }));
+        }
         self.check_subject(&c, "kpi.subject", &doc.subject).await?;
         self.check_measure(&c, &doc).await?;
-        let hash = idempotency::fingerprint(&k.encode_to_vec());
         let row = self
             .store
-            .create_kpi(&c.tenant, &request_id.unwrap_or_default(), &hash, &doc)
+            .create_kpi(&c.tenant, &request_id, &hash, &doc)
             .await?;
         Ok(Response::new(pb::CreateKpiResponse {
             kpi: Some(kpi_pb(&row)),
@@ -912,6 +939,18 @@ impl JourneyService for JourneyApi {
         }
         v.finish()?;
         let doc = doc.ok_or_else(|| ApiError::invalid("item", "is incomplete"))?;
+        let hash = idempotency::fingerprint(&i.encode_to_vec());
+        let request_id = request_id.unwrap_or_default();
+        if let Some(id) = self
+            .store
+            .created_before(&c.tenant, store::CREATE_BACKLOG_ITEM, &request_id, &hash)
+            .await?
+        {
+            let row = self.store.get_item(&c.tenant, &id).await?;
+            return Ok(Response::new(pb::CreateBacklogItemResponse {
+                item: Some(item_pb(&row)),
+            }));
+        }
         self.check_subject(&c, "item.subject", &doc.subject).await?;
         if !doc.kpi_id.is_empty() {
             self.store
@@ -919,10 +958,9 @@ impl JourneyService for JourneyApi {
                 .await
                 .map_err(|e| missing_is_invalid(e, "item.kpi_id".into(), "no such KPI"))?;
         }
-        let hash = idempotency::fingerprint(&i.encode_to_vec());
         let row = self
             .store
-            .create_item(&c.tenant, &request_id.unwrap_or_default(), &hash, &doc)
+            .create_item(&c.tenant, &request_id, &hash, &doc)
             .await?;
         Ok(Response::new(pb::CreateBacklogItemResponse {
             item: Some(item_pb(&row)),
