@@ -4,9 +4,7 @@
 //! respondent's row, so everything here works from sums; sums of parts add up to the sums of
 //! the whole, like histograms do.
 
-use crate::{
-    CONFIDENCE, Comparison, Estimate, Method, student_t_quantile, t975, two_sided_t_p, untestable,
-};
+use crate::{CONFIDENCE, Comparison, Estimate, Method, t975, untestable};
 
 /// Additive sums of one per-respondent variable: count, sum and sum of squares.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -97,20 +95,7 @@ pub fn compare_means_of(a: &Moments, b: &Moments) -> Comparison {
         return untestable(ea, eb);
     }
     let df = (qa + qb).powi(2) / (qa * qa / (a.n - 1) as f64 + qb * qb / (b.n - 1) as f64);
-    let difference = eb.value - ea.value;
-    let q = student_t_quantile(0.5 + CONFIDENCE / 2.0, df);
-    Comparison {
-        a: ea,
-        b: eb,
-        difference,
-        standard_error: se,
-        confidence: CONFIDENCE,
-        low: difference - q * se,
-        high: difference + q * se,
-        p_value: two_sided_t_p(difference / se, df),
-        degrees_of_freedom: df,
-        defined: true,
-    }
+    crate::t_comparison(ea, eb, se, df)
 }
 
 /// Sums of a vector of per-respondent variables: n, Σzᵢ and Σzᵢzⱼ (full square matrix).

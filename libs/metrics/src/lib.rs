@@ -469,18 +469,23 @@ pub fn compare_mean(a: &Histogram, b: &Histogram) -> Comparison {
         return untestable(ea, eb);
     }
     let df = (qa + qb).powi(2) / (qa * qa / (na - 1) as f64 + qb * qb / (nb - 1) as f64);
-    let difference = eb.value - ea.value;
-    let t = difference / se;
+    t_comparison(ea, eb, se, df)
+}
+
+/// b − a with standard error `se` (> 0) and Welch–Satterthwaite degrees of freedom `df`: the
+/// Student t interval and two-sided test.
+fn t_comparison(a: Estimate, b: Estimate, se: f64, df: f64) -> Comparison {
+    let difference = b.value - a.value;
     let q = student_t_quantile(0.5 + CONFIDENCE / 2.0, df);
     Comparison {
-        a: ea,
-        b: eb,
+        a,
+        b,
         difference,
         standard_error: se,
         confidence: CONFIDENCE,
         low: difference - q * se,
         high: difference + q * se,
-        p_value: two_sided_t_p(t, df),
+        p_value: two_sided_t_p(difference / se, df),
         degrees_of_freedom: df,
         defined: true,
     }

@@ -20,8 +20,7 @@
 //! against the rest of a, scaled by the rest's weight in a.
 
 use crate::{
-    CONFIDENCE, Comparison, Histogram, mean_var, nps_parts, nps_unit_variance, student_t_quantile,
-    two_sided_t_p, untestable, z_comparison,
+    Comparison, Histogram, mean_var, nps_parts, nps_unit_variance, untestable, z_comparison,
 };
 
 /// Two sides split into disjoint parts: answers only in a, in both, only in b.
@@ -179,21 +178,7 @@ pub fn compare_mean(parts: Overlap<'_>) -> Comparison {
     if se <= 0.0 || df_denominator <= 0.0 {
         return untestable(ea, eb);
     }
-    let df = total * total / df_denominator;
-    let difference = eb.value - ea.value;
-    let q = student_t_quantile(0.5 + CONFIDENCE / 2.0, df);
-    Comparison {
-        a: ea,
-        b: eb,
-        difference,
-        standard_error: se,
-        confidence: CONFIDENCE,
-        low: difference - q * se,
-        high: difference + q * se,
-        p_value: two_sided_t_p(difference / se, df),
-        degrees_of_freedom: df,
-        defined: true,
-    }
+    crate::t_comparison(ea, eb, se, total * total / df_denominator)
 }
 
 #[cfg(test)]
