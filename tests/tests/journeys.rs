@@ -1885,3 +1885,58 @@ async fn a_retried_create_gets_its_first_answer_though_the_world_changed_since()
     assert_eq!(err.code(), Code::AlreadyExists);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn pages_of_large_maps_end_by_their_size_and_lose_none() {
+    let app = spawn().await;
+    let t = tenant();
+    let mut j = app.journeys(&t, &["admin"]).await;
+    // Five maps of about 1 MB: a page of 2 MiB holds one or two of them.
+    let pain = pb::PainPoint {
+        expected: "a smooth check-in".into(),
+        actual: "a queue".into(),
+        severity: pb::Severity::High as i32,
+        evidence_links: vec![format!("https://docs.example/{}", "x".repeat(1975)); 5],
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let stages = vec![pb::Stage {
+            name: "Arrival".into(),
+            pain_points: vec![pain.clone(); 100],
+            ..Default::default()
+        }];
+        ids.push(
+            create_journey(&mut j, &format!("big-{n}"), &format!("Big {n}"), stages)
+                .await
+                .id,
+        );
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = j
+            .list_journeys(pb::ListJourneysRequest {
+                page: Some(common::PageRequest {
+                    page_size: 1000,
+                    page_token: token.clone(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert!(!page.journeys.is_empty() && page.journeys.len() <= 2);
+        assert!(prost::Message::encoded_len(&page) <= 2 * 1024 * 1024 + 64);
+        seen.extend(page.journeys.into_iter().map(|x| x.id));
+        token = page.page.unwrap().next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(pages >= 3);
+    app.stop().await;
+}

@@ -128,6 +128,28 @@ pub fn request_args(p: Option<&cxloop_proto::common::v1::PageRequest>) -> (i32, 
 /// own other fields.
 pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
+/// What a message adds to a page as one item of a repeated field: the item, its length
+/// prefix and its tag.
+pub fn framed_len(m: &impl prost::Message) -> usize {
+    let len = m.encoded_len();
+    len + prost::length_delimiter_len(len) + 1
+}
+
+/// True once rows of these framed sizes hold all a page can send and one more row, so that
+/// [`Listing::finish`] ends the page where it would with every row: a store that reads large
+/// rows in chunks stops reading there.
+pub fn page_is_full(framed_sizes: impl IntoIterator<Item = usize>) -> bool {
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    for size in framed_sizes {
+        rows += 1;
+        bytes += size;
+        if bytes > MAX_PAGE_BYTES && rows >= 2 {
+            return true;
+        }
+    }
+    false
+}
+
 /// One list call's paging: the tenant and the filters' fingerprint, bound once so that the
 /// page asked for is parsed and the next page's token made against the same ones.
 pub struct Listing<'a> {
@@ -185,9 +207,7 @@ impl Listing<'_> {
         for row in rows.into_iter().take(page.size as usize) {
             let row_key = key(&row);
             let m = encode(row);
-            // As a repeated field: the item, its length prefix and its tag.
-            let len = m.encoded_len();
-            let framed = len + prost::length_delimiter_len(len) + 1;
+            let framed = framed_len(&m);
             if !out.is_empty() && bytes + framed > budget {
                 more = true;
                 break;
@@ -229,6 +249,17 @@ pub fn filters_fingerprint(kind: &str, values: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_full_once_past_the_budget_with_one_row_more() {
+        let mib = 1024 * 1024;
+        assert!(!page_is_full([mib, mib / 2]));
+        assert!(page_is_full([mib, mib, mib]));
+        // One row alone past the budget is sent alone; the next row tells there is more.
+        assert!(!page_is_full([3 * mib]));
+        assert!(page_is_full([3 * mib, 10]));
+        assert!(!page_is_full(std::iter::repeat_n(1000, 2000)));
+    }
 
     #[test]
     fn different_filters_never_share_a_fingerprint() {

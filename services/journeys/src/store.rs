@@ -7,7 +7,7 @@ use cxloop_platform::TenantId;
 use cxloop_platform::db::{self, stmt};
 use cxloop_platform::error::{ApiError, ApiResult};
 use cxloop_platform::idempotency::{self, Prior};
-use cxloop_platform::paging::Page;
+use cxloop_platform::paging::{self, Page};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, QueryResult, Value,
 };
@@ -417,26 +417,59 @@ impl Store {
         journey_row(&row)
     }
 
-    /// Live journeys by id, one page.
+    /// Live journeys by id, one page: up to `page.size` + 1 rows, read a few at a time and
+    /// no more once the page is full by its byte budget (`framed` gives a row's size as sent;
+    /// see [`paging::page_is_full`]). A map may be 3 MiB, and a page of 1,000 such maps read
+    /// whole would hold gigabytes for a page that sends one.
     pub async fn list_journeys(
         &self,
         tenant: &TenantId,
         page: &Page,
+        framed: impl Fn(&JourneyRow) -> usize,
     ) -> ApiResult<Vec<JourneyRow>> {
-        let mut values: Vec<Value> = vec![tenant.as_str().into()];
-        let mut sql = format!(
-            "SELECT {JOURNEY_COLS} FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id AND r.revision = j.revision WHERE j.tenant_id = ? AND j.deleted_at IS NULL"
-        );
-        if let Some(after) = &page.after {
-            sql.push_str(" AND j.id > ?");
-            values.push(after.clone().into());
+        self.journeys_in_chunks(tenant, page, 16, framed).await
+    }
+
+    async fn journeys_in_chunks(
+        &self,
+        tenant: &TenantId,
+        page: &Page,
+        chunk: u64,
+        framed: impl Fn(&JourneyRow) -> usize,
+    ) -> ApiResult<Vec<JourneyRow>> {
+        let wanted = page.size + 1;
+        let mut out: Vec<JourneyRow> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut after = page.after.clone();
+        loop {
+            let mut values: Vec<Value> = vec![tenant.as_str().into()];
+            let mut sql = format!(
+                "SELECT {JOURNEY_COLS} FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id AND r.revision = j.revision WHERE j.tenant_id = ? AND j.deleted_at IS NULL"
+            );
+            if let Some(after) = &after {
+                sql.push_str(" AND j.id > ?");
+                values.push(after.clone().into());
+            }
+            let limit = chunk.min(wanted - out.len() as u64);
+            sql.push_str(&format!(" ORDER BY j.id LIMIT {limit}"));
+            let rows = self
+                .db
+                .query_all_raw(stmt(self.backend(), &sql, values))
+                .await?;
+            let read = rows.len() as u64;
+            for r in &rows {
+                let row = journey_row(r)?;
+                sizes.push(framed(&row));
+                out.push(row);
+            }
+            if read < limit
+                || out.len() as u64 >= wanted
+                || paging::page_is_full(sizes.iter().copied())
+            {
+                return Ok(out);
+            }
+            after = out.last().map(|j| j.id.clone());
         }
-        sql.push_str(&format!(" ORDER BY j.id LIMIT {}", page.size + 1));
-        let rows = self
-            .db
-            .query_all_raw(stmt(self.backend(), &sql, values))
-            .await?;
-        rows.iter().map(journey_row).collect()
     }
 
     /// Every journey as it was at `at` (µs): the revision current then, of each journey
@@ -461,14 +494,13 @@ impl Store {
 
     /// Every live journey (tenants have tens, not thousands).
     pub async fn all_journeys(&self, tenant: &TenantId) -> ApiResult<Vec<JourneyRow>> {
-        self.list_journeys(
-            tenant,
-            &Page {
-                size: 100_000,
-                after: None,
-            },
-        )
-        .await
+        let all = Page {
+            size: 100_000,
+            after: None,
+        };
+        // One read, and no page budget: every map is needed.
+        self.journeys_in_chunks(tenant, &all, all.size + 1, |_| 0)
+            .await
     }
 
     /// Writes a new revision if the current one is still `base` (the one the change was

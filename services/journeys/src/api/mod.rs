@@ -387,7 +387,12 @@ impl JourneyService for JourneyApi {
         let (size, token) = page_of(r.page.as_ref());
         let listing = self.pages.listing(&c.tenant, "journeys");
         let page = listing.parse(size, token)?;
-        let rows = self.store.list_journeys(&c.tenant, &page).await?;
+        let rows = self
+            .store
+            .list_journeys(&c.tenant, &page, |j| {
+                cxloop_platform::paging::framed_len(&journey_pb(j))
+            })
+            .await?;
         let (items, page) = listing.finish(&page, rows, |j| j.id.clone(), |x| journey_pb(&x));
         Ok(Response::new(pb::ListJourneysResponse {
             journeys: items,
