@@ -43,6 +43,29 @@ fn subject_touchpoint(id: &str) -> Option<pb::Subject> {
     })
 }
 
+/// Creates `n` in-person touchpoints named "`name` 0" … and returns their ids.
+async fn more_touchpoints(c: &mut Client, name: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let tp = c
+            .create_touchpoint(fb::CreateTouchpointRequest {
+                request_id: format!("{name}-{i}"),
+                touchpoint: Some(fb::Touchpoint {
+                    name: format!("{name} {i}"),
+                    channel: fb::Channel::InPerson as i32,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .touchpoint
+            .unwrap();
+        ids.push(tp.id);
+    }
+    ids
+}
+
 async fn create_journey(
     j: &mut JourneysClient,
     rid: &str,
@@ -1542,23 +1565,7 @@ async fn a_journey_kpi_over_thousands_of_touchpoints_is_scored_from_all_of_them(
     // 2,600 touchpoints in 26 stages: the KPI's scorecard asks the feedback service for 5,200
     // (touchpoint, period) series, eleven batches, a few at a time.
     let mut all = tps.clone();
-    for i in 0..2_598 {
-        let tp = c
-            .create_touchpoint(fb::CreateTouchpointRequest {
-                request_id: format!("many-{i}"),
-                touchpoint: Some(fb::Touchpoint {
-                    name: format!("Desk {i}"),
-                    channel: fb::Channel::InPerson as i32,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .touchpoint
-            .unwrap();
-        all.push(tp.id);
-    }
+    all.extend(more_touchpoints(&mut c, "Desk", 2_598).await);
     let stages = all
         .chunks(100)
         .enumerate()
@@ -1780,23 +1787,7 @@ async fn a_scorecard_too_large_to_read_in_one_call_is_refused_before_it_is_read(
     let mut c = app.client(&t, &["admin"]).await;
     let mut j = app.journeys(&t, &["admin"]).await;
     let (mut tps, survey) = seed_survey(&mut c, &["Booking"]).await;
-    for i in 1..1003 {
-        let tp = c
-            .create_touchpoint(fb::CreateTouchpointRequest {
-                request_id: format!("tp-{i}"),
-                touchpoint: Some(fb::Touchpoint {
-                    name: format!("Gate {i}"),
-                    channel: fb::Channel::InPerson as i32,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .touchpoint
-            .unwrap();
-        tps.push(tp.id);
-    }
+    tps.extend(more_touchpoints(&mut c, "Gate", 1_002).await);
     let stages: Vec<pb::Stage> = tps
         .chunks(100)
         .enumerate()
