@@ -228,6 +228,27 @@ pub struct Movers {
     /// (place in the previous cycle, place in this one, people); `None` = did not answer there,
     /// or answered from a unit outside this cycle's tree.
     moves: Vec<(Option<Place>, Option<Place>, u64)>,
+    /// Previous respondents erased since, who did not answer this cycle (under their alias),
+    /// by place: an erased person synced again has a new id, and so looks like one leaver
+    /// (the alias) and one newcomer. See [`Movers::change`].
+    erased: Vec<(Place, u64)>,
+}
+
+/// Person keys that stand for an erased employee in participation (see the store's erasure).
+pub const ERASED_PREFIX: &str = "erased-";
+
+/// A group's respondent change as the rules must judge it: `counted` people changed, of whom
+/// `erased` left under an erasure alias and `joined` are newcomers. Up to min(erased, joined)
+/// of those pairs may be one person (erased, synced again, answering again), who did not
+/// change at all, so the true change is one of counted, counted − 2, … counted − 2·pairs. The
+/// rules hide a change of 1..k-1 (k ≥ 3), and a run of those values in steps of 2 from counted
+/// down reaches that range exactly when its lowest value does: this returns that lowest value,
+/// kept at 1 or more when anyone changed (0 only when nobody did).
+fn judged_change(counted: u64, erased: u64, joined: u64) -> u64 {
+    if counted == 0 {
+        return 0;
+    }
+    counted.saturating_sub(2 * erased.min(joined)).max(1)
 }
 
 impl Movers {
@@ -249,14 +270,22 @@ impl Movers {
             by_person.entry(person.as_str()).or_default().1 = Place::of(tree, tree, unit, attrs);
         }
         let mut counted: HashMap<(Option<Place>, Option<Place>), u64> = HashMap::new();
-        for (before, now) in by_person.into_values() {
+        let mut erased: HashMap<Place, u64> = HashMap::new();
+        for (person, (before, now)) in by_person {
             if before != now {
+                if let (Some(b), None) = (&before, &now)
+                    && person.starts_with(ERASED_PREFIX)
+                {
+                    *erased.entry(b.clone()).or_default() += 1;
+                }
                 *counted.entry((before, now)).or_default() += 1;
             }
         }
         let mut moves: Vec<_> = counted.into_iter().map(|((b, n), c)| (b, n, c)).collect();
         moves.sort();
-        Self { moves }
+        let mut erased: Vec<_> = erased.into_iter().collect();
+        erased.sort();
+        Self { moves, erased }
     }
 
     /// The respondent change of the union of `cuts`; slices are of attribute `attr`.
@@ -265,16 +294,34 @@ impl Movers {
             p.as_ref()
                 .is_some_and(|p| cuts.iter().any(|c| p.inside(attr, c)))
         };
-        self.moves
+        let counted = self
+            .moves
             .iter()
             .filter(|(b, n, _)| inside(b) != inside(n))
             .map(|(_, _, c)| c)
-            .sum()
+            .sum();
+        let joined = self
+            .moves
+            .iter()
+            .filter(|(b, n, _)| b.is_none() && inside(n))
+            .map(|(_, _, c)| c)
+            .sum();
+        let erased = self
+            .erased
+            .iter()
+            .filter(|(p, _)| cuts.iter().any(|c| p.inside(attr, c)))
+            .map(|(_, c)| c)
+            .sum();
+        judged_change(counted, erased, joined)
     }
 
     /// Respondent change of every unit's own group and rollup, in one pass.
     fn tree_deltas(&self, tree: &Tree) -> (Vec<u64>, Vec<u64>) {
-        let (mut own, mut rollup) = (vec![0u64; tree.len()], vec![0u64; tree.len()]);
+        let zeros = || vec![0u64; tree.len()];
+        let (mut own, mut rollup) = (zeros(), zeros());
+        // Newcomers and erased leavers per group, for `judged_change`.
+        let (mut own_joined, mut rollup_joined) = (zeros(), zeros());
+        let (mut own_erased, mut rollup_erased) = (zeros(), zeros());
         let unit = |p: &Option<Place>| p.as_ref().and_then(|p| p.unit);
         fn within(p: &Option<Place>) -> &[usize] {
             p.as_ref().map_or(&[], |p| p.within.as_slice())
@@ -294,8 +341,34 @@ impl Movers {
             {
                 rollup[*u] += c;
             }
+            if b.is_none() {
+                if let Some(u) = nu {
+                    own_joined[u] += c;
+                }
+                for u in an {
+                    rollup_joined[*u] += c;
+                }
+            }
         }
-        (own, rollup)
+        for (p, c) in &self.erased {
+            if let Some(u) = p.unit {
+                own_erased[u] += c;
+            }
+            for u in &p.within {
+                rollup_erased[*u] += c;
+            }
+        }
+        let judged = |counted: Vec<u64>, erased: &[u64], joined: &[u64]| -> Vec<u64> {
+            counted
+                .iter()
+                .enumerate()
+                .map(|(u, d)| judged_change(*d, erased[u], joined[u]))
+                .collect()
+        };
+        (
+            judged(own, &own_erased, &own_joined),
+            judged(rollup, &rollup_erased, &rollup_joined),
+        )
     }
 
     /// Respondent change of every slice of attribute `attr`, in one pass.
@@ -311,6 +384,8 @@ impl Movers {
                 })
                 .unwrap_or_default()
         };
+        let mut joined: HashMap<(usize, String), u64> = HashMap::new();
+        let mut erased: HashMap<(usize, String), u64> = HashMap::new();
         for (b, n, c) in &self.moves {
             let (kb, kn) = (keys(b), keys(n));
             for key in kb
@@ -320,6 +395,20 @@ impl Movers {
             {
                 *out.entry(key.clone()).or_default() += c;
             }
+            if b.is_none() {
+                for key in kn {
+                    *joined.entry(key).or_default() += c;
+                }
+            }
+        }
+        for (p, c) in &self.erased {
+            for key in keys(&Some(p.clone())) {
+                *erased.entry(key).or_default() += c;
+            }
+        }
+        for (key, d) in out.iter_mut() {
+            let at = |m: &HashMap<(usize, String), u64>| m.get(key).copied().unwrap_or(0);
+            *d = judged_change(*d, at(&erased), at(&joined));
         }
         out
     }
@@ -1301,6 +1390,44 @@ mod tests {
         assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 1);
         assert_eq!(m.delta(0, &[Cut::Rollup(0)]), 1);
         assert_eq!(m.delta(0, &[Cut::Own(3)]), 0);
+    }
+
+    #[test]
+    fn an_erased_person_synced_again_cannot_make_a_small_change_look_large() {
+        // Team u: the same ten people in both cycles and one real newcomer; two of the ten
+        // were erased and synced again in between (new ids), so the count alone would say
+        // 1 + 2·2 = 5 changed and show u, whose two cycles differ by the newcomer alone.
+        let t = four();
+        let mut prev = people("u", 0..10, "u", "");
+        for p in prev.iter_mut().take(2) {
+            p.0 = format!("{ERASED_PREFIX}{}", p.0);
+        }
+        let mut cur = people("u", 2..10, "u", "");
+        cur.extend(people("again", 0..2, "u", ""));
+        cur.extend(people("new", 0..1, "u", ""));
+        let m = Movers::between(&t, &t, &prev, &cur);
+        // At least 1, at most 5: judged by the lowest.
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 1);
+        let own = [0, 11, 0, 0];
+        let p = plan_tree(&t, &own, &own, 5, Some(&m));
+        assert_eq!((p.change_rollup[0], p.change_rollup[1]), (1, 1));
+        // The root holds only u: both differ from the previous cycle by the newcomer.
+        assert_eq!(p.rollup[0], Some(Hidden::MembershipChange));
+        assert_eq!(p.rollup[1], Some(Hidden::EnclosingHidden));
+        // Erased people who left for good, with enough newcomers besides: still a large change.
+        let mut cur = people("u", 2..10, "u", "");
+        cur.extend(people("new", 0..7, "u", ""));
+        let m = Movers::between(&t, &t, &prev, &cur);
+        // 9 counted; up to two of the newcomers could be the erased two: 9 − 4 = 5.
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 5);
+        // Nobody erased: the count as it is.
+        let cur = [people("u", 0..10, "u", ""), people("new", 0..1, "u", "")].concat();
+        let m = Movers::between(&t, &t, &people("u", 0..10, "u", ""), &cur);
+        assert_eq!(m.delta(0, &[Cut::Rollup(1)]), 1);
+        assert_eq!(judged_change(0, 3, 3), 0);
+        assert_eq!(judged_change(6, 1, 5), 4);
+        assert_eq!(judged_change(6, 5, 1), 4);
+        assert_eq!(judged_change(4, 3, 3), 1);
     }
 
     #[test]

@@ -606,7 +606,11 @@ impl Store {
             let e = self.get_employee(tenant, id).await?;
             return Ok(e);
         }
-        let alias = format!("erased-{}", uuid::Uuid::new_v4().simple());
+        let alias = format!(
+            "{}{}",
+            crate::domain::anonymity::ERASED_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        );
         txn.execute_raw(stmt(
             backend,
             "UPDATE ex_participation SET employee_id = ? WHERE tenant_id = ? AND employee_id = ?",
