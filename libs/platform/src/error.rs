@@ -400,6 +400,13 @@ mod tests {
             Code::Unavailable
         );
         assert_eq!(code(exec("no such table: fb_x")), Code::Internal);
+        // PostgreSQL refusing U+0000 in an id that reached a query unchecked: bad input.
+        assert_eq!(
+            code(exec(
+                "error returned from database: invalid byte sequence for encoding \"UTF8\": 0x00"
+            )),
+            Code::InvalidArgument
+        );
         // The client never sees the SQL or the driver's words.
         let status = tonic::Status::from(ApiError::from(exec("no such table: fb_x")));
         assert!(!status.message().contains("fb_x"), "{}", status.message());

@@ -60,7 +60,7 @@ pub struct HistogramReader {
 /// hold gigabytes.
 pub const MAX_QUERIES: usize = 20_000;
 /// Most day rows of daily series one call may need (each up to 11 counts): a year of days
-/// for 1,000 touchpoint series, about 32 MB in flight.
+/// for 1,000 touchpoint series (× 11 counts × 8 bytes ≈ 32 MB in flight).
 pub const MAX_DAY_ROWS: i64 = 366 * 1_000;
 
 /// A handle to a requested histogram series.
