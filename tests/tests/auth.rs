@@ -238,12 +238,25 @@ async fn shutdown_says_not_serving_and_ends_despite_an_open_health_watch() {
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
-    // The stream stays open; stopping must end anyway (after the 1 s grace).
+    // The server as a whole (""), which load balancers ask about, turns too.
+    let mut whole = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = whole.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // The streams stay open; stopping must end anyway (after the 1 s grace).
     let stopping = tokio::spawn(app.stop());
     let next = watch.message().await.unwrap().unwrap();
     assert_eq!(next.status, ServingStatus::NotServing as i32);
+    let next = whole.message().await.unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
     stopping.await.unwrap();
     drop(watch);
+    drop(whole);
 }
 
 #[tokio::test]
@@ -260,7 +273,16 @@ async fn a_jwks_document_verifies_tokens_by_key_id() {
     let jwks = dir.path().join("jwks.json");
     std::fs::write(
         &jwks,
-        serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}]}).to_string(),
+        serde_json::json!({"keys": [
+            // Keys this server does not verify with sit beside the usable one, as in an
+            // identity provider's published set: passed over, not a reason to refuse the set.
+            {"kty": "EC", "crv": "P-256", "kid": "ec1", "use": "sig", "alg": "ES256",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "enc1", "use": "enc"},
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}
+        ]})
+        .to_string(),
     )
     .unwrap();
     let path = jwks.display().to_string();
@@ -281,7 +303,30 @@ async fn a_jwks_document_verifies_tokens_by_key_id() {
         code_with(&app, &sign("unknown-key")).await,
         Code::Unauthenticated
     );
+    // The encryption key is the same key material, but it is not for signatures.
+    assert_eq!(code_with(&app, &sign("enc1")).await, Code::Unauthenticated);
     app.stop().await;
+    // A set with no usable key at all is refused at start, naming why.
+    let only_ec = dir.path().join("ec.json");
+    std::fs::write(
+        &only_ec,
+        serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec1", "use": "sig",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut settings = cxloop_platform::config::Settings {
+        listen: "127.0.0.1:0".into(),
+        database_url: "sqlite::memory:".into(),
+        ..Default::default()
+    };
+    settings.auth.public_keys_file = only_ec.display().to_string();
+    let err = cxloop::Application::build(settings)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("no signing key this server accepts"), "{err}");
 }
 
 #[tokio::test]

@@ -933,6 +933,33 @@ async fn bad_input_names_the_field_and_stores_nothing() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["group.include_descendants"]);
+    // Ids a Get or a state change names are checked on either database: not empty, no NUL
+    // (PostgreSQL cannot compare it), not a megabyte echoed back in a NOT_FOUND.
+    let err = admin
+        .get_cycle(pb::GetCycleRequest { id: "\0".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["id"]);
+    let err = admin
+        .launch_cycle(pb::LaunchCycleRequest {
+            id: "x".repeat(129),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["id"]);
+    let err = admin
+        .get_employee(pb::GetEmployeeRequest { id: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["id"]);
+    let err = admin
+        .get_results(pb::GetResultsRequest {
+            cycle_id: format!("{}\0", c.id),
+            group: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["cycle_id", "group"]);
     assert!(
         admin
             .list_action_plans(pb::ListActionPlansRequest::default())

@@ -288,6 +288,26 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// The algorithm a JWKS key verifies with, or why the server does not use it.
+fn usable_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Algorithm, &'static str> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, KeyAlgorithm, PublicKeyUse};
+    if matches!(
+        jwk.common.public_key_use,
+        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+    ) {
+        return Err("its \"use\" is not \"sig\"");
+    }
+    let (alg, named) = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => (Algorithm::RS256, KeyAlgorithm::RS256),
+        AlgorithmParameters::OctetKeyPair(_) => (Algorithm::EdDSA, KeyAlgorithm::EdDSA),
+        _ => return Err("only RSA (RS256) and OKP (EdDSA) keys are accepted"),
+    };
+    match jwk.common.key_algorithm {
+        Some(a) if a != named => Err("its \"alg\" is not RS256 or EdDSA"),
+        _ => Ok(alg),
+    }
+}
+
 fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
     // One algorithm per key: a token cannot pick its own algorithm (no "none", no HS256
     // signed with a public key).
@@ -327,21 +347,25 @@ impl Verifier {
         if text.trim_start().starts_with('{') {
             let set: jsonwebtoken::jwk::JwkSet =
                 serde_json::from_slice(&bytes).map_err(|e| format!("JWKS: {e}"))?;
-            for jwk in &set.keys {
-                let alg = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    _ => {
-                        return Err(
-                            "JWKS: only RSA (RS256) and OKP (EdDSA) keys are accepted".into()
-                        );
+            // An identity provider's key set often holds more than the server can use (an
+            // EC key, an encryption key, a key for RS512): those are passed over with a word
+            // in the log, and only a set without any usable key is refused.
+            for (i, jwk) in set.keys.iter().enumerate() {
+                let kid = jwk.common.key_id.clone();
+                let name = kid.clone().unwrap_or_else(|| format!("#{i}"));
+                match usable_jwk(jwk) {
+                    Ok(alg) => {
+                        let key = DecodingKey::from_jwk(jwk)
+                            .map_err(|e| format!("JWKS key {name}: {e}"))?;
+                        keys.push((kid, key, validation(alg, issuer, audience)));
                     }
-                };
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key: {e}"))?;
-                keys.push((
-                    jwk.common.key_id.clone(),
-                    key,
-                    validation(alg, issuer, audience),
+                    Err(why) => tracing::warn!(key = %name, "JWKS key not used: {why}"),
+                }
+            }
+            if keys.is_empty() {
+                return Err(format!(
+                    "{}: the JWKS holds no signing key this server accepts (RSA for RS256, OKP for EdDSA)",
+                    path.display()
                 ));
             }
         } else if text.contains("BEGIN PUBLIC KEY") || text.contains("BEGIN RSA PUBLIC KEY") {
@@ -457,7 +481,7 @@ pub fn mint_hs256(
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         iss: issuer.into(),
         aud: Audience::One(audience.into()),
-        exp: now + ttl.as_secs(),
+        exp: now.saturating_add(ttl.as_secs()),
         iat: now,
     };
     jsonwebtoken::encode(

@@ -4,9 +4,72 @@
 
 use std::path::PathBuf;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
+
+/// Shortest `paging_secret` accepted, in bytes.
+pub const MIN_PAGING_SECRET_BYTES: usize = 16;
+
+/// Settings whose environment values are parsed (a list, a number, a boolean); every other
+/// `CXLOOP_*` value is taken as the text it is.
+const TYPED_KEYS: &[&str] = &["only", "shutdown_grace_s", "migrate_on_start"];
+
+/// The `CXLOOP_*` environment, with text settings kept as text: figment's own parsing would
+/// turn an audience of digits into a number (and refuse it), or a hex secret of digits with a
+/// leading zero into another value.
+struct EnvText(Env);
+
+impl Provider for EnvText {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, text) in self.0.iter() {
+            let value = if TYPED_KEYS.contains(&key.as_str()) {
+                text.parse::<Value>().unwrap_or_else(|e| match e {})
+            } else {
+                Value::from(text)
+            };
+            if let Some(nested) = figment::util::nest(key.as_str(), value).into_dict() {
+                merge_into(&mut dict, nested);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Adds `from` to `into`, dictionaries merged key by key (`CXLOOP_AUTH__ISSUER` and
+/// `CXLOOP_AUTH__AUDIENCE` both land in `auth`).
+fn merge_into(into: &mut Dict, from: Dict) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Dict(_, inner)), Value::Dict(_, more)) => merge_into(inner, more),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Keys of `given` (a config file) that `known` (the defaults) does not have, as dotted paths.
+fn unknown_keys(given: &Dict, known: &Dict, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in given {
+        let path = format!("{prefix}{k}");
+        match (known.get(k), v) {
+            (None, _) => out.push(path),
+            (Some(Value::Dict(_, inner_known)), Value::Dict(_, inner)) => {
+                out.extend(unknown_keys(inner, inner_known, &format!("{path}.")));
+            }
+            _ => {}
+        }
+    }
+    out
+}
 
 /// Everything a cxloop process needs to start.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,20 +151,40 @@ impl Default for Settings {
 impl Settings {
     /// Defaults, then the file (if given), then `CXLOOP_*` environment variables.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, String> {
-        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        let defaults = Figment::from(Serialized::defaults(Settings::default()));
+        let mut fig = defaults.clone();
         if let Some(f) = file {
             if !f.exists() {
                 return Err(format!("config file {} does not exist", f.display()));
             }
+            // A misspelt key in a file would otherwise be ignored without a word; a misspelt
+            // `[auth] public_keys_file` would leave the server in dev mode.
+            let known: Dict = defaults.extract().map_err(|e| e.to_string())?;
+            let given: Dict = Figment::from(Toml::file(f))
+                .extract()
+                .map_err(|e| format!("config file {}: {e}", f.display()))?;
+            let unknown = unknown_keys(&given, &known, "");
+            if !unknown.is_empty() {
+                return Err(format!(
+                    "config file {}: unknown setting(s) {} (see docs/operations.md)",
+                    f.display(),
+                    unknown.join(", ")
+                ));
+            }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("CXLOOP_").split("__"));
+        // Unknown `CXLOOP_*` variables are not refused: the environment holds others of that
+        // prefix (an orchestrator's service links, test settings).
+        fig = fig.merge(EnvText(Env::prefixed("CXLOOP_").split("__")));
         let s: Settings = fig.extract().map_err(|e| e.to_string())?;
         s.validate()?;
         Ok(s)
     }
 
     /// Checks values that would otherwise fail later, with a clear message now.
+    ///
+    /// `paging_secret`, when set, is hex of at least 16 bytes: page tokens are signed with
+    /// it, and a short key would let a client forge one.
     pub fn validate(&self) -> Result<(), String> {
         self.listen
             .parse::<std::net::SocketAddr>()
@@ -131,6 +214,18 @@ impl Settings {
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err("auth.issuer and auth.audience must not be empty".into());
         }
+        if !self.paging_secret.is_empty() {
+            match hex::decode(&self.paging_secret) {
+                Ok(k) if k.len() >= MIN_PAGING_SECRET_BYTES => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "paging_secret must be at least {MIN_PAGING_SECRET_BYTES} bytes ({} hex digits), e.g. from `openssl rand -hex 32`",
+                        2 * MIN_PAGING_SECRET_BYTES
+                    ));
+                }
+                Err(e) => return Err(format!("paging_secret must be hex: {e}")),
+            }
+        }
         Ok(())
     }
 
@@ -158,8 +253,11 @@ impl Settings {
         if !s.paging_secret.is_empty() {
             s.paging_secret = "<redacted>".into();
         }
-        // The file actually used, also when it is the default beside the database.
-        s.auth.dev_secret_file = self.dev_secret_path().display().to_string();
+        // The file actually used, also when it is the default beside the database; none when
+        // public keys verify the tokens.
+        if self.auth.public_keys_file.is_empty() {
+            s.auth.dev_secret_file = self.dev_secret_path().display().to_string();
+        }
         toml_like(&s)
     }
 }
@@ -185,7 +283,15 @@ fn toml_like(s: &Settings) -> String {
 }
 
 /// Query parameters of a URL that hold secrets (PostgreSQL takes `password` there too).
-const SECRET_PARAMS: [&str; 6] = ["password", "pass", "pwd", "sslpassword", "secret", "token"];
+/// Parts of a query parameter's name that mark it as a secret: `password`, `sslpassword`,
+/// `pwd`, `secret`, `access_token`, `api-key`, `apikey`, `auth`… (a path such as `sslkey` is
+/// hidden too; better one hidden too many than one printed).
+const SECRET_PARAMS: [&str; 6] = ["pass", "pwd", "secret", "token", "key", "auth"];
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|p| name.contains(p))
+}
 
 /// Hides the password in a URL: in the user info (up to the last `@` before the first `/`,
 /// as a password may hold an `@`, `?` or `#`) and in query parameters that carry one.
@@ -215,7 +321,7 @@ pub fn redact_url(url: &str) -> String {
             let params: Vec<String> = query
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+                    Some((k, _)) if is_secret_param(k) => {
                         format!("{k}=<redacted>")
                     }
                     _ => kv.to_owned(),
@@ -235,7 +341,46 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{Settings, redact_url};
+
+    #[test]
+    fn api_keys_and_tokens_in_a_query_are_hidden() {
+        assert_eq!(
+            redact_url("https://otlp.example/v1?api-key=k1&access_token=t&apikey=a&region=eu"),
+            "https://otlp.example/v1?api-key=<redacted>&access_token=<redacted>&apikey=<redacted>&region=eu"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_in_a_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cxloop.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:0\"\n[auth]\npublic_key_file = \"keys.pem\"\n[peers]\nfeedback = \"\"\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("auth.public_key_file"), "{err}");
+        std::fs::write(&f, "lisen = \"127.0.0.1:0\"\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+        std::fs::write(&f, "listen = \"127.0.0.1:0\"\n[auth]\naudience = \"x\"\n").unwrap();
+        assert_eq!(Settings::load(Some(&f)).unwrap().auth.audience, "x");
+    }
+
+    #[test]
+    fn a_short_or_non_hex_paging_secret_is_refused() {
+        let mut s = Settings {
+            paging_secret: "00".into(),
+            ..Settings::default()
+        };
+        assert!(s.validate().unwrap_err().contains("at least 16 bytes"));
+        s.paging_secret = "zz".repeat(16);
+        assert!(s.validate().unwrap_err().contains("hex"));
+        s.paging_secret = "0123456789abcdef".repeat(2);
+        s.validate().unwrap();
+    }
 
     #[test]
     fn passwords_are_hidden_wherever_a_url_holds_them() {

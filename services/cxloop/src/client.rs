@@ -28,15 +28,38 @@ pub type JourneysClient = JourneyServiceClient<InterceptedService<Channel, Beare
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 async fn channel(addr: &str, token: &str) -> Result<(Channel, Bearer), String> {
+    if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+        return Err(format!(
+            "address {addr}: give the scheme too, e.g. http://127.0.0.1:50051"
+        ));
+    }
     let channel = Channel::from_shared(addr.to_owned())
         .map_err(|e| format!("address {addr}: {e}"))?
         .connect()
         .await
-        .map_err(|e| format!("cannot reach {addr}: {e} (is `cxloop serve` running?)"))?;
+        .map_err(|e| {
+            format!(
+                "cannot reach {addr}: {} (is `cxloop serve` running?)",
+                causes(&e)
+            )
+        })?;
     let value = format!("Bearer {token}")
         .parse()
         .map_err(|_| "the token is not valid header text".to_string())?;
     Ok((channel, Bearer(value)))
+}
+
+/// An error with its causes: a transport error alone says only "transport error", its
+/// sources say "Connection refused" or "failed to lookup address".
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 /// Connects a feedback client to `addr` (e.g. "http://127.0.0.1:50051") with a token.
@@ -61,19 +84,11 @@ pub type EmployeeClient =
 
 /// Connects an employee-service client to `addr` with a token.
 pub async fn connect_employee(addr: &str, token: &str) -> Result<EmployeeClient, String> {
-    let channel = Channel::from_shared(addr.to_owned())
-        .map_err(|e| format!("address {addr}: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {addr}: {e} (is `cxloop serve` running?)"))?;
-    let value = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| "the token is not valid header text".to_string())?;
+    let (channel, bearer) = channel(addr, token).await?;
     Ok(
         cxloop_proto::employee::v1::employee_service_client::EmployeeServiceClient::with_interceptor(
-            channel,
-            Bearer(value),
+            channel, bearer,
         )
-        .max_decoding_message_size(64 * 1024 * 1024),
+        .max_decoding_message_size(MAX_MESSAGE),
     )
 }

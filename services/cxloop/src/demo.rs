@@ -3,8 +3,11 @@
 //! post-contact survey, and six months of responses whose scores differ by touchpoint and
 //! drift over time, so that every metric a user queries afterwards shows something.
 //!
-//! Everything is idempotent: request ids are derived from the tenant and the item, so running
-//! the demo twice stores nothing twice.
+//! Everything is idempotent: request ids name the item, and an item's content depends only on
+//! its id and on the day the tenant was first seeded (the survey's creation time, which a
+//! retried create returns unchanged), never on the day or the options of a later run. So
+//! running the demo again, the next day or with more days or responses per day, stores
+//! nothing twice and only adds what is new.
 
 use std::io::Write;
 
@@ -138,7 +141,23 @@ const SEGMENTS: &[(&str, f64)] = &[
 /// A small deterministic generator, so the demo data are the same on every machine.
 struct SplitMix(u64);
 
+/// Length of the demo's story in days: scores drift from each stage's `quality_from` to its
+/// `quality_to` over the days before the tenant was first seeded.
+const STORY_DAYS: i64 = 182;
+
+/// Most responses one import message carries (the service takes up to 10,000).
+const BATCH_ITEMS: usize = 5_000;
+
 impl SplitMix {
+    /// The generator of one response: seeded from its day and number alone, so its content
+    /// is the same whatever the run's options.
+    fn for_item(day: chrono::NaiveDate, i: u32) -> Self {
+        let day = i64::from(chrono::Datelike::num_days_from_ce(&day)) as u64;
+        let mut g = SplitMix(0xC0FFEE ^ (day << 20) ^ u64::from(i));
+        g.next();
+        g
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -167,7 +186,7 @@ pub struct DemoOptions {
     pub addr: String,
     /// Bearer token (admin role) for the tenant.
     pub token: String,
-    /// Days of history, ending today.
+    /// Days of history, ending the day the tenant was first seeded.
     pub days: u32,
     /// Average responses per day.
     pub per_day: u32,
@@ -266,10 +285,16 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
         .survey
         .ok_or("no survey returned")?;
 
-    let today = chrono::Utc::now().date_naive();
-    let first = today - chrono::Duration::days(i64::from(opts.days));
+    // The day the tenant was first seeded: the history ends there on every run.
+    let anchor = survey
+        .create_time
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .ok_or("the survey came back without its creation time")?;
+    let last_day = anchor.date_naive();
+    let first = last_day - chrono::Duration::days(i64::from(opts.days));
+    let story_start = last_day - chrono::Duration::days(STORY_DAYS);
     let total_weight: f64 = STAGES.iter().map(|s| s.weight).sum();
-    let mut rng = SplitMix(0xC0FFEE);
     let mut batch = Vec::new();
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
@@ -277,12 +302,13 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
     let expected = u64::from(opts.days) * u64::from(opts.per_day);
     for d in 0..opts.days {
         let day = first + chrono::Duration::days(i64::from(d));
-        let progress = f64::from(d) / f64::from(opts.days.max(1));
+        let progress = ((day - story_start).num_days() as f64 / STORY_DAYS as f64).clamp(0.0, 1.0);
         // Volume varies by weekday: more contacts at weekends, when holidays start.
         let weekday = chrono::Datelike::weekday(&day).num_days_from_monday();
         let volume =
             (f64::from(opts.per_day) * if weekday >= 5 { 1.3 } else { 0.88 }).round() as u32;
         for i in 0..volume {
+            let mut rng = SplitMix::for_item(day, i);
             let mut pick = rng.unit() * total_weight;
             let mut si = 0;
             for (k, s) in STAGES.iter().enumerate() {
@@ -380,33 +406,34 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
                     ..Default::default()
                 }),
             });
-        }
-        if batch.len() >= 5000 || d + 1 == opts.days {
-            sent += batch.len() as u64;
-            let items = std::mem::take(&mut batch);
-            let res = client
-                .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
-                    items,
-                }]))
-                .await
-                .map_err(|e| format!("importing responses: {}", e.message()))?
-                .into_inner();
-            accepted += res.accepted;
-            duplicates += res.duplicates;
-            if res.rejected > 0 {
-                let first = res.results.iter().find(|r| !r.violations.is_empty());
-                return Err(format!(
-                    "{} responses were rejected, e.g. {:?}",
-                    res.rejected, first
-                ));
+            if batch.len() == BATCH_ITEMS {
+                let n = import(&mut client, &mut batch).await?;
+                accepted += n.0;
+                duplicates += n.1;
+                sent += BATCH_ITEMS as u64;
+                progress_bar(sent, expected.max(sent));
             }
-            progress_bar(sent, expected.max(sent));
         }
     }
+    if !batch.is_empty() {
+        sent += batch.len() as u64;
+        let n = import(&mut client, &mut batch).await?;
+        accepted += n.0;
+        duplicates += n.1;
+    }
+    progress_bar(sent, expected.max(sent));
     eprintln!();
     let keys: Vec<&str> = STAGES.iter().map(|s| s.key).collect();
-    let journey_id =
-        journey::seed(&opts.addr, &opts.token, &keys, &touchpoint_ids, &survey.id).await?;
+    let quarter = journey::quarter_of(anchor);
+    let journey_id = journey::seed(
+        &opts.addr,
+        &opts.token,
+        &keys,
+        &touchpoint_ids,
+        &survey.id,
+        anchor,
+    )
+    .await?;
     println!(
         "journey_id={journey_id} (charter-holiday map with owners, KPIs and an improvement item)"
     );
@@ -419,7 +446,38 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
         duplicates
     );
     println!("survey_id={}", survey.id);
+    println!("quarter={quarter} (the quarter the KPI targets and the capacity are set for)");
     Ok(())
+}
+
+/// Sends one import message and empties `batch`; (accepted, duplicates). Any refused item is
+/// an error naming its field: the demo's own data are valid, so a refusal means the tenant
+/// holds other data under a demo request id.
+async fn import(
+    client: &mut crate::client::Client,
+    batch: &mut Vec<pb::RecordResponseRequest>,
+) -> Result<(u64, u64), String> {
+    let items = std::mem::take(batch);
+    let res = client
+        .import_responses(tokio_stream::iter(vec![pb::ImportResponsesRequest {
+            items,
+        }]))
+        .await
+        .map_err(|e| format!("importing responses: {}", e.message()))?
+        .into_inner();
+    if res.rejected > 0 {
+        let why = res
+            .results
+            .iter()
+            .find_map(|r| r.violations.first())
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .unwrap_or_default();
+        return Err(format!(
+            "{} responses were refused, e.g. {why}",
+            res.rejected
+        ));
+    }
+    Ok((res.accepted, res.duplicates))
 }
 
 fn progress_bar(done: u64, total: u64) {

@@ -163,7 +163,27 @@ impl Application {
     /// Connects, migrates, binds the listen address and starts serving.
     pub async fn build(settings: Settings) -> Result<Self, String> {
         settings.validate()?;
+        // Everything a setting can get wrong is found before the database is touched: a typo
+        // in a service name or a key file must not leave a half-set-up database behind.
         let services = selected(&settings)?;
+        let (verifier, dev_secret) = verifier(&settings)?;
+        let pages = PageSigner::new(&page_key(&settings, dev_secret.as_deref())?);
+        if dev_secret.is_some() {
+            tracing::info!(
+                secret_file = %settings.dev_secret_path().display(),
+                "auth: embedded dev mode, HS256 tokens signed with the secret file (`cxloop token`)"
+            );
+            if !settings.database_url.starts_with("sqlite:") {
+                tracing::warn!(
+                    "auth is in dev mode on a server database: set auth.public_keys_file to verify your identity provider's tokens"
+                );
+            }
+        } else {
+            tracing::info!(
+                keys_file = %settings.auth.public_keys_file,
+                "auth: tokens verified with the configured public keys"
+            );
+        }
         if settings.migrate_on_start {
             migrate(&settings).await?;
         }
@@ -173,8 +193,6 @@ impl Application {
         let writer = cxloop_platform::db::connect_writer(&settings.database_url)
             .await
             .map_err(|e| format!("database: {e}"))?;
-        let (verifier, dev_secret) = verifier(&settings)?;
-        let pages = PageSigner::new(&page_key(&settings, dev_secret.as_deref())?);
         let bus = InProcessBus::new();
         let (stop, stop_rx) = watch::channel(false);
         let (serve_stop, serve_stop_rx) = watch::channel(false);
@@ -317,7 +335,9 @@ impl Application {
             drain_grace,
             ..
         } = self;
-        for name in served {
+        // The named services and the server as a whole (""), which is what a health check
+        // without a service name, and most load balancers, ask about.
+        for name in served.into_iter().chain([""]) {
             health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;

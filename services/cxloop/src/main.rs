@@ -66,8 +66,8 @@ enum Command {
         /// Subject (user or service id).
         #[arg(long, default_value = "dev-user")]
         subject: String,
-        /// Lifetime in hours.
-        #[arg(long, default_value_t = 24)]
+        /// Lifetime in hours (1-8784, a leap year).
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8784))]
         ttl_hours: u64,
     },
     /// Seeds a demo tenant (charter-holiday journey, six months of responses; an organisation
@@ -84,11 +84,11 @@ enum Command {
         /// Use this bearer token instead of making a dev token.
         #[arg(long)]
         token: Option<String>,
-        /// Days of history.
-        #[arg(long, default_value_t = 182)]
+        /// Days of history, ending the day the tenant was first seeded (1-3650).
+        #[arg(long, default_value_t = 182, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
-        /// Average responses per day.
-        #[arg(long, default_value_t = 200)]
+        /// Average responses per day (1-100000).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         per_day: u32,
     },
 }

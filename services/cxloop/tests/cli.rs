@@ -141,3 +141,77 @@ fn print_config_names_peers_and_the_dev_secret_file_in_use() {
     );
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+/// Environment values are the text they are: an audience of digits stays a string (it is
+/// not turned into a number and refused), while the list, number and boolean settings are
+/// still parsed.
+#[test]
+fn environment_values_keep_their_text_and_typed_settings_still_parse() {
+    let text = print_config(
+        &[],
+        &[
+            ("CXLOOP_AUTH__AUDIENCE", "0123456789"),
+            ("CXLOOP_AUTH__ISSUER", "true"),
+            ("CXLOOP_ONLY", "[feedback, journeys]"),
+            ("CXLOOP_SHUTDOWN_GRACE_S", "7"),
+            ("CXLOOP_MIGRATE_ON_START", "false"),
+            // Not a setting: other CXLOOP_* variables (an orchestrator's service links) pass.
+            ("CXLOOP_FEEDBACK_SERVICE_HOST", "10.0.0.1"),
+        ],
+    );
+    assert!(text.contains(r#"audience = "0123456789""#), "{text}");
+    assert!(text.contains(r#"issuer = "true""#), "{text}");
+    assert!(
+        text.contains(r#"only = ["feedback", "journeys"]"#),
+        "{text}"
+    );
+    assert!(text.contains("shutdown_grace_s = 7\n"), "{text}");
+    assert!(text.contains("migrate_on_start = false\n"), "{text}");
+}
+
+/// With public keys configured no dev secret is used, and none is named.
+#[test]
+fn print_config_names_no_dev_secret_with_public_keys() {
+    let text = print_config(
+        &[],
+        &[("CXLOOP_AUTH__PUBLIC_KEYS_FILE", "/etc/cxloop/jwks.json")],
+    );
+    assert!(text.contains(r#"dev_secret_file = """#), "{text}");
+}
+
+/// Bad settings are refused before the database is touched: no database file appears for a
+/// misspelt service name or a key file that does not exist.
+#[test]
+fn a_bad_setting_is_refused_before_a_database_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["serve", "--listen", "127.0.0.1:0", "--only", "feedbak"][..],
+        &["serve", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cxloop"));
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("CXLOOP_DATABASE_URL");
+        if args.len() == 3 {
+            cmd.env("CXLOOP_AUTH__PUBLIC_KEYS_FILE", "missing-keys.pem");
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("feedbak") || err.contains("missing-keys.pem"),
+            "{args:?}: {err}"
+        );
+        assert!(!dir.path().join("cxloop.db").exists(), "{args:?}");
+    }
+    let out = cxloop(
+        dir.path(),
+        &["demo", "--addr", "127.0.0.1:1", "--token", "x"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give the scheme too"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

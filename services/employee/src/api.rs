@@ -2,7 +2,7 @@
 //! values once, check the caller's permission, call the store or the report, encode the
 //! answer. No call returns an individual answer: the store keeps none.
 
-use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len};
+use cxloop_platform::error::{ApiError, ApiResult, Violations, check_len, resource_id};
 use cxloop_platform::idempotency;
 use cxloop_platform::paging::{PageSigner, request_args as page_args};
 use cxloop_platform::{Caller, Permission, TenantId};
@@ -91,7 +91,9 @@ fn to_micros(t: &prost_types::Timestamp) -> Option<i64> {
 fn check_id(v: &mut Violations, field: &str, s: &str) {
     if s.is_empty() {
         v.add(field, "is required");
-    } else if s.len() > 128 {
+    } else if s.contains('\0') {
+        v.add(field, "must not contain the NUL character (U+0000)");
+    } else if s.chars().count() > 128 {
         v.add(field, "must be at most 128 characters");
     }
 }
@@ -445,7 +447,10 @@ impl EmployeeService for EmployeeApi {
         req: Request<pb::GetEmployeeRequest>,
     ) -> Result<Response<pb::GetEmployeeResponse>, Status> {
         let tenant = auth(&req, Permission::PeopleRead)?;
-        let e = self.store.get_employee(&tenant, &req.get_ref().id).await?;
+        let e = self
+            .store
+            .get_employee(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::GetEmployeeResponse {
             employee: Some(employee_pb(e)),
         }))
@@ -479,7 +484,7 @@ impl EmployeeService for EmployeeApi {
         let tenant = auth(&req, Permission::PeopleWrite)?;
         let e = self
             .store
-            .erase_employee(&tenant, &req.get_ref().id)
+            .erase_employee(&tenant, resource_id("id", &req.get_ref().id)?)
             .await?;
         tracing::info!(employee = %e.id, "employee's personal data erased");
         Ok(Response::new(pb::EraseEmployeeResponse {
@@ -586,7 +591,10 @@ impl EmployeeService for EmployeeApi {
     ) -> Result<Response<pb::GetSurveyResponse>, Status> {
         let tenant = auth(&req, Permission::ExResultsRead)
             .or_else(|_| auth(&req, Permission::ExSurveysWrite))?;
-        let s = self.store.get_survey(&tenant, &req.get_ref().id).await?;
+        let s = self
+            .store
+            .get_survey(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::GetSurveyResponse {
             survey: Some(survey_pb(s)),
         }))
@@ -707,7 +715,10 @@ impl EmployeeService for EmployeeApi {
     ) -> Result<Response<pb::GetCycleResponse>, Status> {
         let tenant = auth(&req, Permission::ExResultsRead)
             .or_else(|_| auth(&req, Permission::ExSurveysWrite))?;
-        let c = self.store.get_cycle(&tenant, &req.get_ref().id).await?;
+        let c = self
+            .store
+            .get_cycle(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::GetCycleResponse {
             cycle: Some(cycle_pb(c)),
         }))
@@ -737,7 +748,10 @@ impl EmployeeService for EmployeeApi {
         req: Request<pb::LaunchCycleRequest>,
     ) -> Result<Response<pb::LaunchCycleResponse>, Status> {
         let tenant = auth(&req, Permission::ExSurveysWrite)?;
-        let c = self.store.launch_cycle(&tenant, &req.get_ref().id).await?;
+        let c = self
+            .store
+            .launch_cycle(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::LaunchCycleResponse {
             cycle: Some(cycle_pb(c)),
         }))
@@ -748,7 +762,10 @@ impl EmployeeService for EmployeeApi {
         req: Request<pb::CloseCycleRequest>,
     ) -> Result<Response<pb::CloseCycleResponse>, Status> {
         let tenant = auth(&req, Permission::ExSurveysWrite)?;
-        let c = self.store.close_cycle(&tenant, &req.get_ref().id).await?;
+        let c = self
+            .store
+            .close_cycle(&tenant, resource_id("id", &req.get_ref().id)?)
+            .await?;
         Ok(Response::new(pb::CloseCycleResponse {
             cycle: Some(cycle_pb(c)),
         }))
@@ -846,8 +863,10 @@ impl EmployeeService for EmployeeApi {
         let r = req.into_inner();
         let mut v = Violations::new();
         check_id(&mut v, "cycle_id", &r.cycle_id);
+        // Every violation in one answer: a missing group does not hide a bad cycle id.
         let Some(g) = r.group else {
-            return Err(ApiError::invalid("group", "is required").into());
+            v.add("group", "is required");
+            return Err(ApiError::InvalidArgument(v.into_inner()).into());
         };
         check_id(&mut v, "group.org_unit_id", &g.org_unit_id);
         let attr = parse_attribute(&mut v, "group.filter_attribute", g.filter_attribute);
@@ -856,7 +875,7 @@ impl EmployeeService for EmployeeApi {
                 "group.include_descendants",
                 "a demographic filter applies to a unit with its descendants",
             ),
-            Some(_) if g.filter_value.is_empty() || g.filter_value.len() > 64 => v.add(
+            Some(_) if g.filter_value.is_empty() || g.filter_value.chars().count() > 64 => v.add(
                 "group.filter_value",
                 "must be 1-64 characters with a filter",
             ),
@@ -990,7 +1009,7 @@ impl EmployeeService for EmployeeApi {
         let (tenant, scope) = scoped(&self.store, &req, Permission::ExResultsRead).await?;
         let p = self
             .store
-            .get_action_plan(&tenant, &req.get_ref().id)
+            .get_action_plan(&tenant, resource_id("id", &req.get_ref().id)?)
             .await?;
         if !self
             .plan_in_scope(&tenant, &scope, &p.cycle_id, &p.unit_id)
@@ -1078,7 +1097,10 @@ impl EmployeeService for EmployeeApi {
             }
         }
         v.finish()?;
-        let mut row = self.store.get_action_plan(&tenant, &p.id).await?;
+        let mut row = self
+            .store
+            .get_action_plan(&tenant, resource_id("action_plan.id", &p.id)?)
+            .await?;
         if !self
             .plan_in_scope(&tenant, &scope, &row.cycle_id, &row.unit_id)
             .await?

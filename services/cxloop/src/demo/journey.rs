@@ -136,12 +136,21 @@ fn person(id: &str, name: &str) -> Option<pb::assignment::Assignee> {
 }
 
 /// Seeds the journey map, owners, KPIs, an improvement item and capacity.
+/// The named quarter of a time, e.g. "2026-Q4".
+pub fn quarter_of(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{}-Q{}", t.year(), t.month0() / 3 + 1)
+}
+
+/// Seeds the journey part. `anchor` is when the tenant was first seeded: the owners start at
+/// the beginning of its year and the goals and capacity are for its quarter, so a later run
+/// sends the same requests and stores nothing twice.
 pub async fn seed(
     addr: &str,
     token: &str,
     stage_keys: &[&str],
     touchpoint_ids: &[String],
     survey_id: &str,
+    anchor: chrono::DateTime<chrono::Utc>,
 ) -> Result<String, String> {
     let mut j = connect_journeys(addr, token).await?;
     let err = |what: &'static str| move |e: tonic::Status| format!("{what}: {}", e.message());
@@ -202,8 +211,7 @@ pub async fn seed(
         .journey
         .ok_or("no journey returned")?;
 
-    let now = chrono::Utc::now();
-    let year_start = chrono::NaiveDate::from_ymd_opt(now.year(), 1, 1)
+    let year_start = chrono::NaiveDate::from_ymd_opt(anchor.year(), 1, 1)
         .unwrap_or_default()
         .and_hms_opt(0, 0, 0)
         .unwrap_or_default()
@@ -263,7 +271,7 @@ pub async fn seed(
             .map_err(err("assigning an owner"))?;
     }
 
-    let quarter = format!("{}-Q{}", now.year(), now.month0() / 3 + 1);
+    let quarter = quarter_of(anchor);
     let kpi = |rid: &str,
                name: &str,
                subject: pb::subject::Kind,
