@@ -492,15 +492,33 @@ impl Store {
         rows.iter().map(journey_row).collect()
     }
 
-    /// Every live journey (tenants have tens, not thousands).
-    pub async fn all_journeys(&self, tenant: &TenantId) -> ApiResult<Vec<JourneyRow>> {
-        let all = Page {
-            size: 100_000,
-            after: None,
-        };
-        // One read, and no page budget: every map is needed.
-        self.journeys_in_chunks(tenant, &all, all.size + 1, |_| 0)
-            .await
+    /// The live journeys of these ids at their current revisions, in id order (ids that name
+    /// no live journey are left out), in chunks of [`SUBJECTS_PER_READ`]: a scorecard reads the
+    /// maps its KPIs need, not every map of the tenant.
+    pub async fn journeys_by_ids(
+        &self,
+        tenant: &TenantId,
+        ids: &[&str],
+    ) -> ApiResult<Vec<JourneyRow>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SUBJECTS_PER_READ) {
+            let mut values: Vec<Value> = vec![tenant.as_str().into()];
+            let list = db::in_list(&mut values, chunk.iter().map(|id| Value::from(*id)));
+            let sql = format!(
+                "SELECT {JOURNEY_COLS} FROM jr_journeys j JOIN jr_journey_revisions r ON r.tenant_id = j.tenant_id AND r.journey_id = j.id AND r.revision = j.revision WHERE j.tenant_id = ? AND j.deleted_at IS NULL AND j.id IN ({list}) ORDER BY j.id"
+            );
+            let rows = self
+                .db
+                .query_all_raw(stmt(self.backend(), &sql, values))
+                .await?;
+            for r in &rows {
+                out.push(journey_row(r)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Writes a new revision if the current one is still `base` (the one the change was

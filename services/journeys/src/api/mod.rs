@@ -209,12 +209,16 @@ impl JourneyApi {
         }
     }
 
+    /// The maps the KPIs' subjects need (a journey's or a stage's touchpoints).
     async fn journeys_for(&self, tenant: &TenantId, kpis: &[KpiRow]) -> ApiResult<Vec<JourneyRow>> {
-        if kpis.iter().any(|k| k.doc.subject.journey().is_some()) {
-            self.store.all_journeys(tenant).await
-        } else {
-            Ok(Vec::new())
+        let ids: Vec<&str> = kpis
+            .iter()
+            .filter_map(|k| k.doc.subject.journey())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        self.store.journeys_by_ids(tenant, &ids).await
     }
 
     async fn capacity_report(
@@ -1416,7 +1420,19 @@ impl JourneyApi {
             .filter(|a| matches!(a.role, OwnerRole::JourneyOwner | OwnerRole::TouchpointOwner))
             .filter(|a| a.span.clip(from, to).is_some())
             .collect();
-        let journeys = self.store.all_journeys(&c.tenant).await?;
+        // The maps of the journeys owned (their stages are owned with them); the KPIs found
+        // below are of those journeys, their stages, or owned touchpoints.
+        let owned_journeys: Vec<&str> = owned
+            .iter()
+            .filter_map(|a| match &a.subject {
+                Subject::Journey(j) => Some(j.as_str()),
+                _ => None,
+            })
+            .collect();
+        let journeys = self
+            .store
+            .journeys_by_ids(&c.tenant, &owned_journeys)
+            .await?;
         let journey_by_id: HashMap<&str, &JourneyRow> =
             journeys.iter().map(|j| (j.id.as_str(), j)).collect();
         let subjects_of = |a: &AssignmentRow| -> Vec<String> {
