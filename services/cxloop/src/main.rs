@@ -22,10 +22,10 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Common {
     /// TOML settings file (then CXLOOP_* environment variables, then these flags).
-    #[arg(long, global = true)]
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Database URL: sqlite://FILE?mode=rwc (default sqlite://cxloop.db?mode=rwc) or postgres://...
-    #[arg(long, global = true)]
+    #[arg(long)]
     database_url: Option<String>,
 }
 
