@@ -1186,3 +1186,107 @@ async fn a_manager_reads_and_plans_for_their_own_units_only() {
     );
     app.stop().await;
 }
+
+/// Concurrent updates of one action plan: each is applied to the plan as the one before left
+/// it, so updates of different fields all take effect, and of two status changes from
+/// "planned" (to done, to cancelled) exactly one is made; the other is refused, as it would
+/// be one after the other.
+#[tokio::test]
+async fn concurrent_action_plan_updates_neither_lose_a_field_nor_skip_a_rule() {
+    let app = spawn().await;
+    let t = tenant();
+    let (ids, _s, c1) = small_org(&app, &t).await;
+    let mut admin = app.ex(&t, &["admin"]).await;
+    let create = |rid: &str| pb::CreateActionPlanRequest {
+        request_id: rid.into(),
+        action_plan: Some(pb::ActionPlan {
+            cycle_id: c1.id.clone(),
+            org_unit_id: ids[1].clone(),
+            driver: "manager".into(),
+            title: "Weekly one-to-ones".into(),
+            owner: "a-lead".into(),
+            due_date: "2027-03-31".into(),
+            ..Default::default()
+        }),
+    };
+    let update = |id: &str, plan: pb::ActionPlan, path: &str| pb::UpdateActionPlanRequest {
+        action_plan: Some(pb::ActionPlan {
+            id: id.into(),
+            ..plan
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec![path.into()],
+        }),
+    };
+    for round in 0..8 {
+        let plan = admin
+            .create_action_plan(create(&format!("plan-{round}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .action_plan
+            .unwrap();
+        // Different fields at once: all of them land.
+        let mut calls = Vec::new();
+        for (path, value) in [
+            ("title", "New title"),
+            ("owner", "b-lead"),
+            ("description", "More time"),
+            ("due_date", "2027-06-30"),
+        ] {
+            let mut c = app.ex(&t, &["admin"]).await;
+            let mut p = pb::ActionPlan::default();
+            match path {
+                "title" => p.title = value.into(),
+                "owner" => p.owner = value.into(),
+                "description" => p.description = value.into(),
+                _ => p.due_date = value.into(),
+            }
+            let req = update(&plan.id, p, path);
+            calls.push(tokio::spawn(async move { c.update_action_plan(req).await }));
+        }
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        // Two status changes from planned at once: one is made, the other refused.
+        let mut calls = Vec::new();
+        for status in [pb::ActionPlanStatus::Done, pb::ActionPlanStatus::Cancelled] {
+            let mut c = app.ex(&t, &["admin"]).await;
+            let p = pb::ActionPlan {
+                status: status as i32,
+                ..Default::default()
+            };
+            let req = update(&plan.id, p, "status");
+            calls.push(tokio::spawn(async move { c.update_action_plan(req).await }));
+        }
+        let mut made = Vec::new();
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(r) => made.push(r.into_inner().action_plan.unwrap().status()),
+                Err(e) => assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}"),
+            }
+        }
+        assert_eq!(made.len(), 1, "round {round}: {made:?}");
+        let stored = admin
+            .get_action_plan(pb::GetActionPlanRequest {
+                id: plan.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .action_plan
+            .unwrap();
+        assert_eq!(
+            (
+                stored.title.as_str(),
+                stored.owner.as_str(),
+                stored.description.as_str(),
+                stored.due_date.as_str()
+            ),
+            ("New title", "b-lead", "More time", "2027-06-30"),
+            "round {round}"
+        );
+        assert_eq!(stored.status(), made[0], "round {round}");
+    }
+    app.stop().await;
+}

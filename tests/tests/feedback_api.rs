@@ -1525,6 +1525,28 @@ async fn text_with_a_nul_character_is_refused_with_its_field() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["survey.id"]);
+    // So are the survey ids of metrics reads, and a NOT_FOUND never echoes a megabyte.
+    let err = c
+        .query_metrics(pb::QueryMetricsRequest {
+            survey_id: "s".repeat(1 << 20),
+            question_key: "nps".into(),
+            bucket: pb::Bucket::Total as i32,
+            period: Some(common::Period {
+                kind: Some(common::period::Kind::Named("2026-03".into())),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["survey_id"]);
+    let err = c
+        .get_survey(pb::GetSurveyRequest {
+            id: "s".repeat(128),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().len() < 300, "{}", err.message());
     assert!(stored_request_ids(&mut c).await.is_empty());
     app.stop().await;
 }

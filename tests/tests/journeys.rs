@@ -1777,6 +1777,49 @@ async fn ids_are_checked_before_they_are_looked_up() {
             .any(|f| f.starts_with("assignment.subject")),
         "{err:?}"
     );
+    // The id an Update names is checked like a Get's: a megabyte of it is not looked up and
+    // echoed back in a NOT_FOUND.
+    let mask = |p: &str| {
+        Some(prost_types::FieldMask {
+            paths: vec![p.into()],
+        })
+    };
+    let err = j
+        .update_journey(pb::UpdateJourneyRequest {
+            journey: Some(pb::Journey {
+                id: "j".repeat(1 << 20),
+                name: "x".into(),
+                ..Default::default()
+            }),
+            update_mask: mask("name"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["journey.id"]);
+    let err = j
+        .update_kpi(pb::UpdateKpiRequest {
+            kpi: Some(pb::Kpi {
+                id: "k\0".into(),
+                name: "x".into(),
+                ..Default::default()
+            }),
+            update_mask: mask("name"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["kpi.id"]);
+    let err = j
+        .update_backlog_item(pb::UpdateBacklogItemRequest {
+            item: Some(pb::BacklogItem {
+                title: "x".into(),
+                ..Default::default()
+            }),
+            update_mask: mask("title"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["item.id"]);
     app.stop().await;
 }
 

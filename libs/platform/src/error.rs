@@ -160,11 +160,15 @@ impl From<ApiError> for Status {
                     ErrorDetails::with_bad_request(violations),
                 )
             }
-            ApiError::NotFound { kind, id } => Status::with_error_details(
-                Code::NotFound,
-                message,
-                ErrorDetails::with_resource_info(kind, id, "", "not found"),
-            ),
+            ApiError::NotFound { kind, id } => {
+                // The id is the client's: a megabyte of it is not sent back, twice.
+                let id = shortened(id);
+                Status::with_error_details(
+                    Code::NotFound,
+                    format!("{kind} {id} not found"),
+                    ErrorDetails::with_resource_info(kind, id, "", "not found"),
+                )
+            }
             ApiError::AlreadyExists(_) => Status::new(Code::AlreadyExists, message),
             ApiError::FailedPrecondition {
                 kind,
@@ -310,6 +314,19 @@ pub fn check_len(v: &mut Violations, field: &str, s: &str, min: usize, max: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_not_found_id_of_a_megabyte_comes_back_short() {
+        let status = Status::from(ApiError::not_found(
+            "cxloop.feedback.v1.Survey",
+            "x".repeat(1 << 20),
+        ));
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().len() < 600, "{}", status.message().len());
+        let info = status.get_details_resource_info().expect("resource info");
+        assert_eq!(info.resource_type, "cxloop.feedback.v1.Survey");
+        assert!(info.resource_name.len() <= MAX_VIOLATION_PART_BYTES + 3);
+    }
 
     #[test]
     fn a_violation_quoting_a_megabyte_stays_small() {

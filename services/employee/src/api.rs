@@ -88,6 +88,9 @@ fn to_micros(t: &prost_types::Timestamp) -> Option<i64> {
     chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).map(|d| d.timestamp_micros())
 }
 
+/// Times an action-plan update is applied to a newer plan when another update wrote first.
+const PLAN_UPDATE_ATTEMPTS: u32 = 5;
+
 fn check_id(v: &mut Violations, field: &str, s: &str) {
     if s.is_empty() {
         v.add(field, "is required");
@@ -1097,36 +1100,52 @@ impl EmployeeService for EmployeeApi {
             }
         }
         v.finish()?;
-        let mut row = self
-            .store
-            .get_action_plan(&tenant, resource_id("action_plan.id", &p.id)?)
-            .await?;
-        if !self
-            .plan_in_scope(&tenant, &scope, &row.cycle_id, &row.unit_id)
-            .await?
-        {
-            return Err(report::out_of_scope(&row.unit_id).into());
-        }
-        for f in &fields {
-            match f.as_str() {
-                "title" => row.title = p.title.clone(),
-                "description" => row.description = p.description.clone(),
-                "owner" => row.owner = p.owner.clone(),
-                "due_date" => row.due_date = p.due_date.clone(),
-                _ => {
-                    if !domain::action_plan_transition_ok(row.status, p.status) {
-                        return Err(ApiError::precondition(
-                            "STATUS_TRANSITION",
-                            format!("action_plans/{}", row.id),
-                            "status moves planned → in progress → done, or to cancelled from an open status",
-                        )
-                        .into());
+        let id = resource_id("action_plan.id", &p.id)?;
+        // Read, change the masked fields, write if nobody wrote in between; else again from
+        // the newer plan: two updates of different fields both take effect, and a status
+        // change is checked against the status it really changes.
+        let mut attempt = 0;
+        let row = loop {
+            attempt += 1;
+            let mut row = self.store.get_action_plan(&tenant, id).await?;
+            if !self
+                .plan_in_scope(&tenant, &scope, &row.cycle_id, &row.unit_id)
+                .await?
+            {
+                return Err(report::out_of_scope(&row.unit_id).into());
+            }
+            for f in &fields {
+                match f.as_str() {
+                    "title" => row.title = p.title.clone(),
+                    "description" => row.description = p.description.clone(),
+                    "owner" => row.owner = p.owner.clone(),
+                    "due_date" => row.due_date = p.due_date.clone(),
+                    _ => {
+                        if !domain::action_plan_transition_ok(row.status, p.status) {
+                            return Err(ApiError::precondition(
+                                "STATUS_TRANSITION",
+                                format!("action_plans/{}", row.id),
+                                "status moves planned → in progress → done, or to cancelled from an open status",
+                            )
+                            .into());
+                        }
+                        row.status = p.status;
                     }
-                    row.status = p.status;
                 }
             }
-        }
-        let row = self.store.update_action_plan(&tenant, &row).await?;
+            match self.store.update_action_plan(&tenant, &row).await? {
+                Some(row) => break row,
+                None if attempt < PLAN_UPDATE_ATTEMPTS => continue,
+                None => {
+                    return Err(ApiError::precondition(
+                        "PLAN_CHANGED",
+                        format!("action_plans/{}", row.id),
+                        "the plan kept changing while this update was applied; read it and retry",
+                    )
+                    .into());
+                }
+            }
+        };
         Ok(Response::new(pb::UpdateActionPlanResponse {
             action_plan: Some(plan_pb(&row)),
         }))

@@ -900,9 +900,7 @@ fn parse_metrics_query(
     prefix: &str,
     r: &pb::QueryMetricsRequest,
 ) -> Option<MetricsQuery> {
-    if r.survey_id.is_empty() {
-        v.add(format!("{prefix}survey_id"), "is required");
-    }
+    check_len(v, &format!("{prefix}survey_id"), &r.survey_id, 1, 128);
     let slice = parse_slice(v, &format!("{prefix}slice"), r.slice.as_ref());
     let range = parse_range(v, &format!("{prefix}period"), r.period.as_ref());
     let range = check_metric_range(v, &format!("{prefix}period"), range);
@@ -1703,9 +1701,7 @@ impl FeedbackService for FeedbackApi {
         let tenant = auth(&req, Permission::MetricsRead)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        if r.survey_id.is_empty() {
-            v.add("survey_id", "is required");
-        }
+        check_len(&mut v, "survey_id", &r.survey_id, 1, 128);
         if r.question_key.is_empty() {
             v.add("question_key", "is required");
         }

@@ -10,6 +10,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Why a text with U+0000 is refused: PostgreSQL cannot store it, and refused here it names
+/// its field on either database.
+const NUL_REFUSED: &str = "must not contain the NUL character (U+0000)";
+
 /// Default anonymity threshold of a tenant.
 pub const DEFAULT_THRESHOLD: u32 = 5;
 /// No tenant may go below this: with 2 respondents, each knows the other's answers.
@@ -100,6 +104,8 @@ pub fn check_questions(qs: &[Question]) -> Vec<(String, String)> {
         let n = q.text.chars().count();
         if n == 0 || n > 500 {
             v.push((at("text"), "must be 1-500 characters".into()));
+        } else if q.text.contains('\0') {
+            v.push((at("text"), NUL_REFUSED.into()));
         }
         match q.kind {
             QuestionKind::Likert if !is_key(&q.driver) => v.push((
@@ -286,6 +292,8 @@ pub fn check_submission(
                         format!("answers[{i}].text"),
                         "must be 1-2000 characters".into(),
                     ));
+                } else if t.contains('\0') {
+                    v.push((format!("answers[{i}].text"), NUL_REFUSED.into()));
                 } else {
                     comments.push((key, t));
                 }

@@ -254,18 +254,21 @@ impl Store {
         rows.iter().map(plan_row).collect()
     }
 
-    /// Replaces a plan's changeable fields.
+    /// Replaces a plan's changeable fields if nobody wrote it since it was read (its
+    /// `updated_at` is still the one read): `None` when somebody did, so that the caller reads
+    /// again and applies its change to the newer plan instead of overwriting it.
     pub async fn update_action_plan(
         &self,
         tenant: &TenantId,
         p: &ActionPlanRow,
-    ) -> ApiResult<ActionPlanRow> {
-        let now = db::now_micros();
+    ) -> ApiResult<Option<ActionPlanRow>> {
+        // Strictly later than the version read, also within one clock tick.
+        let now = db::now_micros().max(p.updated_at + 1);
         let res = self
             .db
             .execute_raw(stmt(
                 self.backend(),
-                "UPDATE ex_action_plans SET title = ?, description = ?, owner = ?, due_date = ?, status = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                "UPDATE ex_action_plans SET title = ?, description = ?, owner = ?, due_date = ?, status = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND updated_at = ?",
                 vec![
                     p.title.clone().into(),
                     p.description.clone().into(),
@@ -275,15 +278,16 @@ impl Store {
                     now.into(),
                     tenant.as_str().into(),
                     p.id.clone().into(),
+                    p.updated_at.into(),
                 ],
             ))
             .await?;
         if res.rows_affected() == 0 {
-            return Err(ApiError::not_found(ACTION_PLAN, p.id.clone()));
+            return Ok(None);
         }
-        Ok(ActionPlanRow {
+        Ok(Some(ActionPlanRow {
             updated_at: now,
             ..p.clone()
-        })
+        }))
     }
 }

@@ -95,6 +95,12 @@ impl Question {
         let text_len = text.chars().count();
         if text_len == 0 || text_len > 500 {
             errs.push(("text", "must be 1-500 characters".to_string()));
+        } else if text.contains('\0') {
+            // PostgreSQL cannot store it; refused here it names its field on either database.
+            errs.push((
+                "text",
+                "must not contain the NUL character (U+0000)".to_string(),
+            ));
         }
         let (min, max) = match kind {
             QuestionKind::Nps => (0, 10),

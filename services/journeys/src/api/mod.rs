@@ -420,6 +420,7 @@ impl JourneyService for JourneyApi {
             return Err(ApiError::invalid("journey", "is required").into());
         };
         journey_size(&mut v, j);
+        check_len(&mut v, "journey.id", &j.id, 1, 128);
         v.finish()?;
         let current = self.store.get_journey(&c.tenant, &j.id, None).await?;
         let mut next = current.doc.clone();
@@ -789,6 +790,7 @@ impl JourneyService for JourneyApi {
         let Some(k) = r.kpi.as_ref() else {
             return Err(ApiError::invalid("kpi", "is required").into());
         };
+        check_len(&mut v, "kpi.id", &k.id, 1, 128);
         v.finish()?;
         // Read, change the masked fields, write if nobody wrote in between; else again from
         // the newer row, so that two updates of different fields both take effect.
@@ -1059,6 +1061,7 @@ impl JourneyService for JourneyApi {
         let Some(i) = r.item.as_ref() else {
             return Err(ApiError::invalid("item", "is required").into());
         };
+        check_len(&mut v, "item.id", &i.id, 1, 128);
         v.finish()?;
         let current = self.store.get_item(&c.tenant, &i.id).await?;
         let mut d = current.doc.clone();
