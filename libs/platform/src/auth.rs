@@ -353,11 +353,12 @@ impl Verifier {
             for (i, jwk) in set.keys.iter().enumerate() {
                 let kid = jwk.common.key_id.clone();
                 let name = kid.clone().unwrap_or_else(|| format!("#{i}"));
-                match usable_jwk(jwk) {
-                    Ok(alg) => {
-                        let key = DecodingKey::from_jwk(jwk)
-                            .map_err(|e| format!("JWKS key {name}: {e}"))?;
+                match usable_jwk(jwk).map(|alg| (alg, DecodingKey::from_jwk(jwk))) {
+                    Ok((alg, Ok(key))) => {
                         keys.push((kid, key, validation(alg, issuer, audience)));
+                    }
+                    Ok((_, Err(e))) => {
+                        tracing::warn!(key = %name, "JWKS key not used: it does not decode: {e}")
                     }
                     Err(why) => tracing::warn!(key = %name, "JWKS key not used: {why}"),
                 }

@@ -28,9 +28,9 @@ pub type JourneysClient = JourneyServiceClient<InterceptedService<Channel, Beare
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 async fn channel(addr: &str, token: &str) -> Result<(Channel, Bearer), String> {
-    if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+    if !addr.starts_with("http://") {
         return Err(format!(
-            "address {addr}: give the scheme too, e.g. http://127.0.0.1:50051"
+            "address {addr}: give it as http://HOST:PORT, e.g. http://127.0.0.1:50051 (cxloop speaks plain-text HTTP/2; TLS belongs to a proxy in front of it)"
         ));
     }
     let channel = Channel::from_shared(addr.to_owned())

@@ -424,14 +424,17 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
     progress_bar(sent, expected.max(sent));
     eprintln!();
     let keys: Vec<&str> = STAGES.iter().map(|s| s.key).collect();
-    let quarter = journey::quarter_of(anchor);
+    // The quarter of the history's last day: a tenant first seeded on 1 October gets the goals
+    // of the quarter its responses are in.
+    let story_end = anchor - chrono::Duration::days(1);
+    let quarter = journey::quarter_of(story_end);
     let journey_id = journey::seed(
         &opts.addr,
         &opts.token,
         &keys,
         &touchpoint_ids,
         &survey.id,
-        anchor,
+        story_end,
     )
     .await?;
     println!(
@@ -473,7 +476,7 @@ async fn import(
             .map(|v| format!("{}: {}", v.field, v.description))
             .unwrap_or_default();
         return Err(format!(
-            "{} responses were refused, e.g. {why}",
+            "{} responses were refused, e.g. {why}. If the request id was used before with other content, this tenant holds data from an older `cxloop demo`: seed a fresh tenant (--tenant NAME)",
             res.rejected
         ));
     }

@@ -166,6 +166,16 @@ impl Application {
         // Everything a setting can get wrong is found before the database is touched: a typo
         // in a service name or a key file must not leave a half-set-up database behind.
         let services = selected(&settings)?;
+        if services.contains(&cxloop_journeys::NAME)
+            && !services.contains(&cxloop_feedback::NAME)
+            && settings.peers.feedback.is_empty()
+        {
+            // Same message as `peer_url` gives; said here, before anything is set up.
+            return Err(
+                "this process does not run the feedback service: set peers.feedback (CXLOOP_PEERS__FEEDBACK) to its URL"
+                    .into(),
+            );
+        }
         let (verifier, dev_secret) = verifier(&settings)?;
         let pages = PageSigner::new(&page_key(&settings, dev_secret.as_deref())?);
         if dev_secret.is_some() {

@@ -213,7 +213,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     &tenant,
                     &["admin"],
                     "demo-seeder",
-                    Duration::from_secs(3600),
+                    // Long enough for the largest demo the options allow (days × per_day
+                    // responses at a few tens of thousands a second), with an hour to spare.
+                    Duration::from_secs(3600 + u64::from(days) * u64::from(per_day) / 10_000),
                 )?,
             };
             cxloop::demo::run(cxloop::demo::DemoOptions {

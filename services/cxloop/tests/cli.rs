@@ -186,6 +186,7 @@ fn a_bad_setting_is_refused_before_a_database_is_created() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["serve", "--listen", "127.0.0.1:0", "--only", "feedbak"][..],
+        &["serve", "--listen", "127.0.0.1:0", "--only", "journeys"][..],
         &["serve", "--listen", "127.0.0.1:0"][..],
     ] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cxloop"));
@@ -199,7 +200,9 @@ fn a_bad_setting_is_refused_before_a_database_is_created() {
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("feedbak") || err.contains("missing-keys.pem"),
+            err.contains("feedbak")
+                || err.contains("missing-keys.pem")
+                || err.contains("set peers.feedback"),
             "{args:?}: {err}"
         );
         assert!(!dir.path().join("cxloop.db").exists(), "{args:?}");
@@ -210,7 +213,7 @@ fn a_bad_setting_is_refused_before_a_database_is_created() {
     );
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("give the scheme too"),
+        String::from_utf8_lossy(&out.stderr).contains("give it as http://HOST:PORT"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

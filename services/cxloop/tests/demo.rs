@@ -1,11 +1,22 @@
 //! `cxloop demo` as a newcomer runs it, against a real `cxloop serve`: run again with other
-//! options (as on a later day, when the history it would send has moved), it stores nothing
-//! twice, refuses nothing, and only adds what is new.
+//! options, it stores nothing twice, refuses nothing, and only adds what is new. (The only
+//! time the demo reads is the survey's creation time, which a retried create returns
+//! unchanged, so a run on a later day sends what a run today does.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+
+/// The server, stopped when the test ends, also when an assertion fails.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The "N responses stored now, M already there" figures of a demo run's output.
 fn stored_and_already(out: &str) -> (u64, u64) {
@@ -27,16 +38,18 @@ fn the_demo_run_again_with_other_options_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/cxloop.db?mode=rwc", dir.path().display());
     let secret = dir.path().join("dev.secret");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_cxloop"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--database-url", &db])
-        .env("CXLOOP_AUTH__DEV_SECRET_FILE", &secret)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_cxloop"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--database-url", &db])
+            .env("CXLOOP_AUTH__DEV_SECRET_FILE", &secret)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines
             .next()
@@ -82,6 +95,5 @@ fn the_demo_run_again_with_other_options_stores_nothing_twice() {
         (0, stored + stored_again),
         "{third}"
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 }
