@@ -165,8 +165,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Ok(());
             }
             let _telemetry = cxloop_platform::telemetry::init(&s.log_format, &s.otlp_endpoint)?;
+            let stop = cxloop_platform::shutdown::signal();
             let app = cxloop::Application::build(s).await?;
-            app.run_until(cxloop_platform::shutdown::signal()).await
+            app.run_until(stop).await
         }
         Command::Migrate { common } => {
             let s = settings(&common)?;

@@ -218,3 +218,67 @@ fn a_bad_setting_is_refused_before_a_database_is_created() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A second SIGTERM during the drain ends the process at once, with SIGTERM's exit code: an
+/// open health Watch stream would otherwise keep the drain waiting for its whole grace (here
+/// an hour, so only the second signal can end it).
+#[tokio::test]
+async fn a_second_sigterm_ends_the_drain_at_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cxloop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .current_dir(dir.path())
+        .env_remove("CXLOOP_DATABASE_URL")
+        .env("CXLOOP_SHUTDOWN_GRACE_S", "3600")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut until = |message: &str| -> serde_json::Value {
+        loop {
+            let line = lines.next().expect("server exited").unwrap();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            {
+                return v;
+            }
+        }
+    };
+    let addr = until("cxloop listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().unwrap();
+    let term = || {
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    term();
+    until("shutdown requested");
+    term();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    drop(watch);
+}
