@@ -213,6 +213,13 @@ impl Settings {
                 self.peers.feedback
             ));
         }
+        let o = &self.otlp_endpoint;
+        if !(o.is_empty() || o.starts_with("http://")) {
+            return Err(format!(
+                "otlp_endpoint must be an http:// URL (e.g. http://127.0.0.1:4317: the exporter speaks plain-text gRPC; put TLS in a collector or proxy beside the process), got {:?}",
+                redact_url(o)
+            ));
+        }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err("auth.issuer and auth.audience must not be empty".into());
         }

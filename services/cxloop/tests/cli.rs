@@ -127,7 +127,7 @@ fn print_config_names_peers_and_the_dev_secret_file_in_use() {
             ("CXLOOP_PEERS__FEEDBACK", "http://feedback:50051"),
             (
                 "CXLOOP_OTLP_ENDPOINT",
-                "https://collector:s3cret@otlp.example:4317",
+                "http://collector:s3cret@otlp.example:4317",
             ),
         ],
     );
