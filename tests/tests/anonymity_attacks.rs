@@ -913,6 +913,33 @@ async fn driver_impact_needs_twenty_five_respondents() {
     assert_eq!(di.weights.len(), 3);
     let total: f64 = di.weights.iter().map(|w| w.rescaled_weight).sum();
     assert!((total - 1.0).abs() < 1e-9 && di.r_squared > 0.0 && di.r_squared <= 1.0);
+    // Every figure of it carries its sample size and interval (a parametric bootstrap; its
+    // values are checked against scipy in libs/metrics), the same on every read.
+    let bootstrap = cxloop_proto::common::v1::IntervalMethod::ParametricBootstrap as i32;
+    let r2 = di.r_squared_estimate.unwrap();
+    assert_eq!(
+        (r2.value, r2.sample_size, r2.method),
+        (di.r_squared, 30, bootstrap)
+    );
+    assert!(r2.defined && r2.interval_low <= r2.value && r2.value <= r2.interval_high);
+    for w in &di.weights {
+        for (e, v) in [
+            (w.raw.unwrap(), w.raw_weight),
+            (w.rescaled.unwrap(), w.rescaled_weight),
+        ] {
+            assert_eq!((e.value, e.sample_size, e.method), (v, 30, bootstrap));
+            assert!(
+                e.interval_low < e.interval_high && e.standard_error > 0.0,
+                "{e:?}"
+            );
+            assert!(
+                (0.0..=1.0).contains(&e.interval_low) && e.interval_high <= 1.0,
+                "{e:?}"
+            );
+        }
+    }
+    let again = results(&mut admin, &c.id, &o.ids[0], true, None).await;
+    assert_eq!(again.driver_impact.unwrap(), di);
     app.stop().await;
 }
 

@@ -170,6 +170,9 @@ pub enum Method {
     Wilson,
     /// Student t interval for a mean.
     StudentT,
+    /// Percentile interval of a parametric bootstrap (driver impact: sample covariance
+    /// matrices drawn from their Wishart distribution).
+    ParametricBootstrap,
 }
 
 /// A figure from a sample with its uncertainty.

@@ -17,6 +17,7 @@ pub fn estimate_pb(e: &Estimate) -> common::Estimate {
             Method::Wald => common::IntervalMethod::Wald,
             Method::Wilson => common::IntervalMethod::Wilson,
             Method::StudentT => common::IntervalMethod::StudentT,
+            Method::ParametricBootstrap => common::IntervalMethod::ParametricBootstrap,
         } as i32,
         defined: e.defined,
     }

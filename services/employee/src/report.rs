@@ -943,16 +943,20 @@ pub async fn group_results(
             ..Default::default()
         },
         (Some(s), None) => match results::impact(&view.survey, s) {
-            Some((r2, weights)) => pb::DriverImpact {
+            Some(impact) => pb::DriverImpact {
                 suppressed: None,
                 sample_size: s.respondents(),
-                r_squared: r2,
-                weights: weights
+                r_squared: impact.r_squared.value,
+                r_squared_estimate: Some(estimate_pb(&impact.r_squared)),
+                weights: impact
+                    .weights
                     .into_iter()
-                    .map(|(driver, w)| pb::DriverWeight {
+                    .map(|(driver, raw, rescaled)| pb::DriverWeight {
                         driver,
-                        raw_weight: w,
-                        rescaled_weight: if r2 > 0.0 { w / r2 } else { 0.0 },
+                        raw_weight: raw.value,
+                        rescaled_weight: rescaled.value,
+                        raw: Some(estimate_pb(&raw)),
+                        rescaled: Some(estimate_pb(&rescaled)),
                     })
                     .collect(),
             },

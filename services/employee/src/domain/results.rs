@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use cxloop_metrics::ex::{CrossMoments, Moments, RelativeWeights};
+use cxloop_metrics::ex::{CrossMoments, Moments, WeightEstimates};
 use cxloop_metrics::{Comparison, Estimate, Histogram};
 
 use super::{ENGAGEMENT_SQ, ENGAGEMENT_SUM, QuestionKind, RESPONDENTS, SurveyDef, driver_stat};
@@ -224,17 +224,37 @@ pub fn cross_moments(survey: &SurveyDef, sums: &GroupSums) -> CrossMoments {
     m
 }
 
-/// Driver impact of a group: (driver, raw weight) largest first, with R²; None when the
-/// survey has no engagement index or drivers, or the data are degenerate.
-pub fn impact(survey: &SurveyDef, sums: &GroupSums) -> Option<(f64, Vec<(String, f64)>)> {
+/// Driver impact of a group, every figure with its interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Impact {
+    /// R² of engagement on all drivers.
+    pub r_squared: Estimate,
+    /// (driver, raw weight, rescaled weight), largest raw weight first.
+    pub weights: Vec<(String, Estimate, Estimate)>,
+}
+
+/// Driver impact of a group; None when the survey has no engagement index or drivers, or the
+/// data are degenerate.
+pub fn impact(survey: &SurveyDef, sums: &GroupSums) -> Option<Impact> {
     if !survey.has_engagement() || survey.drivers().is_empty() {
         return None;
     }
-    let RelativeWeights { r_squared, raw } =
-        cxloop_metrics::ex::relative_weights(&cross_moments(survey, sums))?;
-    let mut w: Vec<(String, f64)> = survey.drivers().into_iter().zip(raw).collect();
-    w.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Some((r_squared, w))
+    let WeightEstimates {
+        r_squared,
+        raw,
+        rescaled,
+    } = cxloop_metrics::ex::relative_weights_with_intervals(
+        &cross_moments(survey, sums),
+        cxloop_metrics::ex::BOOTSTRAP_DRAWS,
+    )?;
+    let mut weights: Vec<(String, Estimate, Estimate)> = survey
+        .drivers()
+        .into_iter()
+        .zip(raw.into_iter().zip(rescaled))
+        .map(|(d, (r, s))| (d, r, s))
+        .collect();
+    weights.sort_by(|a, b| b.1.value.total_cmp(&a.1.value).then_with(|| a.0.cmp(&b.0)));
+    Some(Impact { r_squared, weights })
 }
 
 #[cfg(test)]
