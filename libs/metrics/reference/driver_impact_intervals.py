@@ -27,6 +27,9 @@ out = [rw(w) for w in W]
 R2 = np.array([o[0] for o in out]); RAW = np.array([o[1] for o in out])
 q = lambda x: (np.quantile(x, 0.025), np.quantile(x, 0.975), np.std(x, ddof=1))
 print("r2", q(R2))
+from scipy.stats import norm
+z0 = norm.ppf(min(max((R2 < r2).mean(), 1e-3), 1 - 1e-3))
+print("r2 bias-corrected", np.quantile(R2, norm.cdf(2 * z0 - 1.959964)), np.quantile(R2, norm.cdf(2 * z0 + 1.959964)))
 for j in range(3):
     print("raw", j, q(RAW[:, j]), "rescaled", q(RAW[:, j] / R2))
 print("sums", list(n * mu))
