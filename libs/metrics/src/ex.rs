@@ -289,7 +289,7 @@ pub fn relative_weights_with_intervals(m: &CrossMoments, draws: usize) -> Option
             _ => failed += 1,
         }
     }
-    if failed * 20 > draws {
+    if r2.is_empty() || failed * 20 > draws {
         return None;
     }
     let estimate = |value: f64, mut d: Vec<f64>| percentile_estimate(value, m.n, &mut d);
@@ -585,6 +585,8 @@ mod tests {
             assert_eq!(e.raw[j].n, n);
             assert_eq!(e.raw[j].method, Method::ParametricBootstrap);
         }
+        // No draws, no intervals (and no panic).
+        assert_eq!(relative_weights_with_intervals(&m, 0), None);
         // The served number of draws: the same intervals on every read, near the reference.
         let a = relative_weights_with_intervals(&m, BOOTSTRAP_DRAWS).unwrap();
         assert_eq!(
