@@ -488,6 +488,8 @@ struct CycleData {
     plans: HashMap<PlanKey, Plans>,
     /// Headline sums per unit, by (dimension, value, rollup or own).
     headlines: HashMap<(i64, String, bool), Arc<Vec<GroupSums>>>,
+    /// Driver impact with its bootstrap intervals, by (unit, with descendants).
+    impacts: HashMap<(usize, bool), Option<Arc<results::Impact>>>,
 }
 
 /// A previous cycle's id and version.
@@ -583,6 +585,7 @@ impl ResultsCache {
                     movers: HashMap::new(),
                     plans: HashMap::new(),
                     headlines: HashMap::new(),
+                    impacts: HashMap::new(),
                 },
             );
         });
@@ -662,6 +665,26 @@ impl ResultsCache {
             d.movers.insert(mk.clone(), m.clone());
         });
         Ok(Some((mk, m)))
+    }
+
+    /// Driver impact of a group (unit, with descendants or not), made once per version: its
+    /// bootstrap takes milliseconds, and a closed cycle's impact never changes.
+    pub fn impact(
+        &self,
+        tenant: &TenantId,
+        view: &CycleView,
+        group: (usize, bool),
+        make: impl FnOnce() -> Option<results::Impact>,
+    ) -> Option<Arc<results::Impact>> {
+        let (id, version) = (view.cycle.id.as_str(), view.version);
+        if let Some(hit) = self.cached(tenant, id, version, |d| d.impacts.get(&group).cloned()) {
+            return hit;
+        }
+        let made = make().map(Arc::new);
+        self.keep(tenant, id, version, |d| {
+            d.impacts.insert(group, made.clone());
+        });
+        made
     }
 
     /// The headline sums (respondents, eNPS, engagement and driver sums) of every unit of a
@@ -942,7 +965,9 @@ pub async fn group_results(
             )),
             ..Default::default()
         },
-        (Some(s), None) => match results::impact(&view.survey, s) {
+        (Some(s), None) => match cache.impact(tenant, &view, (u, include_descendants), || {
+            results::impact(&view.survey, s)
+        }) {
             Some(impact) => pb::DriverImpact {
                 suppressed: None,
                 sample_size: s.respondents(),
@@ -950,13 +975,13 @@ pub async fn group_results(
                 r_squared_estimate: Some(estimate_pb(&impact.r_squared)),
                 weights: impact
                     .weights
-                    .into_iter()
+                    .iter()
                     .map(|(driver, raw, rescaled)| pb::DriverWeight {
-                        driver,
+                        driver: driver.clone(),
                         raw_weight: raw.value,
                         rescaled_weight: rescaled.value,
-                        raw: Some(estimate_pb(&raw)),
-                        rescaled: Some(estimate_pb(&rescaled)),
+                        raw: Some(estimate_pb(raw)),
+                        rescaled: Some(estimate_pb(rescaled)),
                     })
                     .collect(),
             },
